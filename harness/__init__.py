@@ -1,0 +1,12 @@
+"""gfqual harness: how the Geneformer HF reference and TE models are measured.
+
+Strict fp32 by default: cuBLAS (and so TE's "fp32" GEMMs) would otherwise run fp32 matrix products
+in TF32, which costs about 1e-4 relative error per layer and would hide conversion faults of that
+size. ``NVIDIA_TF32_OVERRIDE=0`` must be in the environment before CUDA starts, so it is set here,
+at the first import of the harness, unless the user already chose a value (the ``tf32`` precision
+needs ``NVIDIA_TF32_OVERRIDE=1``). Every result records which mode ran.
+"""
+
+import os
+
+os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")

@@ -1,0 +1,240 @@
+"""One interface over every Geneformer implementation the suite measures.
+
+A ``Backend`` owns a model at one precision on one device, runs ``forward(batch)`` to MLM
+logits, and lists its ``taps``: the modules whose outputs are the comparable stages of the forward
+(embeddings; per layer the attention output, the post-attention LayerNorm, the MLP output and the
+layer output; the final hidden state; the logits). This file is the only place that knows how the
+HF, TE and TE-format models differ; the parity, perf and downstream engines never branch on it.
+
+Backends:
+  hf-eager, hf-sdpa    transformers.BertForMaskedLM (the reference), attention implementation
+  te                   TransformerEngine, fused te.TransformerLayer (models/te.py)
+  te-modular           TransformerEngine, separate TE modules (NVIDIA's TEBertLayer structure)
+  te-format-torch      plain PyTorch over TE-layout weights (models/te_format_reference.py)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from harness.capability import probe
+from harness.data.batching import Batch
+from harness.precision import Precision, make_recipe, quantization, set_tf32
+from models import convert
+from models.checkpoint import Checkpoint, load_parameters
+from models.hf import hf_model_from_checkpoint, hf_model_from_tensors
+from models.registry import Variant
+from models.te_format_reference import TEFormatTorchForMaskedLM
+
+BACKENDS = ("hf-eager", "hf-sdpa", "te", "te-modular", "te-format-torch")
+
+
+def _first(output):
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _plus_bias(output):
+    """TE modules inside TransformerLayer return (output, bias) and add the bias later."""
+    return output[0] + output[1]
+
+
+@dataclass(frozen=True)
+class Tap:
+    stage: str
+    module: nn.Module
+    pick: Callable = _first
+
+
+def _layer_stage(i: int, what: str) -> str:
+    return f"layer.{i}.{what}"
+
+
+class Backend:
+    """A model ready to run at one precision; subclasses say where its stages are."""
+
+    name: str
+
+    def __init__(self, model: nn.Module, precision: Precision, device: str):
+        self.precision = precision
+        self.device = device
+        self.model = model.to(device=device, dtype=precision.dtype).eval()
+        self._recipe = make_recipe(precision) if precision.is_fp8 else None
+        self._calibrated = False
+
+    # -- running -------------------------------------------------------------------------
+    def _call(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(self, batch: Batch) -> torch.Tensor:
+        batch = batch.to(self.device)
+        set_tf32(self.precision.tf32)
+        if self._recipe is not None and not self._calibrated:
+            self.calibrate(batch)
+        with quantization(self.precision, self._recipe):
+            return self._call(batch)
+
+    def calibrate(self, batch: Batch) -> None:
+        """DelayedScaling takes its scales from the amax history, which TE updates when an FP8
+        region with autograd on closes: one such pass, on the data, before measuring."""
+        with torch.enable_grad(), quantization(self.precision, self._recipe):
+            self._call(batch)
+        self._calibrated = True
+
+    # -- stages --------------------------------------------------------------------------
+    def layer_taps(self, i: int, layer: nn.Module) -> list[Tap]:
+        raise NotImplementedError
+
+    def taps(self) -> list[Tap]:
+        bert = self.model.bert
+        layers = list(bert.encoder.layer)
+        taps = [Tap("embeddings", bert.embeddings)]
+        for i, layer in enumerate(layers):
+            taps += self.layer_taps(i, layer)
+        taps.append(Tap("final_hidden", layers[-1]))
+        taps.append(Tap("logits", self.model.cls))
+        return taps
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "precision": self.precision.name, "device": self.device}
+
+
+class HFBackend(Backend):
+    def __init__(self, model, precision, device, attn_implementation: str):
+        model.set_attn_implementation(attn_implementation)
+        self.name = f"hf-{attn_implementation}"
+        super().__init__(model, precision, device)
+
+    def _call(self, batch: Batch) -> torch.Tensor:
+        return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+
+    def layer_taps(self, i, layer):
+        return [
+            Tap(_layer_stage(i, "attention"), layer.attention.output.dense),
+            Tap(_layer_stage(i, "attention_norm"), layer.attention.output),
+            Tap(_layer_stage(i, "mlp"), layer.output.dense),
+            Tap(_layer_stage(i, "output"), layer),
+        ]
+
+
+class TEFormatTorchBackend(Backend):
+    name = "te-format-torch"
+
+    def _call(self, batch: Batch) -> torch.Tensor:
+        return self.model(batch.input_ids, batch.attention_mask)
+
+    def layer_taps(self, i, layer):
+        return [
+            Tap(_layer_stage(i, "attention"), layer.self_attention),
+            Tap(_layer_stage(i, "attention_norm"), layer.layernorm),
+            Tap(_layer_stage(i, "mlp"), layer.layernorm_mlp),
+            Tap(_layer_stage(i, "output"), layer),
+        ]
+
+
+class TEBackend(TEFormatTorchBackend):
+    """TransformerEngine; ``impl`` picks the fused TransformerLayer or the modular build."""
+
+    def __init__(self, model, precision, device):
+        self.name = "te" if model.impl == "fused" else "te-modular"
+        super().__init__(model, precision, device)
+
+    def layer_taps(self, i, layer):
+        if self.model.impl == "modular":
+            return [
+                Tap(_layer_stage(i, "attention"), layer.self_attention),
+                Tap(_layer_stage(i, "attention_norm"), layer.layernorm),
+                Tap(_layer_stage(i, "mlp"), layer.layernorm_mlp.fc2),
+                Tap(_layer_stage(i, "output"), layer),
+            ]
+        block = layer.block
+        return [
+            Tap(_layer_stage(i, "attention"), block.self_attention, _plus_bias),
+            # LayerNormMLP returns (fc2 output, fc2 bias, its LayerNorm output): the LayerNorm
+            # fused into it is the post-attention one.
+            Tap(_layer_stage(i, "attention_norm"), block.layernorm_mlp, lambda o: o[2]),
+            Tap(_layer_stage(i, "mlp"), block.layernorm_mlp, _plus_bias),
+            Tap(_layer_stage(i, "output"), layer),
+        ]
+
+
+def te_format_tensors(ckpt_or_hf: Checkpoint | nn.Module) -> tuple[dict, dict]:
+    """(TE-layout tensors, config) from a TE checkpoint, an HF checkpoint or an HF model."""
+    if isinstance(ckpt_or_hf, Checkpoint):
+        cfg = ckpt_or_hf.config
+        tensors = ckpt_or_hf.parameters()
+        if ckpt_or_hf.layout == "te":
+            return tensors, cfg
+        state = tensors
+    else:
+        cfg = ckpt_or_hf.config.to_dict()
+        state = ckpt_or_hf.state_dict()
+    te_tensors, _ = convert.convert_state_dict(
+        state, "te", cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    )
+    return te_tensors, cfg
+
+
+def build_backend(name: str, source, precision: Precision, device: str | None = None) -> Backend:
+    """A backend of ``name`` over ``source``: a Checkpoint (HF or TE layout; converted as the
+    backend needs) or an in-memory HF model (random-init runs)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+    reason = probe().skip_reason(name, precision)
+    if reason:
+        raise RuntimeError(f"{name} at {precision.name} cannot run here: {reason}")
+    device = device or probe().device
+    if name.startswith("hf-"):
+        attn = name.removeprefix("hf-")
+        if not isinstance(source, Checkpoint):
+            model = copy.deepcopy(source)  # the backend casts its model; leave the caller's alone
+        elif source.layout == "hf":
+            model = hf_model_from_checkpoint(source, attn)
+        else:
+            cfg = source.config
+            hf_tensors, _ = convert.convert_state_dict(
+                source.parameters(), "hf", cfg["num_hidden_layers"], cfg["num_attention_heads"]
+            )
+            model = hf_model_from_tensors(cfg, hf_tensors, attn)
+        return HFBackend(model, precision, device, attn)
+    tensors, cfg = te_format_tensors(source)
+    if name == "te-format-torch":
+        model = TEFormatTorchForMaskedLM(cfg)
+        load_parameters(model, tensors)
+        return TEFormatTorchBackend(model, precision, device)
+    from models.te import TEGeneformerForMaskedLM
+
+    model = TEGeneformerForMaskedLM(cfg, impl="fused" if name == "te" else "modular").to(device)
+    model.load_checkpoint_tensors(tensors)
+    return TEBackend(model, precision, device)
+
+
+def variant_of(source, fallback: Variant | None = None) -> str:
+    """The variant name to record for a source (first registered match, else 'custom')."""
+    from models.registry import variants_matching
+
+    cfg = source.config if isinstance(source, Checkpoint) else source.config.to_dict()
+    matches = variants_matching(cfg)
+    if fallback is not None and fallback in matches:
+        return fallback.name
+    return matches[0].name if matches else "custom"
+
+
+@contextlib.contextmanager
+def hooks(taps: list[Tap], sink: Callable[[str, torch.Tensor], None]):
+    """Call ``sink(stage, tensor)`` for every tap as the forward pass reaches it."""
+    handles = [
+        tap.module.register_forward_hook(lambda _m, _i, out, tap=tap: sink(tap.stage, tap.pick(out)))
+        for tap in taps
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,258 @@
+"""gfqual: the Geneformer HF ⇄ TransformerEngine qualification suite (command line).
+
+Thin by design: parse, call an engine, print a summary, write results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import harness  # noqa: F401  (sets strict-fp32 defaults before torch touches CUDA)
+
+from models.checkpoint import CheckpointError
+from models.convert import ConversionError
+from models.registry import VARIANTS, UnknownVariantError
+
+USER_ERRORS = (CheckpointError, ConversionError, UnknownVariantError, ValueError, FileNotFoundError)
+
+
+def cmd_variants(args) -> int:
+    if args.json:
+        print(json.dumps({name: v.summary() for name, v in VARIANTS.items()}, indent=1))
+        return 0
+    print(f"{'variant':17s} {'layers':>6s} {'hidden':>6s} {'heads':>5s} {'ffn':>5s} {'context':>7s} {'vocab':>6s}  dicts   specials")
+    for v in VARIANTS.values():
+        print(
+            f"{v.name:17s} {v.num_hidden_layers:6d} {v.hidden_size:6d} {v.num_attention_heads:5d} "
+            f"{v.intermediate_size:5d} {v.context:7d} {v.vocab_size:6d}  {v.dictionary_family:7s} "
+            f"{' '.join(v.special_tokens)}"
+        )
+    return 0
+
+
+def cmd_init(args) -> int:
+    import tempfile
+
+    from models import convert
+    from models.checkpoint import convert_checkpoint, write_checkpoint
+    from models.hf import random_hf_model
+    from models.registry import get_variant
+
+    variant = get_variant(args.variant)
+    model = random_hf_model(variant, args.seed)
+    tensors, _, _ = convert.canonical_tensors(model.state_dict())
+    config = {**variant.bert_config(), "torch_dtype": "float32"}
+    info = {"variant": variant.name, "seed": args.seed, "source": "random-init (models.hf.random_init_)"}
+    if args.layout == "hf":
+        write_checkpoint(args.out, tensors, config, extra={"random_init.json": info})
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_checkpoint(f"{tmp}/hf", tensors, config)
+            convert_checkpoint(f"{tmp}/hf", "te", args.out)
+    print(f"wrote {variant.name} ({args.layout} layout, random weights, seed {args.seed}) to {args.out}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from models.checkpoint import convert_checkpoint
+
+    info = convert_checkpoint(args.src, args.to, args.out)
+    print(
+        f"converted {info['source_layout']} → {args.to}: {info['tensors_converted']} tensors, "
+        f"dtypes {info['dtypes']}, ignored {len(info['ignored_keys'])} non-parameter keys; wrote {args.out}"
+    )
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from models.checkpoint import read_checkpoint, verify_official
+    from models.registry import get_variant
+
+    ckpt = read_checkpoint(args.checkpoint)
+    verify_official(ckpt, get_variant(args.variant))
+    print(f"{ckpt.weight_file}: sha256 {ckpt.sha256} is the official {args.variant} file")
+    return 0
+
+
+def _write(kind, records, weights, config, out) -> None:
+    from harness.results import make_result, write_result
+
+    path = write_result(make_result(kind, records, weights, config), out)
+    print(f"results: {path}")
+
+
+def cmd_parity(args) -> int:
+    from harness.parity.run import ParitySpec, format_verdict, run_config, run_parity
+    from models.checkpoint import check_variant, read_checkpoint
+    from models.registry import get_variant
+
+    reference = read_checkpoint(args.reference, expect="hf")
+    candidate = read_checkpoint(args.candidate, expect="te")
+    if args.variant:
+        variant = get_variant(args.variant)
+    else:
+        matches = reference.variant_candidates()
+        if not matches:
+            raise CheckpointError(f"{args.reference}: architecture matches no registered variant; pass --variant")
+        variant = matches[0]
+    for ckpt in (reference, candidate):
+        check_variant(ckpt.config, variant, str(ckpt.path))
+    spec = ParitySpec(
+        variant.name, args.backend, args.precision, n_cells=args.cells,
+        max_len=args.length or min(variant.context, 256), micro_batch=args.micro_batch, seed=args.seed,
+    )
+    device = None if args.device == "auto" else args.device
+    records, verdict = run_parity(spec, variant, reference, candidate, device)
+    print(format_verdict(verdict))
+    weights = {"reference": reference.describe(), "candidate": candidate.describe()}
+    if weights["candidate"]["dtypes"].get("bfloat16"):
+        print("note: the candidate stores bf16 tensors (TE export default); its fp32 parity includes that rounding")
+    _write("parity", records, weights, run_config([spec]), args.json)
+    # 0: within tolerance; 1: not; 3: this machine cannot run it (the reason is printed)
+    return {"pass": 0, "fail": 1, "unjudged": 1}.get(verdict["status"], 3)
+
+
+def default_specs(device: str, variants: list[str], seed: int) -> list:
+    """What ``gfqual run`` does with no arguments, by hardware: the most useful it can."""
+    from harness.parity.run import ParitySpec
+
+    specs = []
+    for name in variants:
+        v = VARIANTS[name]
+        if device == "cpu":
+            specs.append(ParitySpec(name, "te-format-torch", "fp32", max_len=64, seed=seed))
+            continue
+        specs.append(ParitySpec(name, "te-format-torch", "fp32", max_len=v.context, seed=seed, micro_batch=2))
+        for precision in ("fp32", "bf16", "fp8-delayed", "fp8-current", "fp8-block", "mxfp8"):
+            specs.append(ParitySpec(name, "te", precision, max_len=v.context, seed=seed, micro_batch=2))
+    return specs
+
+
+def cmd_run(args) -> int:
+    from harness.capability import probe
+    from harness.parity.run import random_source, random_weights_block, run_config, run_specs, verdicts
+
+    cap = probe()
+    print(f"gfqual run on {cap.gpu_name or 'CPU'} (TE: {cap.te_version or cap.te_error}); "
+          f"weights: seeded random init (seed {args.seed}) of the published configs")
+    specs = default_specs(cap.device, args.variants, args.seed)
+
+    def sources(name):
+        model = random_source(VARIANTS[name], args.seed)
+        return model, model
+
+    records = run_specs(specs, sources)
+    _write("parity", records, random_weights_block(args.seed), run_config(specs), args.out)
+    failed = [v for v in verdicts(records) if v["status"] == "fail"]
+    print(f"{len(verdicts(records))} parity runs: {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_bench_impl(args) -> int:
+    """Fused te.TransformerLayer vs separate TE modules (and HF sdpa), same weights and batch."""
+    from harness.backends import build_backend
+    from harness.data.synthetic import synthetic_batch
+    from harness.parity.run import random_source, random_weights_block
+    from harness.perf.timing import time_forward
+    from harness.precision import FP8_TOKEN_MULTIPLE, get_precision
+
+    records = []
+    for name in args.variants:
+        v = VARIANTS[name]
+        model = random_source(v, args.seed)
+        batch = synthetic_batch(v, args.batch, v.context, args.seed, FP8_TOKEN_MULTIPLE)
+        batch.attention_mask[:] = 1  # every cell at full context: a pure speed measurement
+        for precision in args.precisions:
+            p = get_precision(precision)
+            for backend in ("te", "te-modular", "hf-sdpa"):
+                if p.is_fp8 and backend.startswith("hf"):
+                    continue
+                b = build_backend(backend, model, p)
+                t = time_forward(b, batch, repeats=args.repeats)
+                records.append({
+                    "variant": name, "backend": backend, "precision": precision, "layout": "padded-full",
+                    "batch": args.batch, "seq_len": v.context, "median_ms": t.median_ms, "min_ms": t.min_ms,
+                    "max_ms": t.max_ms, "repeats": t.repeats, "cells_per_s": t.cells_per_s(args.batch),
+                    "tokens_per_s": t.cells_per_s(args.batch) * v.context,
+                })
+                print(f"{name:17s} {precision:12s} {backend:11s} {t.median_ms:8.2f} ms  ({t.min_ms:.2f}-{t.max_ms:.2f})")
+                del b
+    _write("perf", records, random_weights_block(args.seed), vars(args) | {"func": None}, args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gfqual", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("variants", help="list the registered Geneformer variants")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_variants)
+
+    p = sub.add_parser("init", help="write a checkpoint of a variant with seeded random weights")
+    p.add_argument("--variant", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--layout", choices=("hf", "te"), default="hf")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("convert", help="convert a checkpoint between HF and TE layouts")
+    p.add_argument("--from", dest="src", required=True)
+    p.add_argument("--to", choices=("te", "hf"), required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("verify", help="check a weight file against the official sha256")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--variant", required=True)
+    p.set_defaults(func=cmd_verify)
+
+    from harness.backends import BACKENDS
+    from harness.precision import PRECISIONS
+
+    p = sub.add_parser(
+        "parity", help="layer-by-layer parity of two checkpoints; exit 0 pass, 1 fail, 3 cannot run here"
+    )
+    p.add_argument("--reference", required=True, help="HF checkpoint directory")
+    p.add_argument("--candidate", required=True, help="TE checkpoint directory")
+    p.add_argument("--precision", default="fp32", choices=[n for n in PRECISIONS if n != "fp64"])
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--backend", default="te", choices=[b for b in BACKENDS if not b.startswith("hf")])
+    p.add_argument("--variant")
+    p.add_argument("--cells", type=int, default=4)
+    p.add_argument("--length", type=int, help="longest cell in tokens (default: min(context, 256))")
+    p.add_argument("--micro-batch", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="results file or folder (default results/local/)")
+    p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("run", help="the main job: the most useful parity matrix this machine can run")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="results file or folder (default results/local/)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench-impl", help="time fused vs modular TE layers (GPU)")
+    p.add_argument("--variants", nargs="+", default=["V2-104M", "V2-316M"], choices=list(VARIANTS))
+    p.add_argument("--precisions", nargs="+", default=["bf16", "fp8-current"])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out")
+    p.set_defaults(func=cmd_bench_impl)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"gfqual: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""A parity run end to end: build the backends, make the cells, compare, judge, make records.
+
+Shared by ``gfqual parity``, ``gfqual run`` and ``pytest suites/parity``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from harness.backends import build_backend
+from harness.capability import probe
+from harness.data.synthetic import synthetic_batch
+from harness.parity.engine import compare, judge
+from harness.precision import FP8_TOKEN_MULTIPLE, get_precision
+from harness.tolerances import needs_peer, table_as_dict
+from models.registry import Variant
+
+
+@dataclass(frozen=True)
+class ParitySpec:
+    variant: str
+    candidate: str  # backend name
+    precision: str
+    reference: str = "hf-eager"
+    n_cells: int = 4
+    max_len: int = 64
+    micro_batch: int = 4
+    seed: int = 0
+    emb_layer: int = -1
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant}/{self.candidate}/{self.precision}"
+
+
+def reference_precision(device: str) -> str:
+    """HF in float64 on the CPU (exact enough to be ground truth); fp32 on the GPU."""
+    return "fp64" if device == "cpu" else "fp32"
+
+
+def run_parity(spec: ParitySpec, variant: Variant, reference_source, candidate_source, device: str | None = None):
+    """Returns (records, verdict). A configuration this machine cannot run gives one skipped
+    verdict record with the reason, never an exception and never a silent omission."""
+    cap = probe()
+    device = device or cap.device
+    precision = get_precision(spec.precision)
+    base = {
+        "variant": spec.variant,
+        "backend": spec.candidate,
+        "precision": spec.precision,
+        "device": device,
+        "n_cells": spec.n_cells,
+        "seq_len": spec.max_len,
+    }
+    reason = cap.skip_reason(spec.candidate, precision)
+    if reason:
+        verdict = {**base, "record": "verdict", "status": "skipped", "reason": reason}
+        return [verdict], verdict
+
+    ref_precision = get_precision(reference_precision(device))
+    multiple = FP8_TOKEN_MULTIPLE if precision.is_fp8 else 1
+    batch = synthetic_batch(variant, spec.n_cells, spec.max_len, spec.seed, multiple=multiple)
+    reference = build_backend(spec.reference, reference_source, ref_precision, device)
+    candidate = build_backend(spec.candidate, candidate_source, precision, device)
+    peer = None
+    if needs_peer(spec.precision):
+        peer = build_backend(spec.reference, reference_source, get_precision("bf16"), device)
+    comparisons = compare(reference, candidate, batch.split(spec.micro_batch), peer, spec.emb_layer)
+    rows, verdict = judge(comparisons, spec.precision)
+    del reference, candidate, peer
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    context = {
+        **base,
+        "reference": f"{spec.reference}@{ref_precision.name}",
+        "peer": f"{spec.reference}@bf16" if needs_peer(spec.precision) else None,
+        "real_tokens": batch.real_tokens,
+        "padded_len": int(batch.input_ids.shape[1]),
+        "seed": spec.seed,
+    }
+    records = [{**context, "record": "stage", **row} for row in rows]
+    verdict = {**context, "record": "verdict", **verdict, "reason": None}
+    return records + [verdict], verdict
+
+
+def run_config(specs: list[ParitySpec]) -> dict:
+    """The ``config`` block of a parity result: what ran and the tolerances that judged it."""
+    return {
+        "specs": [asdict(s) for s in specs],
+        "tolerances": {p: table_as_dict(p) for p in sorted({s.precision for s in specs})},
+    }
+
+
+def random_source(variant: Variant, seed: int):
+    from models.hf import random_hf_model
+
+    return random_hf_model(variant, seed)
+
+
+def random_weights_block(seed: int) -> dict:
+    return {
+        "source": "random-init",
+        "seed": seed,
+        "note": "seeded random weights of the published configs (models.hf.random_init_); not Geneformer's trained weights",
+    }
+
+
+def run_specs(specs: list[ParitySpec], source_for, progress=print) -> list[dict]:
+    """Run many specs; ``source_for(variant)`` gives (reference source, candidate source).
+    Sources are built once per variant, in the order the specs name them."""
+    from models.registry import get_variant
+
+    records, cache = [], {}
+    for spec in specs:
+        if spec.variant not in cache:
+            cache.clear()  # one variant's models in memory at a time
+            cache[spec.variant] = source_for(spec.variant)
+        ref_src, cand_src = cache[spec.variant]
+        recs, verdict = run_parity(spec, get_variant(spec.variant), ref_src, cand_src)
+        records += recs
+        progress(format_verdict(verdict))
+    return records
+
+
+def format_verdict(v: dict) -> str:
+    if v["status"] == "skipped":
+        return f"{v['variant']:17s} {v['backend']:16s} {v['precision']:12s} SKIPPED: {v['reason']}"
+    where = f"first diverging stage: {v['first_diverging_stage']}" if v["first_diverging_stage"] else ""
+    return (
+        f"{v['variant']:17s} {v['backend']:16s} {v['precision']:12s} {v['status'].upper():5s} "
+        f"worst {v['worst_stage']} rel_l2={v['worst_rel_l2']:.2e}  final max|d|={v['final_hidden_max_abs']:.2e}  "
+        f"top1={v['logits_top1']:.4f}  {where}"
+    )
+
+
+def verdicts(records: list[dict]) -> list[dict]:
+    return [r for r in records if r.get("record") == "verdict"]

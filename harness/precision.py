@@ -1,0 +1,106 @@
+"""Precisions and FP8 recipes as data, and the one place that turns a name into a context.
+
+A precision says which dtype the weights and activations have, whether fp32 matrix products may
+use TF32, and which TransformerEngine recipe (if any) quantises the encoder GEMMs. The MLM head is
+plain PyTorch in every model, so it stays out of FP8.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    dtype: torch.dtype
+    tf32: bool = False
+    recipe: str | None = None  # TE recipe class name
+    recipe_family: str | None = None  # key of TE's own availability check
+    min_compute_capability: tuple[int, int] | None = None
+    hardware: str = ""
+    description: str = ""
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.recipe is not None
+
+
+PRECISIONS: dict[str, Precision] = {
+    p.name: p
+    for p in (
+        Precision("fp64", torch.float64, description="reference only: HF in float64 on the CPU"),
+        Precision("fp32", torch.float32, description="IEEE fp32, TF32 off everywhere"),
+        Precision("tf32", torch.float32, tf32=True, description="fp32 storage, TF32 matrix products"),
+        Precision("bf16", torch.bfloat16, description="bf16 weights and activations"),
+        Precision(
+            "fp8-delayed", torch.bfloat16, recipe="DelayedScaling", recipe_family="fp8",
+            min_compute_capability=(8, 9), hardware="Ada or Hopper",
+            description="E4M3/E5M2 (HYBRID), per-tensor scales from the amax history of a calibration pass",
+        ),
+        Precision(
+            "fp8-current", torch.bfloat16, recipe="Float8CurrentScaling", recipe_family="fp8",
+            min_compute_capability=(8, 9), hardware="Ada or Hopper",
+            description="per-tensor scales from the current tensor's amax",
+        ),
+        Precision(
+            "fp8-block", torch.bfloat16, recipe="Float8BlockScaling", recipe_family="fp8_block",
+            min_compute_capability=(9, 0), hardware="Hopper",
+            description="1x128 / 128x128 block scales (DeepSeek-V3 style)",
+        ),
+        Precision(
+            "mxfp8", torch.bfloat16, recipe="MXFP8BlockScaling", recipe_family="mxfp8",
+            min_compute_capability=(10, 0), hardware="Blackwell",
+            description="MX 1x32 blocks with E8M0 scales",
+        ),
+    )
+}
+
+FP8_TOKEN_MULTIPLE = 16  # FP8 GEMMs need both dimensions divisible by 16: pad token counts to it
+
+
+def get_precision(name: str) -> Precision:
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; known: {', '.join(PRECISIONS)}")
+    return PRECISIONS[name]
+
+
+def make_recipe(precision: Precision):
+    """A fresh TE recipe object for an FP8 precision (TE imported only here and in models/te.py)."""
+    from transformer_engine.common import recipe as te_recipe
+
+    if precision.recipe == "DelayedScaling":
+        return te_recipe.DelayedScaling(
+            fp8_format=te_recipe.Format.HYBRID, amax_history_len=16, amax_compute_algo="max"
+        )
+    return getattr(te_recipe, precision.recipe)()
+
+
+def set_tf32(enabled: bool) -> None:
+    """PyTorch's own TF32 switches (the cuBLAS-wide one is NVIDIA_TF32_OVERRIDE, see harness)."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+@contextlib.contextmanager
+def quantization(precision: Precision, recipe=None):
+    """Enter TE's FP8 autocast for FP8 precisions; nothing for the others."""
+    if not precision.is_fp8:
+        yield
+        return
+    import transformer_engine.pytorch as te
+
+    with te.autocast(enabled=True, recipe=recipe if recipe is not None else make_recipe(precision)):
+        yield
+
+
+def tf32_state() -> dict:
+    import os
+
+    return {
+        "torch_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE"),
+    }

@@ -1,0 +1,176 @@
+"""Geneformer on NVIDIA TransformerEngine (``transformer_engine.pytorch``), in NVIDIA's TE layout.
+
+Embeddings and the MLM head are the plain-PyTorch HF ones (``models.bert_common``), as in NVIDIA's
+TE Geneformer; the encoder layers are TE modules. Two builds of the layer are offered, both
+loading and saving the same checkpoint layout:
+
+``fused`` (the default) — one ``te.TransformerLayer`` per layer, configured as BERT's post-LN block
+  (``output_layernorm=True``, ``apply_residual_connection_post_layernorm=True``, ReLU). TE fuses the
+  post-attention LayerNorm into fc1 (``LayerNormMLP``), so the normalised activations never make a
+  separate round trip through memory (and under FP8 are quantised by the LayerNorm kernel itself),
+  and it fuses bias + dropout + residual add. Measured on an H100 (see
+  ``results/`` and ``harness/perf``): faster than ``modular`` at every precision we tried.
+``modular`` — ``te.MultiheadAttention`` + ``te.LayerNorm`` + two ``te.Linear``: the structure of
+  NVIDIA's own ``TEBertLayer``, whose parameter names *are* the checkpoint layout.
+
+In the fused layer TE names the post-attention LayerNorm ``layernorm_mlp.layer_norm_*`` and the
+closing one ``layernorm``; the checkpoint layout names them the other way round (``layernorm`` is
+post-attention, ``layernorm_mlp.layer_norm`` closes the layer). ``FUSED_NAMES`` is that mapping,
+applied on load and save, so the swap lives in one place.
+
+Importing this module needs TransformerEngine, and TE needs a CUDA GPU; callers ask
+``harness.capability`` first.
+"""
+
+from __future__ import annotations
+
+import torch
+import transformer_engine.pytorch as te
+from torch import nn
+
+from models.bert_common import Bert, MLMHead
+from models.checkpoint import Checkpoint, CheckpointError, load_parameters
+from models.convert import layout_keys
+
+IMPLEMENTATIONS = ("fused", "modular")
+
+# checkpoint-layout leaf (under bert.encoder.layer.N.) -> te.TransformerLayer parameter name
+FUSED_NAMES = {
+    "self_attention.qkv.weight": "self_attention.qkv.weight",
+    "self_attention.qkv.bias": "self_attention.qkv.bias",
+    "self_attention.proj.weight": "self_attention.proj.weight",
+    "self_attention.proj.bias": "self_attention.proj.bias",
+    "layernorm.weight": "layernorm_mlp.layer_norm_weight",
+    "layernorm.bias": "layernorm_mlp.layer_norm_bias",
+    "layernorm_mlp.fc1.weight": "layernorm_mlp.fc1_weight",
+    "layernorm_mlp.fc1.bias": "layernorm_mlp.fc1_bias",
+    "layernorm_mlp.fc2.weight": "layernorm_mlp.fc2_weight",
+    "layernorm_mlp.fc2.bias": "layernorm_mlp.fc2_bias",
+    "layernorm_mlp.layer_norm.weight": "layernorm.weight",
+    "layernorm_mlp.layer_norm.bias": "layernorm.bias",
+}
+
+
+def _check_activation(cfg: dict) -> None:
+    if cfg["hidden_act"] != "relu":
+        raise CheckpointError(f"Geneformer's TE layers implement ReLU; config has {cfg['hidden_act']!r}")
+
+
+class FusedLayer(nn.Module):
+    """BERT post-LN layer as one ``te.TransformerLayer``."""
+
+    def __init__(self, cfg: dict, layer_number: int, params_dtype: torch.dtype):
+        super().__init__()
+        _check_activation(cfg)
+        self.block = te.TransformerLayer(
+            hidden_size=cfg["hidden_size"],
+            ffn_hidden_size=cfg["intermediate_size"],
+            num_attention_heads=cfg["num_attention_heads"],
+            layernorm_epsilon=cfg["layer_norm_eps"],
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+            self_attn_mask_type="padding",
+            output_layernorm=True,
+            apply_residual_connection_post_layernorm=True,
+            activation="relu",
+            attn_input_format="bshd",
+            fuse_qkv_params=True,
+            qkv_weight_interleaved=True,
+            layer_number=layer_number,
+            params_dtype=params_dtype,
+        )
+
+    def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
+        return self.block(x, attention_mask=key_padding, self_attn_mask_type=_mask_type(key_padding))
+
+
+class ModularLayer(nn.Module):
+    """BERT post-LN layer from separate TE modules, named as the checkpoint layout."""
+
+    def __init__(self, cfg: dict, layer_number: int, params_dtype: torch.dtype):
+        super().__init__()
+        _check_activation(cfg)
+        H, I, eps = cfg["hidden_size"], cfg["intermediate_size"], cfg["layer_norm_eps"]
+        self.self_attention = te.MultiheadAttention(
+            hidden_size=H,
+            num_attention_heads=cfg["num_attention_heads"],
+            attention_dropout=0.0,
+            layer_number=layer_number,
+            attn_mask_type="padding",
+            input_layernorm=False,
+            attention_type="self",
+            fuse_qkv_params=True,
+            qkv_weight_interleaved=True,
+            qkv_format="bshd",
+            params_dtype=params_dtype,
+        )
+        self.layernorm = te.LayerNorm(H, eps=eps, params_dtype=params_dtype)
+        self.layernorm_mlp = nn.Module()
+        self.layernorm_mlp.fc1 = te.Linear(H, I, params_dtype=params_dtype)
+        self.layernorm_mlp.fc2 = te.Linear(I, H, params_dtype=params_dtype)
+        self.layernorm_mlp.layer_norm = te.LayerNorm(H, eps=eps, params_dtype=params_dtype)
+
+    def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
+        attn = self.self_attention(x, attention_mask=key_padding, attn_mask_type=_mask_type(key_padding))
+        x = self.layernorm(x + attn)
+        mlp = self.layernorm_mlp
+        return mlp.layer_norm(x + mlp.fc2(torch.relu(mlp.fc1(x))))
+
+
+def _mask_type(key_padding: torch.Tensor | None) -> str:
+    return "no_mask" if key_padding is None else "padding"
+
+
+class TEGeneformerForMaskedLM(nn.Module):
+    """Geneformer BertForMaskedLM with TransformerEngine encoder layers."""
+
+    def __init__(self, cfg: dict, impl: str = "fused", params_dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if impl not in IMPLEMENTATIONS:
+            raise ValueError(f"TE layer implementation must be one of {IMPLEMENTATIONS}, not {impl!r}")
+        layer_cls = FusedLayer if impl == "fused" else ModularLayer
+        self.impl = impl
+        self.config = dict(cfg)
+        layers = [layer_cls(cfg, i + 1, params_dtype) for i in range(cfg["num_hidden_layers"])]
+        self.bert = Bert(cfg, layers)
+        self.cls = MLMHead(cfg, self.bert.embeddings.word_embeddings)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """MLM logits ``[B, S, vocab]``; ``attention_mask`` is 1 for real tokens, 0 for padding.
+
+        FP8, when wanted, is entered by the caller (``harness.precision``) around this call; the
+        MLM head is plain PyTorch and so stays out of FP8.
+        """
+        # TE wants the padding mask as [B, 1, 1, S] booleans, True where a key is padding.
+        key_padding = None if attention_mask is None else (attention_mask == 0)[:, None, None, :]
+        x = self.bert.embeddings(input_ids)
+        for layer in self.bert.encoder.layer:
+            x = layer(x, key_padding)
+        return self.cls(x)
+
+    # --- checkpoint layout <-> module names -------------------------------------------------
+    def _internal_name(self, key: str) -> str:
+        if self.impl == "modular" or not key.startswith("bert.encoder.layer."):
+            return key
+        parts = key.split(".")
+        prefix, leaf = ".".join(parts[:4]), ".".join(parts[4:])
+        return f"{prefix}.block.{FUSED_NAMES[leaf]}"
+
+    def load_checkpoint_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load checkpoint-layout tensors (``Checkpoint.parameters()``)."""
+        load_parameters(self, {self._internal_name(k): v for k, v in tensors.items()})
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """The parameters under checkpoint-layout names (no ``_extra_state``, no tied copies)."""
+        own = dict(self.named_parameters())
+        return {k: own[self._internal_name(k)] for k in layout_keys("te", self.config["num_hidden_layers"])}
+
+
+def te_model_from_checkpoint(
+    ckpt: Checkpoint, impl: str = "fused", params_dtype: torch.dtype = torch.float32
+) -> TEGeneformerForMaskedLM:
+    if ckpt.layout != "te":
+        raise CheckpointError(f"{ckpt.path} is an HF checkpoint; convert it with gfqual convert --to te")
+    model = TEGeneformerForMaskedLM(ckpt.config, impl=impl, params_dtype=params_dtype).cuda()
+    model.load_checkpoint_tensors(ckpt.parameters())
+    return model.eval()

@@ -1,0 +1,68 @@
+"""Options and result writing for ``pytest suites/parity`` (the CI gate).
+
+    pytest suites/parity                                   # CPU: all variants, te-format-torch, fp32
+    pytest suites/parity --backends te --precisions fp32 bf16 fp8-current --length 4096
+
+Every parametrised run adds its records to one versioned results file written at the end of
+the session (``--results-out``, default results/local/).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.backends import BACKENDS
+from harness.precision import PRECISIONS
+from models.registry import VARIANTS
+
+_RECORDS: list[dict] = []
+_SPECS: list = []
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("gfqual parity")
+    group.addoption("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    group.addoption("--precisions", nargs="+", default=["fp32"], choices=[p for p in PRECISIONS if p != "fp64"])
+    group.addoption(
+        "--backends", nargs="+", default=["te-format-torch", "te"],
+        choices=[b for b in BACKENDS if not b.startswith("hf")],
+    )
+    group.addoption("--length", type=int, default=64, help="longest cell (tokens); default 64 (CPU CI)")
+    group.addoption("--cells", type=int, default=4)
+    group.addoption("--micro-batch", type=int, default=4)
+    group.addoption("--results-out", default=None, help="results file or folder")
+
+
+def pytest_generate_tests(metafunc):
+    if "parity_spec" not in metafunc.fixturenames:
+        return
+    from harness.parity.run import ParitySpec
+
+    opt = metafunc.config.getoption
+    specs = [
+        ParitySpec(v, b, p, n_cells=opt("--cells"), max_len=min(opt("--length"), VARIANTS[v].context),
+                   micro_batch=opt("--micro-batch"))
+        for v in opt("--variants")
+        for p in opt("--precisions")
+        for b in opt("--backends")
+    ]
+    metafunc.parametrize("parity_spec", specs, ids=[s.key for s in specs])
+
+
+@pytest.fixture(scope="session")
+def parity_log():
+    """Collects the records of every parity test; written as one result at session end."""
+    return _RECORDS, _SPECS
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not _RECORDS:
+        return
+    from harness.parity.run import random_weights_block, run_config
+    from harness.results import make_result, write_result
+
+    path = write_result(
+        make_result("parity", _RECORDS, random_weights_block(0), run_config(_SPECS)),
+        session.config.getoption("--results-out"),
+    )
+    session.config.pluginmanager.get_plugin("terminalreporter").write_line(f"parity results: {path}")
