@@ -8,8 +8,9 @@ HF, TE and TE-format models differ; the parity, perf and downstream engines neve
 
 Backends:
   hf-eager, hf-sdpa    transformers.BertForMaskedLM (the reference), attention implementation
-  te                   TransformerEngine, fused te.TransformerLayer (models/te.py)
-  te-modular           TransformerEngine, separate TE modules (NVIDIA's TEBertLayer structure)
+  te                   TransformerEngine, separate TE modules (NVIDIA's TEBertLayer structure)
+  te-fused             TransformerEngine, one te.TransformerLayer per layer (models/te.py says why
+                       this is not the default)
   te-format-torch      plain PyTorch over TE-layout weights (models/te_format_reference.py)
 """
 
@@ -32,7 +33,7 @@ from models.hf import hf_model_from_checkpoint, hf_model_from_tensors
 from models.registry import Variant
 from models.te_format_reference import TEFormatTorchForMaskedLM
 
-BACKENDS = ("hf-eager", "hf-sdpa", "te", "te-modular", "te-format-torch")
+BACKENDS = ("hf-eager", "hf-sdpa", "te", "te-fused", "te-format-torch")
 
 
 def _first(output):
@@ -139,10 +140,10 @@ class TEFormatTorchBackend(Backend):
 
 
 class TEBackend(TEFormatTorchBackend):
-    """TransformerEngine; ``impl`` picks the fused TransformerLayer or the modular build."""
+    """TransformerEngine; the model's ``impl`` is the modular build or the fused TransformerLayer."""
 
     def __init__(self, model, precision, device):
-        self.name = "te" if model.impl == "fused" else "te-modular"
+        self.name = "te" if model.impl == "modular" else "te-fused"
         super().__init__(model, precision, device)
 
     def layer_taps(self, i, layer):
@@ -210,7 +211,7 @@ def build_backend(name: str, source, precision: Precision, device: str | None = 
         return TEFormatTorchBackend(model, precision, device)
     from models.te import TEGeneformerForMaskedLM
 
-    model = TEGeneformerForMaskedLM(cfg, impl="fused" if name == "te" else "modular").to(device)
+    model = TEGeneformerForMaskedLM(cfg, impl="fused" if name == "te-fused" else "modular").to(device)
     model.load_checkpoint_tensors(tensors)
     return TEBackend(model, precision, device)
 

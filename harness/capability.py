@@ -15,7 +15,7 @@ import torch
 
 from harness.precision import PRECISIONS, Precision
 
-TE_BACKENDS = ("te", "te-modular")
+TE_BACKENDS = ("te", "te-fused")
 
 
 @dataclass(frozen=True)

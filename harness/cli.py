@@ -127,6 +127,8 @@ def default_specs(device: str, variants: list[str], seed: int) -> list:
         specs.append(ParitySpec(name, "te-format-torch", "fp32", max_len=v.context, seed=seed, micro_batch=2))
         for precision in ("fp32", "bf16", "fp8-delayed", "fp8-current", "fp8-block", "mxfp8"):
             specs.append(ParitySpec(name, "te", precision, max_len=v.context, seed=seed, micro_batch=2))
+        for precision in ("fp32", "bf16"):  # the fused build must be as correct as the default
+            specs.append(ParitySpec(name, "te-fused", precision, max_len=v.context, seed=seed, micro_batch=2))
     return specs
 
 
@@ -151,7 +153,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench_impl(args) -> int:
-    """Fused te.TransformerLayer vs separate TE modules (and HF sdpa), same weights and batch."""
+    """Modular TE layers vs fused te.TransformerLayer (and HF sdpa), same weights and batch."""
     from harness.backends import build_backend
     from harness.data.synthetic import synthetic_batch
     from harness.parity.run import random_source, random_weights_block
@@ -166,7 +168,7 @@ def cmd_bench_impl(args) -> int:
         batch.attention_mask[:] = 1  # every cell at full context: a pure speed measurement
         for precision in args.precisions:
             p = get_precision(precision)
-            for backend in ("te", "te-modular", "hf-sdpa"):
+            for backend in ("te", "te-fused", "hf-sdpa"):
                 if p.is_fp8 and backend.startswith("hf"):
                     continue
                 b = build_backend(backend, model, p)
@@ -180,6 +182,17 @@ def cmd_bench_impl(args) -> int:
                 print(f"{name:17s} {precision:12s} {backend:11s} {t.median_ms:8.2f} ms  ({t.min_ms:.2f}-{t.max_ms:.2f})")
                 del b
     _write("perf", records, random_weights_block(args.seed), vars(args) | {"func": None}, args.out)
+    return 0
+
+
+def cmd_report_parity(args) -> int:
+    from harness.results import read_results
+    from reports.parity import render_parity_report
+
+    results = read_results(args.results, kind="parity")
+    if not results:
+        raise FileNotFoundError(f"no parity results under {args.results}")
+    print(f"wrote {render_parity_report(results, args.out)}")
     return 0
 
 
@@ -234,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results file or folder (default results/local/)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("bench-impl", help="time fused vs modular TE layers (GPU)")
+    p = sub.add_parser("bench-impl", help="time modular vs fused TE layers (GPU)")
     p.add_argument("--variants", nargs="+", default=["V2-104M", "V2-316M"], choices=list(VARIANTS))
     p.add_argument("--precisions", nargs="+", default=["bf16", "fp8-current"])
     p.add_argument("--batch", type=int, default=8)
@@ -242,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out")
     p.set_defaults(func=cmd_bench_impl)
+
+    p = sub.add_parser("report-parity", help="render the parity report (markdown + plots) from results")
+    p.add_argument("--results", required=True, help="folder of results files")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report_parity)
     return parser
 
 

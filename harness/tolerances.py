@@ -60,9 +60,9 @@ _FP32 = {
 _TF32 = _all(Bound("rel_l2", 5e-3), Bound("cos_dist", 1e-5))
 
 # bf16: judged against HF's own bf16 error (u = 3.9e-3). TE keeps fp32 accumulators and softmax
-# statistics, so it should be no worse than HF bf16; the factor allows 50% and the epsilon
-# covers stages where HF's bf16 error happens to be small.
-_BF16 = _all(Bound("rel_l2", 5e-3, peer_factor=1.5), Bound("cos_dist", 1e-4, peer_factor=1.5))
+# statistics; measured TE/HF-bf16 error ratios were 0.95-1.1 at every stage. rel_l2 may exceed
+# the peer's by 25% + 1e-3; cos_dist (~ rel_l2^2 / 2) by 50% + 1e-5.
+_BF16 = _all(Bound("rel_l2", 1e-3, peer_factor=1.25), Bound("cos_dist", 1e-5, peer_factor=1.5))
 
 # fp8: E4M3 has u = 6.25e-2 per element before scaling; errors are gated on normalised RMSE and
 # cosine (elementwise max is logged, never gated). Top-1 agreement of MLM predictions is logged:

@@ -4,14 +4,20 @@ Embeddings and the MLM head are the plain-PyTorch HF ones (``models.bert_common`
 TE Geneformer; the encoder layers are TE modules. Two builds of the layer are offered, both
 loading and saving the same checkpoint layout:
 
-``fused`` (the default) — one ``te.TransformerLayer`` per layer, configured as BERT's post-LN block
+``modular`` (the default) — ``te.MultiheadAttention`` + ``te.LayerNorm`` + two ``te.Linear``: the
+  structure of NVIDIA's own ``TEBertLayer``, whose parameter names *are* the checkpoint layout.
+``fused`` — one ``te.TransformerLayer`` per layer, configured as BERT's post-LN block
   (``output_layernorm=True``, ``apply_residual_connection_post_layernorm=True``, ReLU). TE fuses the
-  post-attention LayerNorm into fc1 (``LayerNormMLP``), so the normalised activations never make a
-  separate round trip through memory (and under FP8 are quantised by the LayerNorm kernel itself),
-  and it fuses bias + dropout + residual add. Measured on an H100 (see
-  ``results/`` and ``harness/perf``): faster than ``modular`` at every precision we tried.
-``modular`` — ``te.MultiheadAttention`` + ``te.LayerNorm`` + two ``te.Linear``: the structure of
-  NVIDIA's own ``TEBertLayer``, whose parameter names *are* the checkpoint layout.
+  post-attention LayerNorm into fc1 (``LayerNormMLP``) and bias + dropout + residual add.
+
+Which is faster was measured, not assumed (``gfqual bench-impl``, H100, full context, batch 8,
+median of 20; results/h100/perf-impl-*.json): no build wins everywhere. Modular was 10-14% faster
+on V2-104M (bf16 and FP8); fused was 2-4% faster on V2-316M under FP8 and level at bf16. The
+fusions save one pass over a [tokens × hidden] activation per layer, which is small next to the
+GEMMs and attention at these widths, while the fused layer's bias-dropout-add is a
+``torch.compile``d function that recompiles per input shape and falls back to eager once dynamo's
+recompile limit is reached in mixed-shape runs (seen in the parity matrix). So the default is the
+simpler build with native names; ``te-fused`` stays selectable for measurement.
 
 In the fused layer TE names the post-attention LayerNorm ``layernorm_mlp.layer_norm_*`` and the
 closing one ``layernorm``; the checkpoint layout names them the other way round (``layernorm`` is
@@ -32,7 +38,7 @@ from models.bert_common import Bert, MLMHead
 from models.checkpoint import Checkpoint, CheckpointError, load_parameters
 from models.convert import layout_keys
 
-IMPLEMENTATIONS = ("fused", "modular")
+IMPLEMENTATIONS = ("modular", "fused")
 
 # checkpoint-layout leaf (under bert.encoder.layer.N.) -> te.TransformerLayer parameter name
 FUSED_NAMES = {
@@ -124,7 +130,7 @@ def _mask_type(key_padding: torch.Tensor | None) -> str:
 class TEGeneformerForMaskedLM(nn.Module):
     """Geneformer BertForMaskedLM with TransformerEngine encoder layers."""
 
-    def __init__(self, cfg: dict, impl: str = "fused", params_dtype: torch.dtype = torch.float32):
+    def __init__(self, cfg: dict, impl: str = "modular", params_dtype: torch.dtype = torch.float32):
         super().__init__()
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"TE layer implementation must be one of {IMPLEMENTATIONS}, not {impl!r}")
@@ -167,7 +173,7 @@ class TEGeneformerForMaskedLM(nn.Module):
 
 
 def te_model_from_checkpoint(
-    ckpt: Checkpoint, impl: str = "fused", params_dtype: torch.dtype = torch.float32
+    ckpt: Checkpoint, impl: str = "modular", params_dtype: torch.dtype = torch.float32
 ) -> TEGeneformerForMaskedLM:
     if ckpt.layout != "te":
         raise CheckpointError(f"{ckpt.path} is an HF checkpoint; convert it with gfqual convert --to te")
