@@ -11,13 +11,14 @@ loading and saving the same checkpoint layout:
   post-attention LayerNorm into fc1 (``LayerNormMLP``) and bias + dropout + residual add.
 
 Which is faster was measured, not assumed (``gfqual bench-impl``, H100, full context, batch 8,
-median of 20; results/h100/perf-impl-*.json): no build wins everywhere. Modular was 10-14% faster
-on V2-104M (bf16 and FP8); fused was 2-4% faster on V2-316M under FP8 and level at bf16. The
-fusions save one pass over a [tokens × hidden] activation per layer, which is small next to the
-GEMMs and attention at these widths, while the fused layer's bias-dropout-add is a
-``torch.compile``d function that recompiles per input shape and falls back to eager once dynamo's
-recompile limit is reached in mixed-shape runs (seen in the parity matrix). So the default is the
-simpler build with native names; ``te-fused`` stays selectable for measurement.
+median of 20; results/h100/perf-impl-h100.json): no build wins everywhere. At bf16 the two are
+within 2% at both V2-104M and V2-316M; under FP8 current scaling modular was 11% faster on
+V2-104M and fused 3% faster on V2-316M. The fusions save one pass over a [tokens × hidden]
+activation per layer, which is small next to the GEMMs and attention at these widths, while the
+fused layer's bias-dropout-add is a ``torch.compile``d function that recompiles per input shape
+and falls back to eager once dynamo's recompile limit is reached in mixed-shape runs (seen in the
+parity matrix). So the default is the simpler build with native names; ``te-fused`` stays
+selectable and is parity-checked at fp32 and bf16 in every GPU run.
 
 In the fused layer TE names the post-attention LayerNorm ``layernorm_mlp.layer_norm_*`` and the
 closing one ``layernorm``; the checkpoint layout names them the other way round (``layernorm`` is

@@ -68,7 +68,7 @@ def render_parity_report(results: list[dict], out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["# Geneformer HF vs TE parity", ""]
-    for result in results:
+    for index, result in enumerate(results):
         env, weights = result["env"], result["weights"]
         lines += [f"## Run of {result['created']}", ""]
         lines += ["| " + " | ".join(ENV_KEYS) + " |", "|" + "---|" * len(ENV_KEYS)]
@@ -82,7 +82,7 @@ def render_parity_report(results: list[dict], out_dir: str | Path) -> Path:
         refs = sorted({r["reference"] for r in verdicts if r.get("reference")})
         lines += [f"Reference: {', '.join(refs)}. Tolerances: harness/TOLERANCES.md.", ""]
         for variant in sorted({r["variant"] for r in stages}):
-            png = plot_error_vs_layer(stages, variant, out_dir / f"parity-{variant}.png")
+            png = plot_error_vs_layer(stages, variant, out_dir / f"parity-{index}-{variant}.png")
             lines += [f"![{variant} error vs layer]({png.name})", ""]
     path = out_dir / "parity.md"
     path.write_text("\n".join(lines) + "\n")

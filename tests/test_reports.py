@@ -27,5 +27,5 @@ def test_report_shows_verdicts_skips_env_and_plots(tmp_path):
     assert "| V1-10M | te | fp32 | **fail** | layer.2.output | 3.00e-07 | 2.00e-06 | 0.9900 | layer.1.attention |" in md
     assert "| V1-10M | te | mxfp8 | skipped | | | | | mxfp8 needs compute capability 10.0 (Blackwell) |" in md
     assert "TEST GPU" in md and "deadbeef" in md and "random-init" in md
-    png = tmp_path / "parity-V1-10M.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![V1-10M error vs layer](parity-V1-10M.png)" in md
+    png = tmp_path / "parity-0-V1-10M.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![V1-10M error vs layer](parity-0-V1-10M.png)" in md
