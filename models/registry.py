@@ -102,6 +102,28 @@ class Variant:
 
 _V2_EXTRA = {"classifier_dropout": None, "torch_dtype": "float32"}
 
+_V2_104M = Variant(
+    name="V2-104M",
+    hf_subfolder="Geneformer-V2-104M",
+    num_hidden_layers=12,
+    hidden_size=768,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=4096,
+    vocab_size=20275,
+    dropout=0.1,
+    dictionary_family="gc104M",
+    special_tokens=V2_SPECIAL_TOKENS,
+    weight_files=(
+        WeightFile(
+            "model.safetensors",
+            "fff5cba29ddd8792991fa77b4872246fbe548a178cebda3775cdc72b67780e7f",
+            417571156,
+        ),
+    ),
+    extra_config=_V2_EXTRA,
+)
+
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -130,39 +152,12 @@ VARIANTS: dict[str, Variant] = {
                 ),
             ),
         ),
-        Variant(
-            name="V2-104M",
-            hf_subfolder="Geneformer-V2-104M",
-            num_hidden_layers=12,
-            hidden_size=768,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            max_position_embeddings=4096,
-            vocab_size=20275,
-            dropout=0.1,
-            dictionary_family="gc104M",
-            special_tokens=V2_SPECIAL_TOKENS,
-            weight_files=(
-                WeightFile(
-                    "model.safetensors",
-                    "fff5cba29ddd8792991fa77b4872246fbe548a178cebda3775cdc72b67780e7f",
-                    417571156,
-                ),
-            ),
-            extra_config=_V2_EXTRA,
-        ),
-        Variant(
+        _V2_104M,
+        # V2-104M continually pretrained on cancer cell lines: same architecture, other weights.
+        dataclasses.replace(
+            _V2_104M,
             name="V2-104M_CLcancer",
             hf_subfolder="Geneformer-V2-104M_CLcancer",
-            num_hidden_layers=12,
-            hidden_size=768,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            max_position_embeddings=4096,
-            vocab_size=20275,
-            dropout=0.1,
-            dictionary_family="gc104M",
-            special_tokens=V2_SPECIAL_TOKENS,
             weight_files=(
                 WeightFile(
                     "model.safetensors",
@@ -170,20 +165,16 @@ VARIANTS: dict[str, Variant] = {
                     417571156,
                 ),
             ),
-            extra_config=_V2_EXTRA,
         ),
-        Variant(
+        # Same V2 family (gc104M dictionaries, 4,096 tokens, <cls>/<eos>), wider and deeper.
+        dataclasses.replace(
+            _V2_104M,
             name="V2-316M",
             hf_subfolder="Geneformer-V2-316M",
             num_hidden_layers=18,
             hidden_size=1152,
             num_attention_heads=18,
             intermediate_size=4608,
-            max_position_embeddings=4096,
-            vocab_size=20275,
-            dropout=0.1,
-            dictionary_family="gc104M",
-            special_tokens=V2_SPECIAL_TOKENS,
             weight_files=(
                 WeightFile(
                     "model.safetensors",
@@ -191,7 +182,6 @@ VARIANTS: dict[str, Variant] = {
                     1265455076,
                 ),
             ),
-            extra_config=_V2_EXTRA,
         ),
     )
 }
