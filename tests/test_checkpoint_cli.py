@@ -137,3 +137,40 @@ def test_variants_json_lists_every_variant(capsys):
     listed = json.loads(capsys.readouterr().out)
     assert set(listed) == set(VARIANTS)
     assert listed["V2-316M"]["num_hidden_layers"] == VARIANTS["V2-316M"].num_hidden_layers
+
+
+def test_old_transformers_pytorch_model_bin_loads(ckpts, tmp_path):
+    """Geneformer V1 ships pytorch_model.bin from transformers 4.6, with a position_ids buffer."""
+    from models.hf import load_hf_model
+
+    tensors = load_file(str(ckpts / "hf/model.safetensors"))
+    tensors["bert.embeddings.position_ids"] = torch.arange(2048)[None]
+    torch.save(tensors, tmp_path / "pytorch_model.bin")
+    (tmp_path / "config.json").write_text((ckpts / "hf/config.json").read_text())
+    model, ckpt = load_hf_model(tmp_path)
+    assert ckpt.weight_file.name == "pytorch_model.bin"
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, tensors["bert.embeddings.word_embeddings.weight"])
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+
+
+def test_nvidia_style_te_export_loads_and_reports_bf16(ckpts, tmp_path, capsys):
+    """NVIDIA's export: tied decoder copies stored, TE _extra_state keys, encoder weights rounded to
+    bf16 (torch_dtype defaults to bfloat16), config with use_te_layers / fuse_qkv_params."""
+    tensors = load_file(str(ckpts / "te/model.safetensors"))
+    export = {k: (v.to(torch.bfloat16) if k.startswith("bert.encoder") else v) for k, v in tensors.items()}
+    export["cls.predictions.decoder.weight"] = export["bert.embeddings.word_embeddings.weight"].clone()
+    export["cls.predictions.decoder.bias"] = export["cls.predictions.bias"].clone()
+    export["bert.encoder.layer.0.layernorm_mlp.fc1._extra_state"] = torch.zeros(0, dtype=torch.uint8)
+    save_file(export, str(tmp_path / "model.safetensors"))
+    cfg = {**json.loads((ckpts / "hf/config.json").read_text()), "use_te_layers": True,
+           "fuse_qkv_params": True, "torch_dtype": "bfloat16"}
+    cfg.pop("transformers_version", None)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    ckpt = read_checkpoint(tmp_path, expect="te")
+    assert ckpt.dtype_counts()["bfloat16"] == sum(k.startswith("bert.encoder") for k in tensors)
+    out = tmp_path / "r.json"
+    rc = main(["parity", "--reference", str(ckpts / "hf"), "--candidate", str(tmp_path),
+               "--backend", "te-format-torch", "--length", "32", "--json", str(out)])
+    assert "stores bf16 tensors" in capsys.readouterr().out
+    assert rc == 1  # bf16-rounded weights are not fp32-identical: the gate says so, it does not hide it
+    assert json.loads(out.read_text())["weights"]["candidate"]["dtypes"]["bfloat16"] > 0
