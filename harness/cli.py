@@ -16,6 +16,7 @@ from models.convert import ConversionError
 from models.registry import VARIANTS, UnknownVariantError
 
 USER_ERRORS = (CheckpointError, ConversionError, UnknownVariantError, ValueError, FileNotFoundError)
+# (TokenizerError is a ValueError)
 
 
 def cmd_variants(args) -> int:
@@ -102,6 +103,7 @@ def cmd_parity(args) -> int:
     spec = ParitySpec(
         variant.name, args.backend, args.precision, n_cells=args.cells,
         max_len=args.length or min(variant.context, 256), micro_batch=args.micro_batch, seed=args.seed,
+        h5ad=args.h5ad, dicts=args.dicts,
     )
     device = None if args.device == "auto" else args.device
     records, verdict = run_parity(spec, variant, reference, candidate, device)
@@ -238,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, help="longest cell in tokens (default: min(context, 256))")
     p.add_argument("--micro-batch", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--h5ad", help="real cells: AnnData of raw counts with var['ensembl_id'] (default: synthetic)")
+    p.add_argument("--dicts", help="Geneformer dictionary folder (holds gc30M/ and gc104M/); needed with --h5ad")
     p.add_argument("--json", help="results file or folder (default results/local/)")
     p.set_defaults(func=cmd_parity)
 

@@ -11,7 +11,9 @@ import torch
 
 from harness.backends import build_backend
 from harness.capability import probe
+from harness.data.batching import Batch, collate
 from harness.data.synthetic import synthetic_batch
+from harness.data.tokenizer import Dictionaries, tokenize_h5ad
 from harness.parity.engine import compare, judge
 from harness.precision import FP8_TOKEN_MULTIPLE, get_precision
 from harness.tolerances import needs_peer, table_as_dict
@@ -29,10 +31,35 @@ class ParitySpec:
     micro_batch: int = 4
     seed: int = 0
     emb_layer: int = -1
+    h5ad: str | None = None  # real cells: an AnnData of raw counts (with dicts)
+    dicts: str | None = None  # folder of the Geneformer dictionaries (gc30M/, gc104M/)
 
     @property
     def key(self) -> str:
         return f"{self.variant}/{self.candidate}/{self.precision}"
+
+
+def make_batch(spec: ParitySpec, variant: Variant, multiple: int) -> Batch:
+    """Real cells when an AnnData and the dictionaries are given, else synthetic ones.
+
+    Real cells are taken at evenly spaced length quantiles, so short and long cells both appear;
+    if every chosen cell still fills ``max_len``, the last is cut to half its length (a cell with
+    fewer expressed genes) so that padding is always exercised.
+    """
+    if not spec.h5ad:
+        return synthetic_batch(variant, spec.n_cells, spec.max_len, spec.seed, multiple=multiple)
+    if not spec.dicts:
+        raise ValueError("real cells need the Geneformer dictionaries: give the dictionary folder too")
+    dicts = Dictionaries.load(spec.dicts, variant.dictionary_family)
+    tokenized = tokenize_h5ad(spec.h5ad, variant, dicts, max_len=spec.max_len)
+    if len(tokenized.cells) < spec.n_cells:
+        raise ValueError(f"{spec.h5ad}: {len(tokenized.cells)} usable cells, {spec.n_cells} asked for")
+    by_length = sorted(tokenized.cells, key=len)
+    picks = [by_length[round(i * (len(by_length) - 1) / max(1, spec.n_cells - 1))] for i in range(spec.n_cells)]
+    if all(len(c) == spec.max_len for c in picks):
+        cut = picks[-1][: spec.max_len // 2]
+        picks[-1] = cut[:-1] + [variant.special_tokens["<eos>"]] if variant.has_cls_eos else cut
+    return collate(picks, set(variant.special_tokens.values()), variant.special_tokens["<pad>"], multiple)
 
 
 def reference_precision(device: str) -> str:
@@ -61,7 +88,7 @@ def run_parity(spec: ParitySpec, variant: Variant, reference_source, candidate_s
 
     ref_precision = get_precision(reference_precision(device))
     multiple = FP8_TOKEN_MULTIPLE if precision.is_fp8 else 1
-    batch = synthetic_batch(variant, spec.n_cells, spec.max_len, spec.seed, multiple=multiple)
+    batch = make_batch(spec, variant, multiple)
     reference = build_backend(spec.reference, reference_source, ref_precision, device)
     candidate = build_backend(spec.candidate, candidate_source, precision, device)
     peer = None
@@ -76,6 +103,7 @@ def run_parity(spec: ParitySpec, variant: Variant, reference_source, candidate_s
         **base,
         "reference": f"{spec.reference}@{ref_precision.name}",
         "peer": f"{spec.reference}@bf16" if needs_peer(spec.precision) else None,
+        "cells": f"real: {spec.h5ad}" if spec.h5ad else "synthetic",
         "real_tokens": batch.real_tokens,
         "padded_len": int(batch.input_ids.shape[1]),
         "seed": spec.seed,

@@ -2,6 +2,7 @@
 
     pytest suites/parity                                   # CPU: all variants, te-format-torch, fp32
     pytest suites/parity --backends te --precisions fp32 bf16 fp8-current --length 4096
+    pytest suites/parity --h5ad cells.h5ad --dicts geneformer_dicts/    # real cells
 
 Every parametrised run adds its records to one versioned results file written at the end of
 the session (``--results-out``, default results/local/).
@@ -31,6 +32,8 @@ def pytest_addoption(parser):
     group.addoption("--cells", type=int, default=4)
     group.addoption("--micro-batch", type=int, default=4)
     group.addoption("--results-out", default=None, help="results file or folder")
+    group.addoption("--h5ad", default=None, help="real cells: AnnData of raw counts (needs --dicts)")
+    group.addoption("--dicts", default=None, help="Geneformer dictionary folder")
 
 
 def pytest_generate_tests(metafunc):
@@ -41,7 +44,7 @@ def pytest_generate_tests(metafunc):
     opt = metafunc.config.getoption
     specs = [
         ParitySpec(v, b, p, n_cells=opt("--cells"), max_len=min(opt("--length"), VARIANTS[v].context),
-                   micro_batch=opt("--micro-batch"))
+                   micro_batch=opt("--micro-batch"), h5ad=opt("--h5ad"), dicts=opt("--dicts"))
         for v in opt("--variants")
         for p in opt("--precisions")
         for b in opt("--backends")
