@@ -30,7 +30,6 @@ from harness.precision import Precision, make_recipe, quantization, set_tf32
 from models import convert
 from models.checkpoint import Checkpoint, load_parameters
 from models.hf import hf_model_from_checkpoint, hf_model_from_tensors
-from models.registry import Variant
 from models.te_format_reference import TEFormatTorchForMaskedLM
 
 BACKENDS = ("hf-eager", "hf-sdpa", "te", "te-fused", "te-format-torch")
@@ -214,17 +213,6 @@ def build_backend(name: str, source, precision: Precision, device: str | None = 
     model = TEGeneformerForMaskedLM(cfg, impl="fused" if name == "te-fused" else "modular").to(device)
     model.load_checkpoint_tensors(tensors)
     return TEBackend(model, precision, device)
-
-
-def variant_of(source, fallback: Variant | None = None) -> str:
-    """The variant name to record for a source (first registered match, else 'custom')."""
-    from models.registry import variants_matching
-
-    cfg = source.config if isinstance(source, Checkpoint) else source.config.to_dict()
-    matches = variants_matching(cfg)
-    if fallback is not None and fallback in matches:
-        return fallback.name
-    return matches[0].name if matches else "custom"
 
 
 @contextlib.contextmanager

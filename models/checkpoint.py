@@ -62,9 +62,6 @@ class Checkpoint:
         """How many stored tensors have each dtype (TE exports may round encoder weights to bf16)."""
         return dict(Counter(str(t.dtype).removeprefix("torch.") for t in self.state_dict.values()))
 
-    def tensor_dtypes(self) -> dict[str, str]:
-        return {k: str(t.dtype).removeprefix("torch.") for k, t in self.state_dict.items()}
-
     def parameters(self) -> dict[str, torch.Tensor]:
         """Exactly the layout's parameters: tied copies verified and dropped, buffers dropped."""
         try:

@@ -36,7 +36,7 @@ import transformer_engine.pytorch as te
 from torch import nn
 
 from models.bert_common import Bert, MLMHead
-from models.checkpoint import Checkpoint, CheckpointError, load_parameters
+from models.checkpoint import CheckpointError, load_parameters
 from models.convert import layout_keys
 
 IMPLEMENTATIONS = ("modular", "fused")
@@ -171,13 +171,3 @@ class TEGeneformerForMaskedLM(nn.Module):
         """The parameters under checkpoint-layout names (no ``_extra_state``, no tied copies)."""
         own = dict(self.named_parameters())
         return {k: own[self._internal_name(k)] for k in layout_keys("te", self.config["num_hidden_layers"])}
-
-
-def te_model_from_checkpoint(
-    ckpt: Checkpoint, impl: str = "modular", params_dtype: torch.dtype = torch.float32
-) -> TEGeneformerForMaskedLM:
-    if ckpt.layout != "te":
-        raise CheckpointError(f"{ckpt.path} is an HF checkpoint; convert it with gfqual convert --to te")
-    model = TEGeneformerForMaskedLM(ckpt.config, impl=impl, params_dtype=params_dtype).cuda()
-    model.load_checkpoint_tensors(ckpt.parameters())
-    return model.eval()

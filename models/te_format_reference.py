@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from models.bert_common import Bert, MLMHead, activation
-from models.checkpoint import Checkpoint, CheckpointError, load_parameters
 
 
 class SelfAttention(nn.Module):
@@ -90,12 +89,3 @@ class TEFormatTorchForMaskedLM(nn.Module):
         for layer in self.bert.encoder.layer:
             x = layer(x, key_padding)
         return self.cls(x)
-
-
-def te_format_model_from_checkpoint(ckpt: Checkpoint) -> TEFormatTorchForMaskedLM:
-    """Load a TE-layout checkpoint strictly (tied copies and TE ``_extra_state`` aside)."""
-    if ckpt.layout != "te":
-        raise CheckpointError(f"{ckpt.path} is an HF checkpoint; this model needs a TE one")
-    model = TEFormatTorchForMaskedLM(ckpt.config)
-    load_parameters(model, ckpt.parameters())
-    return model.eval()
