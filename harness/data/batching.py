@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from models.registry import Variant
+
 
 @dataclass
 class Batch:
@@ -32,11 +34,10 @@ class Batch:
         ]
 
 
-def collate(
-    cells: list[list[int]], special_ids: set[int], pad_id: int = 0, multiple: int = 1, length: int | None = None
-) -> Batch:
-    """Pad token lists to one length: ``length`` if given, else the longest cell, rounded up to
-    ``multiple`` (FP8 GEMMs need token counts divisible by 16)."""
+def collate(cells: list[list[int]], variant: Variant, multiple: int = 1, length: int | None = None) -> Batch:
+    """Pad a variant's token lists to one length: ``length`` if given, else the longest cell,
+    rounded up to ``multiple`` (FP8 GEMMs need token counts divisible by 16)."""
+    pad_id = variant.special_tokens["<pad>"]
     if not cells or any(len(c) == 0 for c in cells):
         raise ValueError("cannot batch an empty cell (a cell with no tokens)")
     longest = max(len(c) for c in cells)
@@ -45,11 +46,10 @@ def collate(
         raise ValueError(f"a cell has {longest} tokens, more than the batch length {S}")
     S = -(-S // multiple) * multiple
     ids = torch.full((len(cells), S), pad_id, dtype=torch.long)
-    for i, c in enumerate(cells):
-        ids[i, : len(c)] = torch.as_tensor(c, dtype=torch.long)
     attention = torch.zeros_like(ids)
     for i, c in enumerate(cells):
+        ids[i, : len(c)] = torch.as_tensor(c, dtype=torch.long)
         attention[i, : len(c)] = 1
-    specials = torch.as_tensor(sorted(special_ids), dtype=torch.long)
+    specials = torch.as_tensor(sorted(variant.special_tokens.values()), dtype=torch.long)
     gene = attention.bool() & ~torch.isin(ids, specials)
     return Batch(ids, attention, gene)

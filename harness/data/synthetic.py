@@ -54,6 +54,4 @@ def rank_value_cells(variant: Variant, n: int, max_len: int, seed: int) -> list[
 
 def synthetic_batch(variant: Variant, n: int, max_len: int, seed: int, multiple: int = 1) -> Batch:
     """``n`` synthetic cells padded to the longest (= ``max_len``), rounded up to ``multiple``."""
-    cells = rank_value_cells(variant, n, max_len, seed)
-    special = set(variant.special_tokens.values())
-    return collate(cells, special, pad_id=variant.special_tokens["<pad>"], multiple=multiple)
+    return collate(rank_value_cells(variant, n, max_len, seed), variant, multiple)

@@ -59,7 +59,7 @@ def make_batch(spec: ParitySpec, variant: Variant, multiple: int) -> Batch:
     if all(len(c) == spec.max_len for c in picks):
         cut = picks[-1][: spec.max_len // 2]
         picks[-1] = cut[:-1] + [variant.special_tokens["<eos>"]] if variant.has_cls_eos else cut
-    return collate(picks, set(variant.special_tokens.values()), variant.special_tokens["<pad>"], multiple)
+    return collate(picks, variant, multiple)
 
 
 def reference_precision(device: str) -> str:
