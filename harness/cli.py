@@ -198,6 +198,92 @@ def cmd_report_parity(args) -> int:
     return 0
 
 
+def _dictionaries(spec: str, variant):
+    """``--dicts DIR`` (the real Geneformer dictionaries) or ``--dicts synthetic``."""
+    from harness.data.synthetic import synthetic_dictionaries
+    from harness.data.tokenizer import Dictionaries
+
+    return synthetic_dictionaries(variant) if spec == "synthetic" else Dictionaries.load(spec, variant.dictionary_family)
+
+
+def cmd_synth(args) -> int:
+    from harness.data.synthetic import synthetic_anndata
+    from models.registry import get_variant
+
+    variant = get_variant(args.variant)
+    adata = synthetic_anndata(_dictionaries(args.dicts, variant), n_cells=args.cells, n_states=args.states,
+                              n_genes=args.genes, seed=args.seed)
+    adata.write_h5ad(args.out)
+    print(f"wrote {adata.n_obs} synthetic cells × {adata.n_vars} genes ({args.states} planted states) to {args.out}")
+    return 0
+
+
+def cmd_tokenize(args) -> int:
+    from harness.data.stream import tokenize_to_parquet
+    from models.registry import get_variant
+
+    variant = get_variant(args.variant)
+    summary = tokenize_to_parquet(
+        args.input, variant, _dictionaries(args.dicts, variant), args.out, chunk_size=args.chunk_size,
+        gene_column=args.gene_column, layer=args.layer, obs_columns=tuple(args.obs_columns),
+        filter_pass=not args.no_filter_pass, max_len=args.max_len,
+    )
+    rate = summary["cells_per_s_this_run"]
+    print(
+        f"tokenized {summary['cells']} cells for {variant.name} into {args.out} "
+        f"({summary['empty_cells']} empty cells skipped, {summary['filtered_out']} filtered out, "
+        f"{summary['genes_dropped_not_in_vocabulary']} gene ids not in the vocabulary)"
+        + (f"; {rate:.0f} cells/s" if rate else "")
+    )
+    return 0
+
+
+def cmd_embed(args) -> int:
+    import time
+
+    import pandas as pd
+
+    from harness.backends import build_backend
+    from harness.data.stream import read_tokenized
+    from harness.embeddings import extract
+    from harness.parity.run import random_source, random_weights_block
+    from harness.precision import get_precision
+    from models.checkpoint import check_variant, read_checkpoint
+    from models.registry import get_variant
+
+    variant = get_variant(args.variant)
+    if args.checkpoint:
+        source = read_checkpoint(args.checkpoint)
+        check_variant(source.config, variant, args.checkpoint)
+        weights = source.describe()
+    else:
+        source = random_source(variant, args.seed)
+        weights = random_weights_block(args.seed)
+        print(f"note: no --checkpoint: random weights (seed {args.seed}); embeddings carry no biology")
+    table = read_tokenized(args.input, variant)
+    cells = [list(map(int, ids)) for ids in table["input_ids"]]
+    backend = build_backend(args.backend, source, get_precision(args.precision))
+    start = time.perf_counter()
+    emb = extract(backend, cells, variant, args.mode, args.layer, args.max_tokens)
+    seconds = time.perf_counter() - start
+    columns = [f"emb_{i}" for i in range(emb.vectors.shape[1])]
+    if args.mode == "gene":
+        meta = pd.DataFrame({"token_id": emb.gene_tokens, "n_positions": emb.gene_counts})
+    else:
+        meta = table.drop(columns=["input_ids"])
+    frame = pd.concat([meta.reset_index(drop=True), pd.DataFrame(emb.vectors, columns=columns)], axis=1)
+    frame.to_parquet(args.out, index=False)
+    tokens = sum(len(c) for c in cells)
+    print(f"{len(cells)} cells, {args.mode} embeddings of {emb.layer_stage} via {args.backend} {args.precision}: "
+          f"{len(cells) / seconds:.1f} cells/s, {tokens / seconds:.0f} tokens/s; wrote {args.out}")
+    record = {"variant": variant.name, "backend": args.backend, "precision": args.precision, "workload": "embed",
+              "mode": args.mode, "cells": len(cells), "tokens": tokens, "seconds": seconds,
+              "cells_per_s": len(cells) / seconds, "tokens_per_s": tokens / seconds}
+    _write("perf", [record], weights, {"input": str(args.input), "layer": args.layer, "max_tokens": args.max_tokens},
+           args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gfqual", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -259,6 +345,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out")
     p.set_defaults(func=cmd_bench_impl)
+
+    p = sub.add_parser("synth", help="write a synthetic AnnData with planted cell states (offline data)")
+    p.add_argument("--variant", default="V1-10M", help="whose dictionary family names the genes")
+    p.add_argument("--dicts", default="synthetic", help="Geneformer dictionary folder, or 'synthetic'")
+    p.add_argument("--cells", type=int, default=240)
+    p.add_argument("--genes", type=int, default=4000)
+    p.add_argument("--states", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("tokenize", help="rank-value encode an .h5ad/.loom into a Parquet dataset (resumable)")
+    p.add_argument("--input", required=True)
+    p.add_argument("--variant", required=True)
+    p.add_argument("--dicts", required=True, help="Geneformer dictionary folder (gc30M/, gc104M/), or 'synthetic'")
+    p.add_argument("--out", required=True)
+    p.add_argument("--gene-column", help="var column of Ensembl IDs (default: ensembl_id, else var names / symbols)")
+    p.add_argument("--layer", help="counts layer (default: X)")
+    p.add_argument("--obs-columns", nargs="*", default=[])
+    p.add_argument("--chunk-size", type=int, default=2048)
+    p.add_argument("--max-len", type=int, help="tokens per cell (default: the variant's context)")
+    p.add_argument("--no-filter-pass", action="store_true", help="ignore obs['filter_pass']")
+    p.set_defaults(func=cmd_tokenize)
+
+    p = sub.add_parser("embed", help="cell or gene embeddings of a tokenized dataset")
+    p.add_argument("--input", required=True, help="output folder of gfqual tokenize")
+    p.add_argument("--variant", required=True)
+    p.add_argument("--checkpoint", help="HF or TE checkpoint directory (default: random weights)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="hf-eager", choices=BACKENDS)
+    p.add_argument("--precision", default="fp32", choices=[n for n in PRECISIONS if n != "fp64"])
+    p.add_argument("--mode", default="cell", choices=("cell", "cls", "gene"))
+    p.add_argument("--layer", type=int, default=-1, help="Geneformer emb_layer: -1 second-to-last, 0 last")
+    p.add_argument("--max-tokens", type=int, default=16384, help="tokens per length-bucketed batch")
+    p.add_argument("--out", required=True, help="embeddings .parquet (with the cells' metadata)")
+    p.add_argument("--json", help="throughput result file or folder (default results/local/)")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("report-parity", help="render the parity report (markdown + plots) from results")
     p.add_argument("--results", required=True, help="folder of results files")

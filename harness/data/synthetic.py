@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from harness.data.batching import Batch, collate
@@ -55,3 +56,70 @@ def rank_value_cells(variant: Variant, n: int, max_len: int, seed: int) -> list[
 def synthetic_batch(variant: Variant, n: int, max_len: int, seed: int, multiple: int = 1) -> Batch:
     """``n`` synthetic cells padded to the longest (= ``max_len``), rounded up to ``multiple``."""
     return collate(rank_value_cells(variant, n, max_len, seed), variant, multiple)
+
+
+# --- synthetic count matrices -----------------------------------------------------------------
+
+SYNTHETIC_GENE_PREFIX = "ENSGSYN"
+
+
+def synthetic_dictionaries(variant: Variant, seed: int = 0):
+    """Token and median dictionaries of the variant's size over made-up Ensembl IDs, for runs
+    without the real Geneformer dictionaries. Medians are log-normal around 1, as real ones are."""
+    from harness.data.tokenizer import Dictionaries
+
+    rng = np.random.default_rng(seed)
+    n_genes = variant.vocab_size - len(variant.special_tokens)
+    genes = [f"{SYNTHETIC_GENE_PREFIX}{i:08d}" for i in range(n_genes)]
+    tokens = {**variant.special_tokens, **{g: i + len(variant.special_tokens) for i, g in enumerate(genes)}}
+    medians = dict(zip(genes, np.exp(rng.normal(0.0, 1.0, n_genes)).tolist()))
+    return Dictionaries(variant.dictionary_family, tokens, medians)
+
+
+def synthetic_anndata(
+    dicts, n_cells: int = 240, n_states: int = 3, n_individuals: int = 6, n_genes: int = 4000,
+    program_size: int = 40, program_fold: float = 8.0, seed: int = 0,
+):
+    """Raw counts with planted cell states, for the offline pipeline.
+
+    Genes: ``n_genes`` drawn from the dictionaries' vocabulary. Expression: a log-normal baseline
+    profile; each state multiplies its own program of ``program_size`` genes by ``program_fold``.
+    Library sizes are log-normal around 4,000 UMIs; counts are negative binomial (gamma-Poisson,
+    dispersion 0.5), giving about a thousand expressed genes per cell like the real sample. Each
+    individual contributes cells of every state, so splits by individual stay balanced.
+    obs: ``cell_state`` (the planted label), ``individual``, ``n_counts``; var: ``ensembl_id``.
+    """
+    import anndata
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    vocab = sorted(g for g in dicts.token_ids if g in dicts.medians)
+    genes = np.asarray(vocab)[rng.choice(len(vocab), size=min(n_genes, len(vocab)), replace=False)]
+    baseline = np.exp(rng.normal(0.0, 1.5, len(genes)))
+    programs = rng.choice(len(genes), size=(n_states, program_size), replace=False)
+    states = np.arange(n_cells) % n_states
+    individuals = (np.arange(n_cells) // n_states) % n_individuals
+    profile = np.tile(baseline, (n_cells, 1))
+    for s in range(n_states):
+        profile[np.ix_(states == s, programs[s])] *= program_fold
+    profile /= profile.sum(axis=1, keepdims=True)
+    library = np.exp(rng.normal(np.log(4000), 0.5, n_cells))
+    mean = profile * library[:, None]
+    counts = rng.poisson(rng.gamma(shape=0.5, scale=mean / 0.5))
+    X = sp.csr_matrix(counts.astype(np.int32))
+    obs = pd.DataFrame(
+        {
+            "cell_state": [f"state_{s}" for s in states],
+            "individual": [f"donor_{i}" for i in individuals],
+            "n_counts": np.asarray(X.sum(axis=1)).ravel(),
+        },
+        index=[f"cell_{i}" for i in range(n_cells)],
+    )
+    var = pd.DataFrame({"ensembl_id": genes}, index=[f"GENE{i}" for i in range(len(genes))])
+    adata = anndata.AnnData(X=X, obs=obs, var=var)
+    adata.uns["synthetic"] = {
+        "seed": seed, "programs": {f"state_{s}": genes[programs[s]].tolist() for s in range(n_states)},
+        "note": "synthetic counts with planted cell-state programs; not biological data",
+    }
+    return adata

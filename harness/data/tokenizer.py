@@ -51,22 +51,34 @@ def load_pickle_dict(path: Path) -> dict:
 
 @dataclass
 class Dictionaries:
+    """One family's dictionaries: token ids and medians by Ensembl ID, and symbol → Ensembl ID."""
+
     family: str
     token_ids: dict[str, int]
     medians: dict[str, float]
+    symbols: dict[str, str] = field(default_factory=dict)
+
+    FILES = {
+        "token_ids": "token_dictionary",
+        "medians": "gene_median_dictionary",
+        "symbols": "gene_name_id_dict",
+    }
 
     @classmethod
     def load(cls, folder: str | Path, family: str) -> "Dictionaries":
         folder = Path(folder)
         if (folder / family).is_dir():
             folder = folder / family
-        files = {k: folder / f"{k}_{family}.pkl" for k in ("token_dictionary", "gene_median_dictionary")}
-        missing = [str(p) for p in files.values() if not p.is_file()]
+        files = {k: folder / f"{stem}_{family}.pkl" for k, stem in cls.FILES.items()}
+        missing = [str(p) for k, p in files.items() if k != "symbols" and not p.is_file()]
         if missing:
             raise TokenizerError(f"{family} dictionaries not found: {', '.join(missing)}")
-        tokens = {str(k): int(v) for k, v in load_pickle_dict(files["token_dictionary"]).items()}
-        medians = {str(k): float(v) for k, v in load_pickle_dict(files["gene_median_dictionary"]).items()}
-        return cls(family, tokens, medians)
+        tokens = {str(k): int(v) for k, v in load_pickle_dict(files["token_ids"]).items()}
+        medians = {str(k): float(v) for k, v in load_pickle_dict(files["medians"]).items()}
+        symbols = {}
+        if files["symbols"].is_file():
+            symbols = {str(k).upper(): str(v) for k, v in load_pickle_dict(files["symbols"]).items()}
+        return cls(family, tokens, medians, symbols)
 
     def check_variant(self, variant: Variant) -> None:
         if self.family != variant.dictionary_family or len(self.token_ids) != variant.vocab_size:
@@ -84,7 +96,7 @@ class Tokenized:
     genes_dropped: int = 0  # input genes absent from the vocabulary or the medians
 
 
-def _check_counts(values: np.ndarray) -> None:
+def check_counts(values: np.ndarray) -> None:
     if values.size == 0:
         return
     if not np.isfinite(values).all():
@@ -95,65 +107,112 @@ def _check_counts(values: np.ndarray) -> None:
         raise TokenizerError("counts are not integers: raw counts are needed (not normalised or log data)")
 
 
+class Encoder:
+    """The rank-value encoder for one gene list: the duplicate-ID merge, the vocabulary genes'
+    token ids and medians are worked out once, then any number of row chunks are encoded."""
+
+    def __init__(self, ensembl_ids: list[str], variant: Variant, dicts: Dictionaries, max_len: int | None = None):
+        import scipy.sparse as sp
+
+        dicts.check_variant(variant)
+        self.variant = variant
+        self.n_input_genes = len(ensembl_ids)
+        max_len = min(max_len or variant.context, variant.context)
+        self.n_genes = max_len - (2 if variant.has_cls_eos else 0)
+        ids = np.asarray([str(g) for g in ensembl_ids])
+        unique, inverse = np.unique(ids, return_inverse=True)
+        known = np.array([g in dicts.token_ids and g in dicts.medians for g in unique])
+        # one matrix sums duplicate IDs and keeps the genes both dictionaries know
+        merge = sp.csr_matrix((np.ones(len(ids)), (np.arange(len(ids)), inverse)), shape=(len(ids), len(unique)))
+        self.merge = merge[:, np.flatnonzero(known)].tocsr()
+        genes = unique[known]
+        self.tokens = np.array([dicts.token_ids[g] for g in genes], dtype=np.int64)
+        self.medians = np.array([dicts.medians[g] for g in genes], dtype=np.float64)
+        self.genes_dropped = int((~known).sum())
+
+    def encode(self, counts, n_counts: np.ndarray | None = None, first_row: int = 0) -> Tokenized:
+        """Encode a cells × genes chunk (dense or sparse); rows are numbered from ``first_row``."""
+        import scipy.sparse as sp
+
+        X = sp.csr_matrix(counts, dtype=np.float64)
+        check_counts(X.data)
+        if X.shape[1] != self.n_input_genes:
+            raise TokenizerError(f"{X.shape[1]} genes in the matrix but {self.n_input_genes} gene ids")
+        totals = np.asarray(X.sum(axis=1)).ravel() if n_counts is None else np.asarray(n_counts, dtype=np.float64)
+        X = (X @ self.merge).tocsr()
+        v = self.variant
+        out = Tokenized([], [], genes_dropped=self.genes_dropped)
+        for row in range(X.shape[0]):
+            start, end = X.indptr[row], X.indptr[row + 1]
+            cols, vals = X.indices[start:end], X.data[start:end]
+            keep = vals > 0
+            cols, vals = cols[keep], vals[keep]
+            if cols.size == 0 or totals[row] <= 0:
+                out.empty_cells.append(first_row + row)
+                continue
+            score = vals / totals[row] * TARGET_SUM / self.medians[cols]
+            order = np.lexsort((self.tokens[cols], -score))  # by score descending, ties by token id
+            ranked = self.tokens[cols][order][: self.n_genes].tolist()
+            if v.has_cls_eos:
+                ranked = [v.special_tokens["<cls>"], *ranked, v.special_tokens["<eos>"]]
+            out.cells.append(ranked)
+            out.cell_index.append(first_row + row)
+        return out
+
+
 def tokenize_counts(
     counts, ensembl_ids: list[str], variant: Variant, dicts: Dictionaries,
     max_len: int | None = None, n_counts: np.ndarray | None = None,
 ) -> Tokenized:
-    """Encode a cells × genes count matrix (dense or scipy sparse) as Geneformer token lists."""
-    import scipy.sparse as sp
+    """Encode a whole cells × genes count matrix (dense or scipy sparse)."""
+    return Encoder(ensembl_ids, variant, dicts, max_len).encode(counts, n_counts)
 
-    dicts.check_variant(variant)
-    max_len = min(max_len or variant.context, variant.context)
-    X = sp.csr_matrix(counts, dtype=np.float64)
-    _check_counts(X.data)
-    if X.shape[1] != len(ensembl_ids):
-        raise TokenizerError(f"{X.shape[1]} genes in the matrix but {len(ensembl_ids)} gene ids")
-    totals = np.asarray(X.sum(axis=1)).ravel() if n_counts is None else np.asarray(n_counts, dtype=np.float64)
-    # Sum duplicate Ensembl IDs, then keep the genes both dictionaries know.
-    ids = np.asarray([str(g) for g in ensembl_ids])
-    unique, inverse = np.unique(ids, return_inverse=True)
-    merge = sp.csr_matrix((np.ones(len(ids)), (np.arange(len(ids)), inverse)), shape=(len(ids), len(unique)))
-    X = (X @ merge).tocsr()
-    known = np.array([g in dicts.token_ids and g in dicts.medians for g in unique])
-    genes = unique[known]
-    X = X[:, np.flatnonzero(known)].tocsr()
-    tokens = np.array([dicts.token_ids[g] for g in genes], dtype=np.int64)
-    medians = np.array([dicts.medians[g] for g in genes], dtype=np.float64)
-    n_genes = max_len - (2 if variant.has_cls_eos else 0)
-    out = Tokenized([], [], genes_dropped=int((~known).sum()))
-    for row in range(X.shape[0]):
-        start, end = X.indptr[row], X.indptr[row + 1]
-        cols, vals = X.indices[start:end], X.data[start:end]
-        keep = vals > 0
-        cols, vals = cols[keep], vals[keep]
-        if cols.size == 0 or totals[row] <= 0:
-            out.empty_cells.append(row)
-            continue
-        score = vals / totals[row] * TARGET_SUM / medians[cols]
-        order = np.lexsort((tokens[cols], -score))  # by score descending, ties by token id
-        ranked = tokens[cols][order][:n_genes].tolist()
-        if variant.has_cls_eos:
-            ranked = [variant.special_tokens["<cls>"], *ranked, variant.special_tokens["<eos>"]]
-        out.cells.append(ranked)
-        out.cell_index.append(row)
-    return out
+
+def gene_ids(var, gene_column: str | None, dicts: Dictionaries) -> list[str]:
+    """Ensembl IDs of the genes: ``var[gene_column]`` (default: an ``ensembl_id`` column when there
+    is one), else the var names when they are Ensembl IDs, else the var names mapped from symbols
+    through the family's gene-name dictionary."""
+    if gene_column is None and "ensembl_id" in var:
+        gene_column = "ensembl_id"
+    if gene_column:
+        if gene_column not in var:
+            raise TokenizerError(f"var has no {gene_column!r} column (columns: {', '.join(map(str, var.columns)) or 'none'})")
+        return [str(g) for g in var[gene_column]]
+    names = [str(n) for n in var.index]
+    if names and sum(n.startswith("ENSG") for n in names) > len(names) / 2:
+        return [n.split(".")[0] for n in names]  # drop version suffixes: ENSG….12
+    if not dicts.symbols:
+        raise TokenizerError("genes have no Ensembl IDs and no gene-name dictionary is available to map symbols")
+    mapped = [dicts.symbols.get(n.upper(), "") for n in names]
+    if not any(mapped):
+        raise TokenizerError("genes have no Ensembl IDs and none of their names is a known gene symbol")
+    return mapped
+
+
+def open_anndata(path: str | Path):
+    """An AnnData opened lazily (.h5ad backed; .loom read through anndata), with clear errors."""
+    import anndata
+
+    path = Path(path)
+    if not path.is_file():
+        raise TokenizerError(f"{path} does not exist")
+    try:
+        adata = anndata.read_loom(path) if path.suffix == ".loom" else anndata.read_h5ad(path, backed="r")
+    except Exception as exc:
+        raise TokenizerError(f"cannot read {path} as AnnData: {type(exc).__name__}: {exc}") from exc
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise TokenizerError(f"{path} holds no cells or no genes ({adata.n_obs} × {adata.n_vars})")
+    return adata
 
 
 def tokenize_h5ad(
     path: str | Path, variant: Variant, dicts: Dictionaries, max_len: int | None = None,
-    gene_column: str = "ensembl_id", layer: str | None = None, max_cells: int | None = None,
+    gene_column: str | None = None, layer: str | None = None, max_cells: int | None = None,
 ) -> Tokenized:
-    import anndata
-
-    try:
-        adata = anndata.read_h5ad(path, backed="r")
-    except Exception as exc:
-        raise TokenizerError(f"cannot read {path} as AnnData: {exc}") from exc
-    if adata.n_obs == 0:
-        raise TokenizerError(f"{path} holds no cells")
-    if gene_column not in adata.var:
-        raise TokenizerError(f"{path}: var has no {gene_column!r} column of Ensembl IDs")
+    """Encode (the first ``max_cells`` cells of) an AnnData file in memory."""
+    adata = open_anndata(path)
     rows = slice(0, max_cells) if max_cells else slice(None)
     X = adata.layers[layer][rows] if layer else adata.X[rows]
     n_counts = adata.obs["n_counts"].to_numpy()[rows] if "n_counts" in adata.obs else None
-    return tokenize_counts(X, list(adata.var[gene_column]), variant, dicts, max_len, n_counts)
+    encoder = Encoder(gene_ids(adata.var, gene_column, dicts), variant, dicts, max_len)
+    return encoder.encode(X, n_counts)

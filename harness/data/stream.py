@@ -1,0 +1,146 @@
+"""Tokenize an AnnData file larger than memory into a Parquet dataset, in chunks, resumably.
+
+The file is opened backed (rows are read from disk a chunk at a time). Each chunk becomes one
+``part-NNNNNN.parquet`` (``input_ids`` as a list of ints, ``length``, ``cell_index`` and the chosen
+obs columns). Work happens in ``OUT.partial/``: an interrupted run (Ctrl-C, a killed job) leaves it
+there and the same command resumes after the last finished chunk; bad data removes it, so no
+partial output is ever left looking like a result. ``OUT/_summary.json`` says what was done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.tokenizer import Dictionaries, Encoder, TokenizerError, gene_ids, open_anndata
+from models.registry import Variant
+
+MANIFEST = "_manifest.json"
+SUMMARY = "_summary.json"
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _same_vocabulary(variant: Variant) -> set[str]:
+    from models.registry import VARIANTS
+
+    return {v.name for v in VARIANTS.values() if v.dictionary_family == variant.dictionary_family}
+
+
+def tokenize_to_parquet(
+    source: str | Path, variant: Variant, dicts: Dictionaries, out: str | Path,
+    chunk_size: int = 2048, gene_column: str | None = None, layer: str | None = None,
+    obs_columns: tuple[str, ...] = (), filter_pass: bool = True, max_len: int | None = None,
+    progress: bool = True,
+) -> dict:
+    import pandas as pd
+    from tqdm import tqdm
+
+    source, out = Path(source), Path(out)
+    if out.exists():
+        raise TokenizerError(f"{out} already exists; choose a new output path")
+    adata = open_anndata(source)
+    missing = [c for c in obs_columns if c not in adata.obs]
+    if missing:
+        raise TokenizerError(f"{source}: obs has no column(s) {', '.join(missing)}")
+    if layer is not None and layer not in adata.layers:
+        raise TokenizerError(f"{source}: no layer {layer!r} (layers: {', '.join(adata.layers) or 'none'})")
+    encoder = Encoder(gene_ids(adata.var, gene_column, dicts), variant, dicts, max_len)
+    identity = {
+        "source": str(source.resolve()), "size": source.stat().st_size, "variant": variant.name,
+        "chunk_size": chunk_size, "layer": layer, "gene_column": gene_column, "max_len": max_len,
+        "obs_columns": list(obs_columns), "filter_pass": filter_pass,
+    }
+    work = out.with_name(out.name + ".partial")
+    manifest = {"identity": identity, "chunks": {}}
+    if work.exists():
+        previous = json.loads((work / MANIFEST).read_text()) if (work / MANIFEST).is_file() else {}
+        if previous.get("identity") != identity:
+            raise TokenizerError(f"{work} holds an unfinished run with other settings; remove it to start over")
+        manifest = previous
+    work.mkdir(parents=True, exist_ok=True)
+
+    passes = None
+    if filter_pass and "filter_pass" in adata.obs:
+        passes = adata.obs["filter_pass"].to_numpy().astype(bool)
+    n_counts = adata.obs["n_counts"].to_numpy() if "n_counts" in adata.obs else None
+    matrix = adata.layers[layer] if layer else adata.X
+    starts = range(0, adata.n_obs, chunk_size)
+    start_time, encoded_now = time.perf_counter(), 0
+    try:
+        for start in tqdm(starts, desc=f"tokenizing {source.name}", unit="chunk", disable=not progress):
+            key = str(start // chunk_size)
+            if key in manifest["chunks"]:
+                continue  # finished in an earlier run
+            stop = min(start + chunk_size, adata.n_obs)
+            rows = np.arange(start, stop)
+            if passes is not None:
+                rows = rows[passes[start:stop]]
+            block = matrix[start:stop][rows - start] if len(rows) else None
+            tok = encoder.encode(block, None if n_counts is None else n_counts[rows]) if len(rows) else None
+            kept = [int(rows[i]) for i in (tok.cell_index if tok else [])]
+            frame = pd.DataFrame({
+                "input_ids": tok.cells if tok else [],
+                "length": [len(c) for c in tok.cells] if tok else [],
+                "cell_index": kept,
+            })
+            for col in obs_columns:
+                frame[col] = adata.obs[col].to_numpy()[kept]
+            part = work / f"part-{int(key):06d}.parquet"
+            frame.to_parquet(part.with_suffix(".tmp"), index=False)
+            os.replace(part.with_suffix(".tmp"), part)
+            empty = [int(rows[i]) for i in tok.empty_cells] if tok else []
+            manifest["chunks"][key] = {
+                "cells": len(kept), "empty_cells": empty, "filtered_out": (stop - start) - len(rows),
+            }
+            _write_json(work / MANIFEST, manifest)
+            encoded_now += stop - start
+    except KeyboardInterrupt:
+        raise TokenizerError(f"interrupted; {work} keeps the finished chunks: run the same command to resume") from None
+    except Exception:
+        shutil.rmtree(work, ignore_errors=True)  # bad data: leave nothing that looks like output
+        raise
+    seconds = time.perf_counter() - start_time
+    chunks = manifest["chunks"].values()
+    summary = {
+        **identity,
+        "cells": sum(c["cells"] for c in chunks),
+        "empty_cells": sum(len(c["empty_cells"]) for c in chunks),
+        "empty_cell_rows": [r for c in chunks for r in c["empty_cells"]][:1000],
+        "filtered_out": sum(c["filtered_out"] for c in chunks),
+        "genes_dropped_not_in_vocabulary": encoder.genes_dropped,
+        "genes_in_input": encoder.n_input_genes,
+        "seconds_this_run": seconds,
+        "cells_per_s_this_run": encoded_now / seconds if seconds > 0 and encoded_now else None,
+    }
+    _write_json(work / SUMMARY, summary)
+    (work / MANIFEST).unlink()
+    os.replace(work, out)
+    return summary
+
+
+def read_tokenized(path: str | Path, variant: Variant | None = None):
+    """The tokenized dataset as a DataFrame, in input order; with ``variant``, refuse a dataset
+    tokenized for another one (V1 tokens mean other genes than V2 tokens)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not (path / SUMMARY).is_file():
+        raise TokenizerError(f"{path} is not a finished tokenized dataset (no {SUMMARY})")
+    made_for = json.loads((path / SUMMARY).read_text())["variant"]
+    if variant is not None and made_for != variant.name and made_for not in _same_vocabulary(variant):
+        raise TokenizerError(
+            f"{path} was tokenized for {made_for}; {variant.name} needs {variant.dictionary_family} tokens: "
+            f"tokenize the cells again for {variant.name}"
+        )
+    frame = pd.read_parquet(path)
+    return frame.sort_values("cell_index", kind="stable").reset_index(drop=True)

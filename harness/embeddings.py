@@ -1,0 +1,91 @@
+"""Geneformer embeddings from any backend: cells (mean over gene tokens, or <cls> for V2) and
+contextual gene embeddings, from a chosen layer (Geneformer's ``emb_layer``: −1 = second-to-last).
+
+Cells are batched by length (longest first, each batch filled up to a token budget), so little
+compute goes to padding; results come back in input order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from harness.backends import Backend, hooks
+from harness.data.batching import collate
+from harness.parity.engine import cell_embedding_stage, mean_over_genes
+from harness.precision import FP8_TOKEN_MULTIPLE
+from models.registry import Variant
+
+MODES = ("cell", "cls", "gene")
+
+
+@dataclass
+class Embeddings:
+    mode: str
+    layer_stage: str
+    vectors: np.ndarray  # [n_cells, H] (cell, cls) or [n_genes, H] (gene)
+    gene_tokens: np.ndarray | None = None  # gene mode: the token id of each row
+    gene_counts: np.ndarray | None = None  # gene mode: in how many cell positions each gene appeared
+
+
+def length_batches(cells: list[list[int]], max_tokens: int) -> list[list[int]]:
+    """Indices of cells grouped longest-first so that batch size × longest length ≤ max_tokens."""
+    order = sorted(range(len(cells)), key=lambda i: -len(cells[i]))
+    groups, current = [], []
+    for i in order:
+        longest = len(cells[current[0]]) if current else len(cells[i])
+        if current and (len(current) + 1) * longest > max_tokens:
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
+
+@torch.no_grad()
+def extract(
+    backend: Backend, cells: list[list[int]], variant: Variant, mode: str = "cell",
+    emb_layer: int = -1, max_tokens: int = 16384,
+) -> Embeddings:
+    if mode not in MODES:
+        raise ValueError(f"embedding mode must be one of {MODES}, not {mode!r}")
+    if mode == "cls" and not variant.has_cls_eos:
+        raise ValueError(f"{variant.name} has no <cls> token; use mode 'cell' (mean over genes)")
+    stage = cell_embedding_stage(variant.num_hidden_layers, emb_layer)
+    multiple = FP8_TOKEN_MULTIPLE if backend.precision.is_fp8 else 1
+    hidden_size = variant.hidden_size
+    if mode == "gene":
+        sums = torch.zeros(variant.vocab_size, hidden_size, dtype=torch.float64)
+        counts = torch.zeros(variant.vocab_size, dtype=torch.long)
+    else:
+        out = np.zeros((len(cells), hidden_size), dtype=np.float32)
+    for group in length_batches(cells, max_tokens):
+        batch = collate([cells[i] for i in group], variant, multiple)
+        captured = {}
+
+        def keep(name, tensor, captured=captured):
+            if name == stage:
+                captured["h"] = tensor.float()
+
+        with hooks([t for t in backend.taps() if t.stage == stage][:1], keep):
+            backend.forward(batch)
+        hidden = captured["h"]
+        b = batch.to(hidden.device)
+        if mode == "cell":
+            out[group] = mean_over_genes(hidden, b.gene_mask).cpu().numpy()
+        elif mode == "cls":
+            out[group] = hidden[:, 0].cpu().numpy()
+        else:
+            ids = b.input_ids[b.gene_mask].cpu()
+            sums.index_add_(0, ids, hidden[b.gene_mask].double().cpu())
+            counts.index_add_(0, ids, torch.ones_like(ids))
+    if mode != "gene":
+        return Embeddings(mode, stage, out)
+    seen = torch.nonzero(counts).squeeze(1)
+    vectors = (sums[seen] / counts[seen, None]).float().numpy()
+    return Embeddings(mode, stage, vectors, seen.numpy(), counts[seen].numpy())
+
+
