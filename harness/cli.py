@@ -263,6 +263,7 @@ def cmd_embed(args) -> int:
     table = read_tokenized(args.input, variant)
     cells = [list(map(int, ids)) for ids in table["input_ids"]]
     backend = build_backend(args.backend, source, get_precision(args.precision))
+    extract(backend, cells[:4], variant, args.mode, args.layer, args.max_tokens)  # warm-up, not timed
     start = time.perf_counter()
     emb = extract(backend, cells, variant, args.mode, args.layer, args.max_tokens)
     seconds = time.perf_counter() - start
