@@ -136,21 +136,31 @@ def default_specs(device: str, variants: list[str], seed: int) -> list:
 
 def cmd_run(args) -> int:
     from harness.capability import probe
-    from harness.parity.run import random_source, random_weights_block, run_config, run_specs, verdicts
+    from harness.parity.run import (
+        random_source, random_weights_block, run_config, run_specs, synthetic_embedding_check, verdicts,
+    )
 
     cap = probe()
     print(f"gfqual run on {cap.gpu_name or 'CPU'} (TE: {cap.te_version or cap.te_error}); "
           f"weights: seeded random init (seed {args.seed}) of the published configs")
     specs = default_specs(cap.device, args.variants, args.seed)
-
-    def sources(name):
-        model = random_source(VARIANTS[name], args.seed)
-        return model, model
-
-    records = run_specs(specs, sources)
+    # after each variant's parity, the data path on synthetic counts: tokens -> cell embeddings,
+    # HF reference vs TE (GPU) or the TE-layout torch forward (CPU)
+    candidate = "te" if cap.skip_reason("te", "fp32") is None else "te-format-torch"
+    n_cells, max_len = (12, 64) if cap.device == "cpu" else (240, None)
+    records = []
+    for name in args.variants:
+        v = VARIANTS[name]
+        model = random_source(v, args.seed)
+        records += run_specs([s for s in specs if s.variant == name], model, model)
+        rec = synthetic_embedding_check(v, model, candidate, cap.device, n_cells, max_len or v.context, args.seed)
+        records.append(rec)
+        print(f"{name:17s} {candidate:16s} fp32         {rec['status'].upper():5s} cell embeddings of "
+              f"{rec['n_cells']} synthetic cells: rel_l2={rec['rel_l2']:.2e} {rec['violations']}")
     _write("parity", records, random_weights_block(args.seed), run_config(specs), args.out)
-    failed = [v for v in verdicts(records) if v["status"] == "fail"]
-    print(f"{len(verdicts(records))} parity runs: {len(failed)} failed")
+    judged = verdicts(records) + [r for r in records if r["record"] == "embedding"]
+    failed = [r for r in judged if r["status"] == "fail"]
+    print(f"{len(judged)} checks: {len(failed)} failed")
     return 1 if failed else 0
 
 

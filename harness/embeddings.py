@@ -89,3 +89,20 @@ def extract(
     return Embeddings(mode, stage, vectors, seen.numpy(), counts[seen].numpy())
 
 
+
+
+def compare_cell_embeddings(
+    reference: Backend, candidate: Backend, cells: list[list[int]], variant: Variant, emb_layer: int = -1
+) -> tuple[str, str, dict]:
+    """Geneformer cell embeddings of the same cells from two backends, judged with the parity
+    tolerance of the candidate's precision: (status, violations, metrics)."""
+    from harness.parity.engine import StageComparison, judge_stage
+    from harness.parity.metrics import StageStats
+
+    ref = extract(reference, cells, variant, "cell", emb_layer)
+    cand = extract(candidate, cells, variant, "cell", emb_layer)
+    stats = StageStats()
+    stats.add(torch.from_numpy(ref.vectors), torch.from_numpy(cand.vectors))
+    entry = StageComparison("cell_embedding", 0, stats, metrics=stats.result())
+    status, violations = judge_stage(entry, candidate.precision.name)
+    return status, violations, entry.metrics

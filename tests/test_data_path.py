@@ -201,3 +201,25 @@ def test_real_sample_tokenizes_for_v1_and_v2(shared_data, tmp_path):
 
 def test_stream_module_names_its_files():
     assert stream.SUMMARY.startswith("_") and stream.MANIFEST.startswith("_")  # parquet readers skip them
+
+
+def test_main_job_data_path_check_passes_and_catches_a_fault(short_cells):
+    import copy
+
+    import torch
+
+    from harness.embeddings import compare_cell_embeddings
+    from harness.parity.run import synthetic_embedding_check
+
+    model = random_source(V1, seed=0)
+    rec = synthetic_embedding_check(V1, model, "te-format-torch", "cpu", n_cells=6, max_len=32, seed=0)
+    assert rec["status"] == "pass" and rec["cells"].startswith("synthetic") and rec["rel_l2"] < 1e-6
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.bert.encoder.layer[1].output.LayerNorm.weight.mul_(1.001)
+    fp32 = get_precision("fp32")
+    status, violations, _ = compare_cell_embeddings(
+        build_backend("hf-eager", model, get_precision("fp64"), "cpu"),
+        build_backend("te-format-torch", broken, fp32, "cpu"), short_cells, V1,
+    )
+    assert status == "fail" and "rel_l2" in violations

@@ -117,25 +117,31 @@ def compare(
     return sorted(stages.values(), key=lambda e: (e.stage in GATED_ORDER_LAST, e.order))
 
 
+def judge_stage(entry: StageComparison, precision: str) -> tuple[str, str]:
+    """(status, violations) of one stage against the tolerance table."""
+    violations, unjudged = [], []
+    for bound in bounds_for(precision, entry.stage):
+        limit = bound.threshold(entry.peer_metrics)
+        value = entry.metrics.get(bound.metric)
+        if limit is None:
+            unjudged.append(bound.describe())
+        elif entry.missing:
+            continue
+        elif value is None or not value <= limit:  # NaN fails
+            violations.append(f"{bound.metric}={value:.3g} > {limit:.3g} ({bound.describe()})")
+    if entry.missing:
+        violations.append("stage missing from the candidate")
+    if entry.metrics["nonfinite"]:
+        violations.append(f"{entry.metrics['nonfinite']} non-finite values")
+    status = "fail" if violations else ("unjudged" if unjudged else "pass")
+    return status, "; ".join(violations + [f"not judged (no peer): {u}" for u in unjudged])
+
+
 def judge(comparisons: list[StageComparison], precision: str) -> tuple[list[dict], dict]:
     """Per-stage rows with pass/fail against the tolerance table, and the run's verdict."""
     rows, first_fail = [], None
     for entry in comparisons:
-        violations, unjudged = [], []
-        for bound in bounds_for(precision, entry.stage):
-            limit = bound.threshold(entry.peer_metrics)
-            value = entry.metrics.get(bound.metric)
-            if limit is None:
-                unjudged.append(bound.describe())
-            elif entry.missing:
-                continue
-            elif value is None or not value <= limit:  # NaN fails
-                violations.append(f"{bound.metric}={value:.3g} > {limit:.3g} ({bound.describe()})")
-        if entry.missing:
-            violations.append("stage missing from the candidate")
-        if entry.metrics["nonfinite"]:
-            violations.append(f"{entry.metrics['nonfinite']} non-finite values")
-        status = "fail" if violations else ("unjudged" if unjudged else "pass")
+        status, violations = judge_stage(entry, precision)
         if status == "fail" and first_fail is None:
             first_fail = entry.stage
         layer = int(entry.stage.split(".")[1]) if entry.stage.startswith("layer.") else None
@@ -146,7 +152,7 @@ def judge(comparisons: list[StageComparison], precision: str) -> tuple[list[dict
             "order": entry.order,
             **entry.metrics,
             "status": status,
-            "violations": "; ".join(violations + [f"not judged (no peer): {u}" for u in unjudged]),
+            "violations": violations,
         }
         if entry.peer_metrics:
             row.update({f"peer_{k}": v for k, v in entry.peer_metrics.items() if k not in ("elements",)})
