@@ -133,6 +133,12 @@ def test_empty_corrupt_and_missing_files(dicts, tmp_path):
         assert not (tmp_path / f"out-{name}").exists() and not (tmp_path / f"out-{name}.partial").exists()
 
 
+def test_loom_input_tokenizes_like_h5ad(h5ad, dicts, tmp_path):
+    adata = anndata.read_h5ad(h5ad)
+    adata.write_loom(tmp_path / "cells.loom")
+    assert tokenize_h5ad(tmp_path / "cells.loom", V1, dicts).cells == tokenize_h5ad(h5ad, V1, dicts).cells
+
+
 def test_existing_output_is_refused(h5ad, dicts, tmp_path):
     (tmp_path / "tok").mkdir()
     with pytest.raises(TokenizerError, match="already exists"):

@@ -197,7 +197,12 @@ def open_anndata(path: str | Path):
     if not path.is_file():
         raise TokenizerError(f"{path} does not exist")
     try:
-        adata = anndata.read_loom(path) if path.suffix == ".loom" else anndata.read_h5ad(path, backed="r")
+        if path.suffix == ".loom":  # loom has no backed mode in anndata: read whole (needs loompy)
+            from anndata.io import read_loom
+
+            adata = read_loom(path)
+        else:
+            adata = anndata.read_h5ad(path, backed="r")
     except Exception as exc:
         raise TokenizerError(f"cannot read {path} as AnnData: {type(exc).__name__}: {exc}") from exc
     if adata.n_obs == 0 or adata.n_vars == 0:
