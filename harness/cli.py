@@ -273,9 +273,10 @@ def cmd_embed(args) -> int:
     table = read_tokenized(args.input, variant)
     cells = [list(map(int, ids)) for ids in table["input_ids"]]
     backend = build_backend(args.backend, source, get_precision(args.precision))
-    extract(backend, cells[:4], variant, args.mode, args.layer, args.max_tokens)  # warm-up, not timed
+    options = dict(mode=args.mode, emb_layer=args.layer, max_tokens=args.max_tokens, pad_multiple=args.pad_multiple)
+    extract(backend, cells[:4], variant, **options)  # warm-up, not timed
     start = time.perf_counter()
-    emb = extract(backend, cells, variant, args.mode, args.layer, args.max_tokens)
+    emb = extract(backend, cells, variant, **options)
     seconds = time.perf_counter() - start
     columns = [f"emb_{i}" for i in range(emb.vectors.shape[1])]
     if args.mode == "gene":
@@ -288,6 +289,7 @@ def cmd_embed(args) -> int:
     print(f"{len(cells)} cells, {args.mode} embeddings of {emb.layer_stage} via {args.backend} {args.precision}: "
           f"{len(cells) / seconds:.1f} cells/s, {tokens / seconds:.0f} tokens/s; wrote {args.out}")
     record = {"variant": variant.name, "backend": args.backend, "precision": args.precision, "workload": "embed",
+              "pad_multiple": args.pad_multiple, "max_tokens": args.max_tokens,
               "mode": args.mode, "cells": len(cells), "tokens": tokens, "seconds": seconds,
               "cells_per_s": len(cells) / seconds, "tokens_per_s": tokens / seconds}
     _write("perf", [record], weights, {"input": str(args.input), "layer": args.layer, "max_tokens": args.max_tokens},
@@ -390,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="cell", choices=("cell", "cls", "gene"))
     p.add_argument("--layer", type=int, default=-1, help="Geneformer emb_layer: -1 second-to-last, 0 last")
     p.add_argument("--max-tokens", type=int, default=16384, help="tokens per length-bucketed batch")
+    p.add_argument(
+        "--pad-multiple", type=int, default=128,
+        help="round each batch's length up to this: fewer distinct shapes for TE's attention kernels "
+        "(H100, 3,000 cells, bf16: TE +42%% on V1-10M and +21%% on V2-104M at 128; HF sdpa unchanged)",
+    )
     p.add_argument("--out", required=True, help="embeddings .parquet (with the cells' metadata)")
     p.add_argument("--json", help="throughput result file or folder (default results/local/)")
     p.set_defaults(func=cmd_embed)

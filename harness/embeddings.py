@@ -7,6 +7,7 @@ compute goes to padding; results come back in input order.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,14 +49,15 @@ def length_batches(cells: list[list[int]], max_tokens: int) -> list[list[int]]:
 @torch.no_grad()
 def extract(
     backend: Backend, cells: list[list[int]], variant: Variant, mode: str = "cell",
-    emb_layer: int = -1, max_tokens: int = 16384,
+    emb_layer: int = -1, max_tokens: int = 16384, pad_multiple: int = 1,
 ) -> Embeddings:
+    """``pad_multiple`` rounds each batch's length up (FP8 needs 16); see ``gfqual embed``."""
     if mode not in MODES:
         raise ValueError(f"embedding mode must be one of {MODES}, not {mode!r}")
     if mode == "cls" and not variant.has_cls_eos:
         raise ValueError(f"{variant.name} has no <cls> token; use mode 'cell' (mean over genes)")
     stage = cell_embedding_stage(variant.num_hidden_layers, emb_layer)
-    multiple = FP8_TOKEN_MULTIPLE if backend.precision.is_fp8 else 1
+    multiple = math.lcm(pad_multiple, FP8_TOKEN_MULTIPLE if backend.precision.is_fp8 else 1)
     hidden_size = variant.hidden_size
     if mode == "gene":
         sums = torch.zeros(variant.vocab_size, hidden_size, dtype=torch.float64)
