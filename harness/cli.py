@@ -15,7 +15,7 @@ from models.checkpoint import CheckpointError
 from models.convert import ConversionError
 from models.registry import VARIANTS, UnknownVariantError
 
-USER_ERRORS = (CheckpointError, ConversionError, UnknownVariantError, ValueError, FileNotFoundError)
+USER_ERRORS = (CheckpointError, ConversionError, UnknownVariantError, ValueError, FileNotFoundError)  # GateError too
 # (TokenizerError is a ValueError)
 
 
@@ -164,37 +164,37 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
-def cmd_bench_impl(args) -> int:
-    """Modular TE layers vs fused te.TransformerLayer (and HF sdpa), same weights and batch."""
-    from harness.backends import build_backend
-    from harness.data.synthetic import synthetic_batch
-    from harness.parity.run import random_source, random_weights_block
-    from harness.perf.timing import time_forward
-    from harness.precision import FP8_TOKEN_MULTIPLE, get_precision
+def cmd_bench(args) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
 
-    records = []
-    for name in args.variants:
-        v = VARIANTS[name]
-        model = random_source(v, args.seed)
-        batch = synthetic_batch(v, args.batch, v.context, args.seed, FP8_TOKEN_MULTIPLE)
-        batch.attention_mask[:] = 1  # every cell at full context: a pure speed measurement
-        for precision in args.precisions:
-            p = get_precision(precision)
-            for backend in ("te", "te-fused", "hf-sdpa"):
-                if p.is_fp8 and backend.startswith("hf"):
-                    continue
-                b = build_backend(backend, model, p)
-                t = time_forward(b, batch, repeats=args.repeats)
-                records.append({
-                    "variant": name, "backend": backend, "precision": precision, "layout": "padded-full",
-                    "batch": args.batch, "seq_len": v.context, "median_ms": t.median_ms, "min_ms": t.min_ms,
-                    "max_ms": t.max_ms, "repeats": t.repeats, "cells_per_s": t.cells_per_s(args.batch),
-                    "tokens_per_s": t.cells_per_s(args.batch) * v.context,
-                })
-                print(f"{name:17s} {precision:12s} {backend:11s} {t.median_ms:8.2f} ms  ({t.min_ms:.2f}-{t.max_ms:.2f})")
-                del b
-    _write("perf", records, random_weights_block(args.seed), vars(args) | {"func": None}, args.out)
+    from harness.parity.run import random_weights_block
+    from harness.perf.sweep import Sweep, run_sweep
+    from harness.results import DEFAULT_RESULTS_DIR
+
+    sweep = Sweep.load(args.sweep)
+    out = Path(args.out) if args.out else DEFAULT_RESULTS_DIR / f"perf-{sweep.name}.json"
+    if out.exists():
+        raise ValueError(f"{out} exists; choose another --out")
+    rows = run_sweep(sweep, out)
+    _write("perf", rows, random_weights_block(sweep.seed), {"sweep": asdict(sweep)}, out)
+    out.with_name(out.name + ".partial.jsonl").unlink()
     return 0
+
+
+def cmd_perf_gate(args) -> int:
+    from harness.perf.gate import compare
+    from harness.results import read_result
+
+    rows = compare(read_result(args.baseline), read_result(args.run), args.max_slowdown)
+    for r in rows:
+        flag = "REGRESSED" if r["regressed"] else "ok"
+        print(f"{r['variant']:10s} {r['backend']:10s} {r['precision']:12s} {r['layout']:14s} B={r['batch']:<4} "
+              f"{r['baseline_cells_per_s']:9.1f} -> {r['cells_per_s']:9.1f} cells/s ({r['ratio']:.3f}, "
+              f"allowed -{r['allowed_slowdown']:.1%}) {flag}")
+    regressed = sum(r["regressed"] for r in rows)
+    print(f"{len(rows)} points compared, {regressed} regressed")
+    return 1 if regressed else 0
 
 
 def cmd_report_parity(args) -> int:
@@ -350,14 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results file or folder (default results/local/)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("bench-impl", help="time modular vs fused TE layers (GPU)")
-    p.add_argument("--variants", nargs="+", default=["V2-104M", "V2-316M"], choices=list(VARIANTS))
-    p.add_argument("--precisions", nargs="+", default=["bf16", "fp8-current"])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out")
-    p.set_defaults(func=cmd_bench_impl)
+    p = sub.add_parser("bench", help="run a throughput / latency / memory sweep (resumable) into results")
+    p.add_argument("--sweep", required=True, help="sweep file, or a shipped sweep: cpu-smoke, te-impl, gpu-baseline, ...")
+    p.add_argument("--out", help="results file (default results/local/perf-<sweep>.json)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("perf-gate", help="compare a perf run with a baseline of the same GPU; exit 1 on regression")
+    p.add_argument("--baseline", required=True)
+    p.add_argument("--run", required=True)
+    p.add_argument("--max-slowdown", type=float, default=0.05)
+    p.set_defaults(func=cmd_perf_gate)
 
     p = sub.add_parser("synth", help="write a synthetic AnnData with planted cell states (offline data)")
     p.add_argument("--variant", default="V1-10M", help="whose dictionary family names the genes")

@@ -10,8 +10,8 @@ loading and saving the same checkpoint layout:
   (``output_layernorm=True``, ``apply_residual_connection_post_layernorm=True``, ReLU). TE fuses the
   post-attention LayerNorm into fc1 (``LayerNormMLP``) and bias + dropout + residual add.
 
-Which is faster was measured, not assumed (``gfqual bench-impl``, H100, full context, batch 8,
-median of 20; results/h100/perf-impl-h100.json): no build wins everywhere. At bf16 the two are
+Which is faster was measured, not assumed (H100, full context, batch 8, median of 20;
+results/h100/perf-impl-h100.json, made by the command that became ``gfqual bench --sweep te-impl``): no build wins everywhere. At bf16 the two are
 within 2% at both V2-104M and V2-316M; under FP8 current scaling modular was 11% faster on
 V2-104M and fused 3% faster on V2-316M. The fusions save one pass over a [tokens × hidden]
 activation per layer, which is small next to the GEMMs and attention at these widths, while the

@@ -34,7 +34,8 @@ def cell_lengths(n: int, max_len: int, gen: torch.Generator, context: int) -> li
     return lengths
 
 
-def rank_value_cells(variant: Variant, n: int, max_len: int, seed: int) -> list[list[int]]:
+def rank_value_cells(variant: Variant, n: int, max_len: int, seed: int, full: bool = False) -> list[list[int]]:
+    """``n`` cells of realistic lengths up to ``max_len`` (or all exactly ``max_len`` when ``full``)."""
     if max_len > variant.context:
         raise ValueError(f"{variant.name} takes at most {variant.context} tokens per cell, not {max_len}")
     gen = torch.Generator().manual_seed(seed)
@@ -43,7 +44,8 @@ def rank_value_cells(variant: Variant, n: int, max_len: int, seed: int) -> list[
     popularity = 1.0 / torch.arange(1, n_genes + 1, dtype=torch.float64) ** 0.8
     gene_order = torch.randperm(n_genes, generator=gen) + first_gene
     cells = []
-    for length in cell_lengths(n, max_len, gen, variant.context):
+    lengths = [max_len] * n if full else cell_lengths(n, max_len, gen, variant.context)
+    for length in lengths:
         n_gene_tokens = length - (2 if variant.has_cls_eos else 0)
         picks = torch.multinomial(popularity, n_gene_tokens, replacement=False, generator=gen)
         genes = gene_order[picks].tolist()

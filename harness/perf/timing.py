@@ -1,8 +1,11 @@
-"""Timing a backend's forward pass on the GPU: warm-up, CUDA events, median and spread."""
+"""Timing a backend's forward pass: warm-up, then repeats timed with CUDA events on a GPU (the
+host clock after a synchronise would add launch latency) or the host clock on a CPU; median and
+spread."""
 
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass
 
 import torch
@@ -18,24 +21,48 @@ class Timing:
     max_ms: float
     repeats: int
 
-    def cells_per_s(self, cells: int) -> float:
-        return cells / self.median_ms * 1e3
+    @property
+    def spread(self) -> float:
+        """(max − min) / median: the noise a regression gate must see past."""
+        return (self.max_ms - self.min_ms) / self.median_ms
+
+    def per_s(self, amount: float) -> float:
+        return amount / self.median_ms * 1e3
 
 
-def time_forward(backend: Backend, batch: Batch, warmup: int = 3, repeats: int = 10) -> Timing:
-    """Median of ``repeats`` forward passes after ``warmup`` (kernel selection, TE's JIT)."""
-    if not torch.cuda.is_available():
-        raise RuntimeError("timing needs a CUDA GPU; none is visible")
-    batch = batch.to(backend.device)
-    for _ in range(warmup):
-        backend.forward(batch)
-    torch.cuda.synchronize()
+def time_forward(backend: Backend, batches: Batch | list[Batch], warmup: int = 3, repeats: int = 10) -> Timing:
+    """Median time of one pass over ``batches`` after ``warmup`` passes (kernel selection, JIT)."""
+    warm(backend, batches, warmup)
+    return time_batches(backend, batches, repeats)
+
+
+def warm(backend: Backend, batches: Batch | list[Batch], passes: int) -> list[Batch]:
+    batches = [b.to(backend.device) for b in (batches if isinstance(batches, list) else [batches])]
+    for _ in range(passes):
+        for b in batches:
+            backend.forward(b)
+    if backend.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return batches
+
+
+def time_batches(backend: Backend, batches: Batch | list[Batch], repeats: int) -> Timing:
+    """``repeats`` timed passes over ``batches`` (already warm)."""
+    batches = warm(backend, batches, 0)
+    cuda = backend.device.startswith("cuda")
     times = []
     for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        backend.forward(batch)
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for b in batches:
+                backend.forward(b)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            for b in batches:
+                backend.forward(b)
+            times.append((time.perf_counter() - t0) * 1e3)
     return Timing(statistics.median(times), min(times), max(times), repeats)

@@ -1,0 +1,39 @@
+"""Performance regression gate: a run against a stored baseline of the same GPU model.
+
+Points are matched on (variant, backend, precision, layout, batch, seq_len). A point regresses
+when its throughput falls below the baseline's by more than the allowed slowdown *and* by more
+than the measurements' own noise (the larger of the two runs' spread, (max − min) / median), so a
+noisy machine cannot fail the gate on noise alone, and a quiet one cannot hide a real slowdown
+behind a loose threshold.
+"""
+
+from __future__ import annotations
+
+KEY = ("variant", "backend", "precision", "layout", "batch", "seq_len")
+
+
+class GateError(ValueError):
+    pass
+
+
+def compare(baseline: dict, run: dict, max_slowdown: float = 0.05) -> list[dict]:
+    gpu_b, gpu_r = baseline["env"].get("gpu_name"), run["env"].get("gpu_name")
+    if gpu_b != gpu_r:
+        raise GateError(f"baseline is from {gpu_b}, this run from {gpu_r}: compare like with like")
+    ok = lambda r: r.get("record") == "point" and r.get("status") == "ok"  # noqa: E731
+    base = {tuple(r[k] for k in KEY): r for r in baseline["records"] if ok(r)}
+    rows = []
+    for r in filter(ok, run["records"]):
+        key = tuple(r[k] for k in KEY)
+        if key not in base:
+            continue
+        b = base[key]
+        ratio = r["cells_per_s"] / b["cells_per_s"]
+        allowed = max(max_slowdown, b["spread"], r["spread"])
+        rows.append({
+            **dict(zip(KEY, key)), "baseline_cells_per_s": b["cells_per_s"], "cells_per_s": r["cells_per_s"],
+            "ratio": ratio, "allowed_slowdown": allowed, "regressed": ratio < 1 - allowed,
+        })
+    if not rows:
+        raise GateError("no point of the run matches a point of the baseline")
+    return rows

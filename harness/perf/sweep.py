@@ -1,0 +1,253 @@
+"""Throughput, latency and memory sweeps, described as data (a sweep file), run point by point.
+
+A sweep file (JSON) names variants, backends, precisions, batch sizes, sequence lengths and input
+layouts; every combination is a point. Each finished point is appended to ``OUT.partial.jsonl`` at
+once, so an interrupted sweep resumes where it stopped; a point that runs out of memory or fails
+is a row with its status and error, never the end of the sweep. Layouts:
+
+``full``            every cell fills ``seq_len`` (no padding): kernel throughput
+``padded-context``  realistic cell lengths (log-normal around the real median of 1,209 genes),
+                    each batch padded to ``seq_len``: what a naive pipeline pays
+``bucketed``        the same cells sorted by length, each batch padded to its own longest cell
+                    (rounded up to 128): what ``gfqual embed`` does
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from harness.backends import build_backend
+from harness.capability import probe
+from harness.data.batching import Batch, collate
+from harness.data.synthetic import rank_value_cells
+from harness.perf.ceiling import matmul_tflops
+from harness.perf.flops import forward_flops
+from harness.perf.telemetry import Telemetry
+from harness.perf.timing import time_batches, warm
+from harness.precision import FP8_TOKEN_MULTIPLE, get_precision
+from models.registry import Variant, get_variant
+
+LAYOUTS = ("full", "padded-context", "bucketed")
+SWEEP_DIR = Path(__file__).parent / "sweeps"
+BUCKET_MULTIPLE = 128
+POOL_BATCHES = 4  # realistic layouts time a pool of this many batches of cells
+
+
+@dataclass(frozen=True)
+class Point:
+    variant: str
+    backend: str
+    precision: str
+    layout: str
+    batch: int
+    seq_len: int
+
+    @property
+    def key(self) -> str:
+        return "/".join(map(str, asdict(self).values()))
+
+
+@dataclass
+class Sweep:
+    name: str
+    variants: list[str]
+    backends: list[str]
+    precisions: list[str]
+    batches: list[int]
+    seq_lens: list[int | str] = field(default_factory=lambda: ["context"])
+    layouts: list[str] = field(default_factory=lambda: ["full"])
+    warmup: int = 3
+    repeats: int = 10
+    max_batch_search: bool = False
+    seed: int = 0
+
+    @classmethod
+    def load(cls, spec: str | os.PathLike) -> "Sweep":
+        """A sweep file path, or the name of one shipped in harness/perf/sweeps/."""
+        path = Path(spec)
+        if not path.is_file():
+            path = SWEEP_DIR / f"{spec}.json"
+        if not path.is_file():
+            shipped = ", ".join(sorted(p.stem for p in SWEEP_DIR.glob("*.json")))
+            raise ValueError(f"no sweep file {spec!r} (shipped sweeps: {shipped})")
+        data = json.loads(path.read_text())
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown sweep keys {sorted(unknown)}")
+        sweep = cls(**data)
+        bad = [lay for lay in sweep.layouts if lay not in LAYOUTS]
+        if bad:
+            raise ValueError(f"{path}: unknown layouts {bad} (known: {', '.join(LAYOUTS)})")
+        for v in sweep.variants:
+            get_variant(v)
+        return sweep
+
+    def points(self) -> list[Point]:
+        out = []
+        for v, b, p, lay, n, s in itertools.product(
+            self.variants, self.backends, self.precisions, self.layouts, self.batches, self.seq_lens
+        ):
+            seq = get_variant(v).context if s == "context" else int(s)
+            out.append(Point(v, b, p, lay, n, seq))
+        return out
+
+
+def layout_batches(point: Point, variant: Variant, seed: int) -> list[Batch]:
+    multiple = FP8_TOKEN_MULTIPLE if get_precision(point.precision).is_fp8 else 1
+    if point.layout == "full":
+        return [collate(rank_value_cells(variant, point.batch, point.seq_len, seed, full=True), variant, multiple)]
+    cells = rank_value_cells(variant, point.batch * POOL_BATCHES, point.seq_len, seed)
+    if point.layout == "padded-context":
+        groups = [cells[i : i + point.batch] for i in range(0, len(cells), point.batch)]
+        return [collate(g, variant, multiple, length=point.seq_len) for g in groups]
+    cells = sorted(cells, key=len, reverse=True)
+    groups = [cells[i : i + point.batch] for i in range(0, len(cells), point.batch)]
+    bucket = math.lcm(multiple, min(BUCKET_MULTIPLE, point.seq_len))
+    return [collate(g, variant, bucket) for g in groups]
+
+
+class Runner:
+    """Runs points, keeping one variant's model and the last backend in memory."""
+
+    def __init__(self, sweep: Sweep, ceiling_tflops: float | None):
+        self.sweep = sweep
+        self.ceiling = ceiling_tflops
+        self._model_key = self._backend_key = None
+        self._model = self._backend = None
+
+    def _backend_for(self, point: Point):
+        from harness.parity.run import random_source
+
+        if self._model_key != point.variant:
+            self._backend = self._backend_key = None
+            self._model = random_source(get_variant(point.variant), self.sweep.seed)
+            self._model_key = point.variant
+        key = (point.backend, point.precision)
+        if self._backend_key != key:
+            self._backend = None
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+            self._backend = build_backend(point.backend, self._model, get_precision(point.precision))
+            self._backend_key = key
+        return self._backend
+
+    def run(self, point: Point) -> dict:
+        row = {"record": "point", **asdict(point)}
+        reason = probe().skip_reason(point.backend, point.precision)
+        if reason:
+            return {**row, "status": "skipped", "reason": reason}
+        variant = get_variant(point.variant)
+        try:
+            backend = self._backend_for(point)
+            batches = layout_batches(point, variant, self.sweep.seed)
+            batches = warm(backend, batches, self.sweep.warmup)
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            with Telemetry() as telemetry:
+                timing = time_batches(backend, batches, self.sweep.repeats)
+        except torch.OutOfMemoryError as exc:
+            self._backend = self._backend_key = None
+            torch.cuda.empty_cache()
+            return {**row, "status": "oom", "reason": str(exc).splitlines()[0][:200]}
+        except Exception as exc:  # recorded, and the sweep goes on
+            self._backend = self._backend_key = None
+            return {**row, "status": "error", "reason": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        cells = sum(b.input_ids.shape[0] for b in batches)
+        real = sum(b.real_tokens for b in batches)
+        padded = sum(b.input_ids.numel() for b in batches)
+        flops = sum(forward_flops(variant, *b.input_ids.shape) for b in batches)
+        tflops = timing.per_s(flops) / 1e12
+        tel = telemetry.summary()
+        energy = tel.get("energy_j")
+        return {
+            **row,
+            "status": "ok",
+            "median_ms": timing.median_ms, "min_ms": timing.min_ms, "max_ms": timing.max_ms,
+            "spread": timing.spread, "repeats": timing.repeats,
+            "cells": cells, "cells_per_s": timing.per_s(cells),
+            "tokens_per_s": timing.per_s(real), "padded_tokens_per_s": timing.per_s(padded),
+            "padding_fraction": 1 - real / padded,
+            "peak_mem_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+            "tflops": tflops,
+            "ceiling_tflops": self.ceiling,
+            "ceiling_fraction": tflops / self.ceiling if self.ceiling else None,
+            "energy_per_cell_j": energy / (cells * timing.repeats) if energy is not None else None,
+            **{k: v for k, v in tel.items() if k != "energy_j"},
+        }
+
+    def max_batch(self, variant: str, backend: str, precision: str, seq_len: int, cap: int = 4096) -> dict:
+        """The largest batch of full-length cells one forward pass fits: doubling, then bisection."""
+        row = {"record": "max_batch", "variant": variant, "backend": backend, "precision": precision,
+               "layout": "full", "seq_len": seq_len}
+        reason = probe().skip_reason(backend, precision)
+        if reason:
+            return {**row, "status": "skipped", "reason": reason}
+
+        def fits(n: int) -> bool:
+            try:
+                point = Point(variant, backend, precision, "full", n, seq_len)
+                warm(self._backend_for(point), layout_batches(point, get_variant(variant), 0), 1)
+                return True
+            except torch.OutOfMemoryError:
+                self._backend = self._backend_key = None
+                torch.cuda.empty_cache()
+                return False
+
+        good, bad = 0, None
+        n = 1
+        while n <= cap and fits(n):
+            good, n = n, n * 2
+        bad = n if n <= cap else None
+        while bad is not None and bad - good > 1:
+            mid = (good + bad) // 2
+            good, bad = (mid, bad) if fits(mid) else (good, mid)
+        return {**row, "status": "ok", "batch": good, "max_batch": good, "capped": bad is None}
+
+
+def run_sweep(sweep: Sweep, out: Path, progress=print) -> list[dict]:
+    """Run (or resume) a sweep; rows go to ``OUT.partial.jsonl`` as they finish."""
+    partial = out.with_name(out.name + ".partial.jsonl")
+    done = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            row = json.loads(line)
+            done[row.get("key")] = row
+        progress(f"resuming {partial}: {len(done)} rows already measured")
+    ceiling = next((r["ceiling_tflops"] for r in done.values() if r.get("ceiling_tflops")), None)
+    if ceiling is None:
+        ceiling = matmul_tflops()
+    runner = Runner(sweep, ceiling)
+    jobs = [(p.key, lambda p=p: runner.run(p)) for p in sweep.points()]
+    if sweep.max_batch_search:
+        for v, b, pr, s in itertools.product(sweep.variants, sweep.backends, sweep.precisions, sweep.seq_lens):
+            seq = get_variant(v).context if s == "context" else int(s)
+            jobs.append((f"max_batch/{v}/{b}/{pr}/{seq}", lambda a=(v, b, pr, seq): runner.max_batch(*a)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "a") as log:
+        for key, job in jobs:
+            if key in done:
+                continue
+            row = {**job(), "key": key}
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            done[key] = row
+            progress(format_row(row))
+    return [done[k] for k, _ in jobs]
+
+
+def format_row(r: dict) -> str:
+    head = f"{r['variant']:17s} {r['backend']:15s} {r['precision']:12s} {r.get('layout', ''):14s}"
+    if r["status"] != "ok":
+        return f"{head} B={r.get('batch', '-')!s:>4} {r['status'].upper()}: {r.get('reason')}"
+    if r["record"] == "max_batch":
+        return f"{head} max batch at {r['seq_len']} tokens: {r['max_batch']}{' (cap)' if r['capped'] else ''}"
+    frac = f" {r['ceiling_fraction']:.0%} of ceiling" if r.get("ceiling_fraction") else ""
+    mem = f" {r['peak_mem_bytes'] / 2**30:.1f} GiB" if r.get("peak_mem_bytes") else ""
+    return (f"{head} B={r['batch']:>4} S={r['seq_len']}: {r['median_ms']:8.2f} ms  {r['cells_per_s']:8.1f} cells/s  "
+            f"{r['tflops']:6.1f} TFLOP/s{frac}{mem}")

@@ -1,0 +1,87 @@
+"""GPU telemetry through NVML (nvidia-ml-py), sampled on a thread while a measurement runs:
+power, energy, SM clock, utilisation, temperature and device memory in use."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class Telemetry:
+    """``with Telemetry() as t: ...`` then ``t.summary()``; empty on a machine without NVML."""
+
+    def __init__(self, device_index: int = 0, interval_s: float = 0.05):
+        self.interval_s = interval_s
+        self.samples: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = None
+        self._handle = None
+        self._energy_start = None
+        self._energy_end = None
+        self._t0 = self._t1 = 0.0
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        except Exception:  # no driver, no GPU, or no nvidia-ml-py
+            self._nvml = None
+
+    def _energy_mj(self):
+        try:
+            return self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+        except Exception:  # not supported on every GPU
+            return None
+
+    def _sample(self) -> None:
+        n, h = self._nvml, self._handle
+        while not self._stop.is_set():
+            try:
+                util = n.nvmlDeviceGetUtilizationRates(h)
+                self.samples.append({
+                    "power_w": n.nvmlDeviceGetPowerUsage(h) / 1e3,
+                    "sm_clock_mhz": n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM),
+                    "gpu_util": util.gpu,
+                    "temp_c": n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU),
+                    "mem_used_bytes": n.nvmlDeviceGetMemoryInfo(h).used,
+                })
+            except Exception:
+                pass
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "Telemetry":
+        self._t0 = time.perf_counter()
+        if self._handle is not None:
+            self._energy_start = self._energy_mj()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._t1 = time.perf_counter()
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._energy_end = self._energy_mj()
+
+    def summary(self) -> dict:
+        """Means and peaks over the samples; energy from the GPU's counter when it has one,
+        else mean power × wall time."""
+        if not self.samples:
+            return {}
+        mean = lambda k: sum(s[k] for s in self.samples) / len(self.samples)  # noqa: E731
+        seconds = self._t1 - self._t0
+        if self._energy_start is not None and self._energy_end is not None:
+            energy_j = (self._energy_end - self._energy_start) / 1e3
+        else:
+            energy_j = mean("power_w") * seconds
+        return {
+            "power_w": mean("power_w"),
+            "energy_j": energy_j,
+            "sm_clock_mhz": mean("sm_clock_mhz"),
+            "gpu_util": mean("gpu_util"),
+            "temp_c_max": max(s["temp_c"] for s in self.samples),
+            "nvml_mem_peak_bytes": max(s["mem_used_bytes"] for s in self.samples),
+            "telemetry_seconds": seconds,
+        }
