@@ -109,3 +109,27 @@ def test_gate_flags_real_slowdowns_only(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps(base))
     (tmp_path / "r.json").write_text(json.dumps(_perf("H100", 80.0)))
     assert main(["perf-gate", "--baseline", str(tmp_path / "b.json"), "--run", str(tmp_path / "r.json")]) == 1
+
+
+def test_max_batch_search_bisects_and_records_kernel_failures(tmp_path, monkeypatch):
+    sweep = _sweep(tmp_path, backends=["hf-eager"], layouts=[], batches=[], max_batch_search=True)
+    runner = sweep_mod.Runner(sweep, None)
+    limit = {"oom_above": 37, "crash_at": None}
+
+    def fake_warm(backend, batches, passes):
+        n = batches[0].input_ids.shape[0]
+        if limit["crash_at"] is not None and n >= limit["crash_at"]:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        if n > limit["oom_above"]:
+            raise torch.OutOfMemoryError("out of memory")
+        return batches
+
+    monkeypatch.setattr(sweep_mod, "warm", fake_warm)
+    monkeypatch.setattr(sweep_mod.Runner, "_backend_for", lambda self, point: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    row = runner.max_batch("V1-10M", "hf-eager", "fp32", 8)
+    assert (row["status"], row["max_batch"], row["capped"]) == ("ok", 37, False)
+    limit["crash_at"] = 16
+    row = runner.max_batch("V1-10M", "hf-eager", "fp32", 8)
+    assert (row["status"], row["max_batch"], row["failed_at_batch"]) == ("error", 8, 16)
+    assert "illegal memory access" in row["reason"]

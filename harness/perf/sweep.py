@@ -199,14 +199,18 @@ class Runner:
                 torch.cuda.empty_cache()
                 return False
 
-        good, bad = 0, None
-        n = 1
-        while n <= cap and fits(n):
-            good, n = n, n * 2
-        bad = n if n <= cap else None
-        while bad is not None and bad - good > 1:
-            mid = (good + bad) // 2
-            good, bad = (mid, bad) if fits(mid) else (good, mid)
+        good, bad, n = 0, None, 1
+        try:
+            while n <= cap and fits(n):
+                good, n = n, n * 2
+            bad = n if n <= cap else None
+            while bad is not None and bad - good > 1:
+                n = (good + bad) // 2
+                good, bad = (n, bad) if fits(n) else (good, n)
+        except Exception as exc:  # not an OOM: a kernel failure is a finding, recorded with its batch
+            self._backend = self._backend_key = None
+            return {**row, "status": "error", "batch": good, "max_batch": good, "failed_at_batch": n,
+                    "reason": f"{type(exc).__name__} at batch {n}: {str(exc).splitlines()[0][:200]}"}
         return {**row, "status": "ok", "batch": good, "max_batch": good, "capped": bad is None}
 
 
