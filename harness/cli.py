@@ -208,6 +208,18 @@ def cmd_report_parity(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from harness.results import read_results
+    from reports.qualification import render_report
+
+    results = sorted((r for folder in args.results for r in read_results(folder)), key=lambda r: r["created"])
+    if not results:
+        raise FileNotFoundError(f"no results files under {', '.join(args.results)}")
+    page, md = render_report(results, args.out)
+    print(f"wrote {page} and {md} from {len(results)} results files")
+    return 0
+
+
 def _dictionaries(spec: str, variant):
     """``--dicts DIR`` (the real Geneformer dictionaries) or ``--dicts synthetic``."""
     from harness.data.synthetic import synthetic_dictionaries
@@ -402,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="embeddings .parquet (with the cells' metadata)")
     p.add_argument("--json", help="throughput result file or folder (default results/local/)")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("report", help="hardware qualification report (HTML + markdown) from results files")
+    p.add_argument("--results", required=True, nargs="+", help="folders of results files (searched recursively)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("report-parity", help="render the parity report (markdown + plots) from results")
     p.add_argument("--results", required=True, help="folder of results files")

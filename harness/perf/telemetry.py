@@ -66,16 +66,17 @@ class Telemetry:
             self._energy_end = self._energy_mj()
 
     def summary(self) -> dict:
-        """Means and peaks over the samples; energy from the GPU's counter when it has one,
-        else mean power × wall time."""
+        """Means and peaks over the samples; energy from the GPU's counter when it has one and it
+        moved, else mean power × wall time (which side was used is recorded)."""
         if not self.samples:
             return {}
         mean = lambda k: sum(s[k] for s in self.samples) / len(self.samples)  # noqa: E731
         seconds = self._t1 - self._t0
+        counted = None
         if self._energy_start is not None and self._energy_end is not None:
-            energy_j = (self._energy_end - self._energy_start) / 1e3
-        else:
-            energy_j = mean("power_w") * seconds
+            counted = (self._energy_end - self._energy_start) / 1e3
+        # the counter ticks coarsely: a window of a few milliseconds can read 0 J
+        energy_j = counted if counted else mean("power_w") * seconds
         return {
             "power_w": mean("power_w"),
             "energy_j": energy_j,
@@ -84,4 +85,6 @@ class Telemetry:
             "temp_c_max": max(s["temp_c"] for s in self.samples),
             "nvml_mem_peak_bytes": max(s["mem_used_bytes"] for s in self.samples),
             "telemetry_seconds": seconds,
+            "telemetry_samples": len(self.samples),
+            "energy_source": "counter" if counted else "mean power x time",
         }

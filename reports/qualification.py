@@ -1,0 +1,382 @@
+"""The hardware qualification report: one self-contained HTML page and a markdown twin, rendered
+from results files alone (never by running a model).
+
+The report is built once as a list of sections holding tables and figures; the HTML and the
+markdown are two renderings of the same sections, so they cannot disagree. Figures are PNGs:
+embedded as base64 in the HTML (no network, no CDN), written beside the markdown.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from reports.parity import plot_error_vs_layer  # noqa: E402
+
+GPU_COLUMNS = ("A100", "H100", "H200", "GB200")
+NOT_MEASURED = "not measured"
+ENV_KEYS = ("gpu_name", "driver", "cuda", "torch", "te", "transformers", "git_commit")
+
+
+def gpu_class(name: str | None) -> str:
+    """'NVIDIA H100 80GB HBM3' → 'H100'; a CPU run → 'CPU'."""
+    if not name:
+        return "CPU"
+    for short in sorted(GPU_COLUMNS, key=len, reverse=True):
+        if short in name:
+            return short
+    return name
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list]
+
+
+@dataclass
+class Figure:
+    name: str
+    png: bytes
+    caption: str
+    wide: bool = False  # spans the page (multi-panel), else two to a row
+
+
+@dataclass
+class Section:
+    title: str
+    text: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return "—" if v is None else str(v)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _records(results, kind, record):
+    for r in results:
+        if r["kind"] != kind:
+            continue
+        for rec in r["records"]:
+            if rec.get("record") == record:
+                yield gpu_class(r["env"].get("gpu_name")), r, rec
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def environment_section(results: list[dict]) -> Section:
+    rows = []
+    for r in results:
+        w = r["weights"]
+        weights = w.get("source") or ", ".join(f"{k}: {v.get('source')}" for k, v in w.items() if isinstance(v, dict))
+        rows.append([r["created"], r["kind"], *(_fmt(r["env"].get(k)) for k in ENV_KEYS), weights])
+    text = []
+    commits = {r["env"].get("git_commit") for r in results}
+    te_versions = {r["env"].get("te") for r in results if r["env"].get("te")}
+    if len(commits) > 1:
+        text.append(f"⚠ Mixed code versions: results come from {len(commits)} commits "
+                    f"({', '.join(sorted(c[:8] for c in commits if c))}); compare rows from different commits with care.")
+    if len(te_versions) > 1:
+        text.append(f"⚠ Mixed TransformerEngine versions: {', '.join(sorted(te_versions))}.")
+    if any(r["env"].get("git_dirty") for r in results):
+        text.append("⚠ Some results were measured from a working tree with uncommitted changes.")
+    if any(r["weights"].get("source") == "random-init" for r in results):
+        text.append("Weights: seeded random initialisation of the published configs unless a row says otherwise; "
+                    "numbers qualify kernels and conversion, not the trained model's biology.")
+    return Section("Runs and environment", text, [Table(["created", "kind", *ENV_KEYS, "weights"], rows)])
+
+
+def parity_section(results: list[dict]) -> tuple[Section, dict]:
+    by_gpu: dict[str, dict] = defaultdict(dict)
+    stages: dict[str, list] = defaultdict(list)
+    for gpu, _r, v in _records(results, "parity", "verdict"):
+        by_gpu[gpu][(v["variant"], v["backend"], v["precision"])] = v  # later runs replace earlier
+    latest_run: dict[tuple, str] = {}  # each (GPU, variant, backend, precision) plots its newest run only
+    for gpu, r, s in _records(results, "parity", "stage"):
+        latest_run[(gpu, s["variant"], s["backend"], s["precision"])] = r["created"]
+    for gpu, r, s in _records(results, "parity", "stage"):
+        if latest_run[(gpu, s["variant"], s["backend"], s["precision"])] == r["created"]:
+            stages[gpu].append(s)
+    section = Section("Parity: TE against the HF reference")
+    statuses = []
+    for gpu in sorted(by_gpu):
+        cells = by_gpu[gpu]
+        precisions = sorted({k[2] for k in cells}, key=_precision_order)
+        rows = []
+        for variant, backend in sorted({k[:2] for k in cells}):
+            row = [variant, backend]
+            for p in precisions:
+                v = cells.get((variant, backend, p))
+                if v is None:
+                    row.append(NOT_MEASURED)
+                elif v["status"] == "skipped":
+                    row.append(f"skipped: {v['reason']}")
+                else:
+                    statuses.append(v["status"])
+                    where = f" (first diverging: {v['first_diverging_stage']})" if v.get("first_diverging_stage") else ""
+                    row.append(f"{v['status'].upper()} · worst {v['worst_stage']} {_fmt(v['worst_rel_l2'])}{where}")
+            rows.append(row)
+        section.tables.append(Table([f"{gpu}: variant", "backend", *precisions], rows))
+        for variant in sorted({s["variant"] for s in stages[gpu]}):
+            own = [s for s in stages[gpu] if s["variant"] == variant]
+            path = io.BytesIO()
+            plot_error_vs_layer(own, variant, path)
+            section.figures.append(Figure(f"parity-{gpu}-{variant}.png", path.getvalue(),
+                                          f"{gpu} · {variant}: relative L2 error of each layer's output"))
+    section.text.append("Cells: verdict · worst stage and its relative L2 error against HF fp32 (tolerances: "
+                        "harness/TOLERANCES.md). The fp32 rows are the conversion gate; bf16 is judged against "
+                        "HF's own bf16 error; FP8 on normalised RMSE and cosine.")
+    return section, _gate("parity", statuses)
+
+
+def _precision_order(p: str) -> int:
+    order = ["fp32", "tf32", "bf16", "fp8-delayed", "fp8-current", "fp8-block", "mxfp8"]
+    return order.index(p) if p in order else len(order)
+
+
+def embedding_section(results: list[dict]) -> tuple[Section, dict]:
+    rows, statuses = [], []
+    for gpu, _r, e in _records(results, "parity", "embedding"):
+        statuses.append(e["status"])
+        rows.append([gpu, e["variant"], e["backend"], e["precision"], e["n_cells"], _fmt(e["rel_l2"]),
+                     _fmt(e["cos_dist"]), e["status"].upper()])
+    headers = ["GPU", "variant", "backend", "precision", "cells", "rel L2", "1 − cosine", "verdict"]
+    section = Section("Cell embeddings on synthetic cells (HF reference vs candidate)", tables=[Table(headers, rows)])
+    if not rows:
+        section.text.append(NOT_MEASURED)
+    return section, _gate("embeddings", statuses)
+
+
+PERF_METRICS = (
+    ("cells_per_s", "throughput (cells/s)"),
+    ("peak_mem_bytes", "peak memory (GiB)"),
+    ("energy_per_cell_j", "energy per cell (J)"),
+    ("ceiling_fraction", "fraction of measured bf16 matmul ceiling"),
+)
+
+
+def _perf_points(results):
+    points = defaultdict(dict)  # (variant, backend, precision, layout, batch, seq) -> gpu -> record
+    for gpu, _r, p in _records(results, "perf", "point"):
+        if p.get("status") == "ok":
+            points[(p["variant"], p["backend"], p["precision"], p["layout"], p["batch"], p["seq_len"])][gpu] = p
+    return points
+
+
+def perf_section(results: list[dict]) -> Section:
+    points = _perf_points(results)
+    section = Section("Performance")
+    if not points:
+        section.text.append(NOT_MEASURED)
+        return section
+    gpus = [g for g in GPU_COLUMNS] + sorted({g for v in points.values() for g in v} - set(GPU_COLUMNS))
+    rows = [[*key[:5], *(_fmt(points[key][g]["cells_per_s"]) if g in points[key] else NOT_MEASURED for g in gpus)]
+            for key in sorted(points)]
+    section.tables.append(Table(["variant", "backend", "precision", "layout", "batch", *(f"{g} cells/s" for g in gpus)], rows))
+    section.tables.append(_speedup_table(points, gpus, ("te", "bf16"), ("hf-sdpa", "bf16"), "TE bf16 vs HF sdpa bf16"))
+    section.tables.append(_speedup_table(points, gpus, ("te", "fp8-current"), ("te", "bf16"), "TE fp8-current vs TE bf16"))
+    embed_rows = [[gpu, e["variant"], e["backend"], e["precision"], e["mode"], e["cells"], _fmt(e["cells_per_s"]),
+                   _fmt(e["tokens_per_s"])]
+                  for gpu, _r, e in _records(results, "perf", None) if e.get("workload") == "embed"]
+    if embed_rows:
+        section.tables.append(Table(["embedding: GPU", "variant", "backend", "precision", "mode", "cells",
+                                     "cells/s", "real tokens/s"], embed_rows))
+    max_rows = [[gpu, m["variant"], m["backend"], m["precision"], m["seq_len"],
+                 m.get("max_batch"), m["status"] + (f": {m['reason']}" if m.get("reason") else "")]
+                for gpu, _r, m in _records(results, "perf", "max_batch")]
+    if max_rows:
+        section.tables.append(Table(["largest batch: GPU", "variant", "backend", "precision", "tokens", "cells", "status"], max_rows))
+    for metric, label in PERF_METRICS:
+        section.figures.append(Figure(f"perf-{metric}.png", _perf_plot(points, metric, label),
+                                      f"{label} vs batch (full context, no padding; solid H100, dashed other GPUs)", wide=True))
+    section.text.append("Throughput is cells per second at each model's full context unless the layout says otherwise "
+                        "(padded-context: realistic cells padded to the context; bucketed: sorted by length, padded "
+                        "to each batch's longest). Timing: CUDA events, median of repeats after warm-up.")
+    return section
+
+
+def _speedup_table(points, gpus, num, den, title) -> Table:
+    rows = []
+    for key in sorted(points):
+        variant, backend, precision, layout, batch, seq = key
+        if (backend, precision) != num:
+            continue
+        other = points.get((variant, *den, layout, batch, seq), {})
+        rows.append([variant, layout, batch, *(
+            _fmt(points[key][g]["cells_per_s"] / other[g]["cells_per_s"]) if g in points[key] and g in other else NOT_MEASURED
+            for g in gpus)])
+    return Table([f"{title}: variant", "layout", "batch", *(f"{g} speed-up" for g in gpus)], rows)
+
+
+def _perf_plot(points, metric, label) -> bytes:
+    variants = sorted({k[0] for k in points if k[3] == "full"})
+    fig, axes = plt.subplots(1, max(1, len(variants)), figsize=(4.6 * max(1, len(variants)), 3.8), squeeze=False)
+    for ax, variant in zip(axes[0], variants):
+        series = defaultdict(list)
+        for key, by_gpu in points.items():
+            if key[0] != variant or key[3] != "full":
+                continue
+            for gpu, rec in by_gpu.items():
+                value = rec.get(metric)
+                if value is not None:
+                    value = value / 2**30 if metric == "peak_mem_bytes" else value
+                    series[(gpu, key[1], key[2])].append((key[4], value))
+        for (gpu, backend, precision), xy in sorted(series.items()):
+            xy.sort()
+            style = "-" if gpu == "H100" else "--"
+            ax.plot([x for x, _ in xy], [y for _, y in xy], style, marker="o", ms=3, label=f"{gpu} {backend} {precision}")
+        ax.set_title(variant)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch (cells)")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel(label)
+    axes[0][-1].legend(fontsize=7)
+    return _png(fig)
+
+
+def downstream_section(results: list[dict]) -> tuple[Section, dict]:
+    rows = [[gpu, *(rec.get(k) for k in ("variant", "backend", "precision", "task", "metric", "value"))]
+            for gpu, _r, rec in _records(results, "downstream", None)]
+    section = Section("Downstream agreement (HF vs TE)")
+    if rows:
+        section.tables.append(Table(["GPU", "variant", "backend", "precision", "task", "metric", "value"], rows))
+    else:
+        section.text.append(f"{NOT_MEASURED}: no downstream results in this folder.")
+    return section, {"gate": "downstream", "status": "not measured" if not rows else "reported",
+                     "detail": "" if rows else "run gfqual eval to add them"}
+
+
+def perf_gate(results: list[dict]) -> dict:
+    """Newest perf run against the oldest of the same sweep on the same GPU, where both exist."""
+    from harness.perf.gate import compare
+
+    groups = defaultdict(list)
+    for r in results:
+        if r["kind"] == "perf" and "sweep" in r["config"]:
+            groups[(gpu_class(r["env"].get("gpu_name")), r["config"]["sweep"]["name"])].append(r)
+    pairs = [(g, rs[0], rs[-1]) for g, rs in groups.items() if len(rs) > 1]
+    if not pairs:
+        return {"gate": "performance regression", "status": "not evaluated",
+                "detail": "one run per GPU and sweep: these are baselines"}
+    regressed = [f"{g[0]} {g[1]}: {r['variant']} {r['backend']} {r['precision']} B={r['batch']} ×{r['ratio']:.2f}"
+                 for g, base, run in pairs for r in compare(base, run) if r["regressed"]]
+    return {"gate": "performance regression", "status": "fail" if regressed else "pass", "detail": "; ".join(regressed)}
+
+
+def _gate(name: str, statuses: list[str]) -> dict:
+    if not statuses:
+        return {"gate": name, "status": "not measured", "detail": ""}
+    failed = statuses.count("fail")
+    return {"gate": name, "status": "fail" if failed else "pass",
+            "detail": f"{failed} of {len(statuses)} failed" if failed else f"{len(statuses)} passed"}
+
+
+def verdict_section(gates: list[dict]) -> Section:
+    failed = [g["gate"] for g in gates if g["status"] == "fail"]
+    open_ = [g["gate"] for g in gates if g["status"] in ("not measured", "not evaluated")]
+    overall = "FAIL" if failed else ("PASS (incomplete)" if open_ else "PASS")
+    text = [f"**Overall: {overall}**"]
+    if failed:
+        text.append(f"Failed: {', '.join(failed)}.")
+    if open_:
+        text.append(f"Not measured or not evaluated: {', '.join(open_)}.")
+    table = Table(["gate", "verdict", "detail"], [[g["gate"], g["status"].upper(), g["detail"]] for g in gates])
+    return Section("Verdict", text, [table])
+
+
+def build_report(results: list[dict]) -> list[Section]:
+    parity, parity_gate = parity_section(results)
+    embeddings, embedding_gate = embedding_section(results)
+    downstream, downstream_gate = downstream_section(results)
+    gates = [parity_gate, embedding_gate, perf_gate(results), downstream_gate]
+    return [verdict_section(gates), environment_section(results), parity, embeddings, perf_section(results), downstream]
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def to_markdown(sections: list[Section], image_dir: Path) -> str:
+    lines = ["# Geneformer on TransformerEngine: hardware qualification report", ""]
+    for s in sections:
+        lines += [f"## {s.title}", ""] + [t + "\n" for t in s.text]
+        for t in s.tables:
+            lines.append("| " + " | ".join(t.headers) + " |")
+            lines.append("|" + "---|" * len(t.headers))
+            lines += ["| " + " | ".join(_fmt(c).replace("|", "/") for c in row) + " |" for row in t.rows]
+            lines.append("")
+        for f in s.figures:
+            (image_dir / f.name).write_bytes(f.png)
+            lines += [f"![{f.caption}]({f.name})", ""]
+    return "\n".join(lines) + "\n"
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:0.8em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
+th{background:#f0f0f0}td.pass{background:#e6f4e6}td.fail{background:#f8d7d7}td.na{color:#888;background:#fafafa}
+figure{display:inline-block;margin:0.5em;vertical-align:top}img.half{width:600px}img.wide{width:100%;max-width:1350px}figcaption{font-size:12px;color:#555}"""
+
+
+def _cell_class(text: str) -> str:
+    t = text.upper()
+    if t.startswith("FAIL"):
+        return "fail"
+    if t.startswith("PASS"):
+        return "pass"
+    if t.startswith(("NOT MEASURED", "SKIPPED", "NOT EVALUATED")):
+        return "na"
+    return ""
+
+
+def to_html(sections: list[Section]) -> str:
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>Geneformer TE qualification</title>"
+           f"<style>{CSS}</style></head><body><h1>Geneformer on TransformerEngine: hardware qualification report</h1>"]
+    for s in sections:
+        out.append(f"<h2>{html.escape(s.title)}</h2>")
+        for t in s.text:
+            t = html.escape(t).replace("**", "")
+            out.append(f"<p>{t}</p>")
+        for t in s.tables:
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.headers) + "</tr>")
+            for row in t.rows:
+                cells = [_fmt(c) for c in row]
+                out.append("<tr>" + "".join(f"<td class='{_cell_class(c)}'>{html.escape(c)}</td>" for c in cells) + "</tr>")
+            out.append("</table>")
+        for f in s.figures:
+            data = base64.b64encode(f.png).decode()
+            out.append(f"<figure><img class='{'wide' if f.wide else 'half'}' alt='{html.escape(f.caption)}' "
+                       f"src='data:image/png;base64,{data}'>"
+                       f"<figcaption>{html.escape(f.caption)}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def render_report(results: list[dict], out_dir: str | Path) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections = build_report(results)
+    md = out_dir / "report.md"
+    md.write_text(to_markdown(sections, out_dir))
+    page = out_dir / "report.html"
+    page.write_text(to_html(sections))
+    return page, md

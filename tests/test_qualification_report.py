@@ -1,0 +1,81 @@
+"""The qualification report, rendered from small fixture results: content, not only files."""
+
+from __future__ import annotations
+
+from harness.results import make_result
+from reports.qualification import gpu_class, render_report
+
+
+def _env(gpu, commit="c1", te="2.20.2"):
+    return {"gpu_name": gpu, "driver": "580", "cuda": "13.0", "torch": "2.11", "te": te,
+            "transformers": "5.17", "git_commit": commit}
+
+
+def _parity(gpu, status="pass", commit="c1"):
+    stage = {"record": "stage", "variant": "V2-104M", "backend": "te", "precision": "fp32",
+             "stage": "layer.0.output", "layer": 0, "rel_l2": 1e-7}
+    verdict = {"record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "fp32", "status": status,
+               "worst_stage": "logits", "worst_rel_l2": 2e-6,
+               "first_diverging_stage": "layer.3.attention" if status == "fail" else None}
+    skipped = {"record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "mxfp8", "status": "skipped",
+               "reason": "mxfp8 needs compute capability 10.0 (Blackwell)"}
+    return make_result("parity", [stage, verdict, skipped], {"source": "random-init", "seed": 0}, {}, env=_env(gpu, commit))
+
+
+def _perf(gpu, cells_per_s, created=None):
+    points = [{"record": "point", "status": "ok", "variant": "V2-104M", "backend": b, "precision": "bf16",
+               "layout": "full", "batch": 8, "seq_len": 4096, "cells_per_s": v, "spread": 0.01,
+               "peak_mem_bytes": 2**31, "energy_per_cell_j": 3.0, "ceiling_fraction": 0.4}
+              for b, v in (("te", cells_per_s), ("hf-sdpa", 100.0))]
+    r = make_result("perf", points, {"source": "random-init"}, {"sweep": {"name": "gpu-baseline"}}, env=_env(gpu))
+    if created:
+        r["created"] = created
+    return r
+
+
+def test_gpu_classes():
+    assert [gpu_class(n) for n in ("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA GB200", None)] == ["H100", "H200", "GB200", "CPU"]
+
+
+def test_report_content_from_fixtures(tmp_path):
+    results = [_parity("NVIDIA H100 80GB HBM3"), _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)]
+    page, md_path = render_report(results, tmp_path)
+    md, page_html = md_path.read_text(), page.read_text()
+    assert "**Overall: PASS (incomplete)**" in md
+    assert "| parity | PASS | 1 passed |" in md
+    assert "| performance regression | NOT EVALUATED |" in md and "| downstream | NOT MEASURED |" in md
+    assert "| V2-104M | te | PASS · worst logits 2.00e-06 | skipped: mxfp8 needs compute capability 10.0 (Blackwell) |" in md
+    # GPUs side by side, with the ones that have no results saying so
+    assert "| V2-104M | te | bf16 | full | 8 | not measured | 220 | 240 | not measured |" in md
+    assert "| V2-104M | full | 8 | not measured | 2.2 | 2.4 | not measured |" in md  # TE vs HF speed-up
+    # self-contained page: images inline, nothing fetched
+    assert "data:image/png;base64," in page_html and "http://" not in page_html and "https://" not in page_html
+    assert (tmp_path / "perf-cells_per_s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_flags_failures_mixed_versions_and_regressions(tmp_path):
+    results = [
+        _parity("NVIDIA H100 80GB HBM3", status="fail", commit="c2"),
+        _perf("NVIDIA H100 80GB HBM3", 220.0, created="2026-01-01T00:00:00+00:00"),
+        _perf("NVIDIA H100 80GB HBM3", 150.0, created="2026-02-01T00:00:00+00:00"),
+    ]
+    results[1]["env"]["te"] = "2.19.0"
+    md = render_report(results, tmp_path)[1].read_text()
+    assert "**Overall: FAIL**" in md and "Failed: parity, performance regression." in md
+    assert "first diverging: layer.3.attention" in md
+    assert "Mixed code versions" in md and "Mixed TransformerEngine versions: 2.19.0, 2.20.2" in md
+    assert "H100 gpu-baseline: V2-104M te bf16 B=8 ×0.68" in md
+
+
+def test_report_rejects_unknown_schema(tmp_path, capsys):
+    import json
+
+    from harness.cli import main
+
+    bad = _perf("NVIDIA H100 80GB HBM3", 1.0)
+    bad["schema_version"] = 7
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "x.json").write_text(json.dumps(bad))
+    assert main(["report", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "o")]) == 2
+    assert "schema_version 7 is not supported" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
