@@ -132,7 +132,8 @@ class Runner:
         key = (point.backend, point.precision)
         if self._backend_key != key:
             self._backend = None
-            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             self._backend = build_backend(point.backend, self._model, get_precision(point.precision))
             self._backend_key = key
         return self._backend

@@ -1,4 +1,4 @@
-"""Timing a backend's forward pass: warm-up, then repeats timed with CUDA events on a GPU (the
+"""Timing a backend's forward passes: warm-up, then repeats timed with CUDA events on a GPU (the
 host clock after a synchronise would add launch latency) or the host clock on a CPU; median and
 spread."""
 
@@ -28,12 +28,6 @@ class Timing:
 
     def per_s(self, amount: float) -> float:
         return amount / self.median_ms * 1e3
-
-
-def time_forward(backend: Backend, batches: Batch | list[Batch], warmup: int = 3, repeats: int = 10) -> Timing:
-    """Median time of one pass over ``batches`` after ``warmup`` passes (kernel selection, JIT)."""
-    warm(backend, batches, warmup)
-    return time_batches(backend, batches, repeats)
 
 
 def warm(backend: Backend, batches: Batch | list[Batch], passes: int) -> list[Batch]:
