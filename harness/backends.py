@@ -80,6 +80,22 @@ class Backend:
         with quantization(self.precision, self._recipe):
             return self._call(batch)
 
+    def forward_with_grad(self, batch: Batch) -> torch.Tensor:
+        """The same forward with autograd on, for fine-tuning. The model stays in eval mode
+        (dropout off), so HF and TE train the same deterministic function."""
+        batch = batch.to(self.device)
+        set_tf32(self.precision.tf32)
+        with quantization(self.precision, self._recipe):
+            return self._call(batch)
+
+    def final_hidden(self, batch: Batch) -> torch.Tensor:
+        """Last encoder layer's output, with autograd on (through the ``final_hidden`` tap)."""
+        captured = {}
+        tap = next(t for t in self.taps() if t.stage == "final_hidden")
+        with hooks([tap], lambda _stage, tensor: captured.__setitem__("h", tensor)):
+            self.forward_with_grad(batch)
+        return captured["h"]
+
     def calibrate(self, batch: Batch) -> None:
         """DelayedScaling takes its scales from the amax history, which TE updates when an FP8
         region with autograd on closes: one such pass, on the data, before measuring."""

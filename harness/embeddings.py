@@ -46,6 +46,14 @@ def length_batches(cells: list[list[int]], max_tokens: int) -> list[list[int]]:
     return groups
 
 
+def stage_output(backend: Backend, batch, stage: str) -> torch.Tensor:
+    """One stage's output (float32) for a batch: the hidden states embeddings are read from."""
+    captured = {}
+    with hooks([t for t in backend.taps() if t.stage == stage][:1], lambda _s, t: captured.__setitem__("h", t)):
+        backend.forward(batch)
+    return captured["h"].float()
+
+
 @torch.no_grad()
 def extract(
     backend: Backend, cells: list[list[int]], variant: Variant, mode: str = "cell",
@@ -66,15 +74,7 @@ def extract(
         out = np.zeros((len(cells), hidden_size), dtype=np.float32)
     for group in length_batches(cells, max_tokens):
         batch = collate([cells[i] for i in group], variant, multiple)
-        captured = {}
-
-        def keep(name, tensor, captured=captured):
-            if name == stage:
-                captured["h"] = tensor.float()
-
-        with hooks([t for t in backend.taps() if t.stage == stage][:1], keep):
-            backend.forward(batch)
-        hidden = captured["h"]
+        hidden = stage_output(backend, batch, stage)
         b = batch.to(hidden.device)
         if mode == "cell":
             out[group] = mean_over_genes(hidden, b.gene_mask).cpu().numpy()
@@ -89,8 +89,6 @@ def extract(
     seen = torch.nonzero(counts).squeeze(1)
     vectors = (sums[seen] / counts[seen, None]).float().numpy()
     return Embeddings(mode, stage, vectors, seen.numpy(), counts[seen].numpy())
-
-
 
 
 def compare_cell_embeddings(

@@ -104,3 +104,15 @@ def needs_peer(precision: str) -> bool:
 def table_as_dict(precision: str) -> dict:
     """The bounds used for a precision, for the ``config`` block of a result."""
     return {cls: [asdict(b) for b in bounds] for cls, bounds in TOLERANCES[precision].items()}
+
+
+# --- downstream tasks ---------------------------------------------------------------------------
+# HF vs TE on the same items and folds: the largest |metric difference| (ROC AUC, accuracy,
+# macro-F1) a candidate may show against its HF peer at the same precision (issue 6 acceptance:
+# 0.01 at bf16). fp32 arithmetic differs by ~1e-6 relative, far below one item's weight in any
+# metric; FP8's peer is HF bf16, and its bound is wider because its embeddings move ~5x more.
+DOWNSTREAM_MAX_METRIC_DIFF = {"fp32": 0.005, "bf16": 0.01, "fp8": 0.02}
+
+
+def downstream_bound(precision: str) -> float:
+    return DOWNSTREAM_MAX_METRIC_DIFF["fp8" if "fp8" in precision else precision]

@@ -80,16 +80,19 @@ def synthetic_dictionaries(variant: Variant, seed: int = 0):
 
 def synthetic_anndata(
     dicts, n_cells: int = 240, n_states: int = 3, n_individuals: int = 6, n_genes: int = 4000,
-    program_size: int = 40, program_fold: float = 8.0, seed: int = 0,
+    program_size: int = 40, program_fold: float = 8.0, seed: int = 0, exclusive: bool = False,
+    state_names: tuple[str, ...] | None = None, labelled_genes: tuple[int, int] | None = None,
 ):
     """Raw counts with planted cell states, for the offline pipeline.
 
     Genes: ``n_genes`` drawn from the dictionaries' vocabulary. Expression: a log-normal baseline
-    profile; each state multiplies its own program of ``program_size`` genes by ``program_fold``.
-    Library sizes are log-normal around 4,000 UMIs; counts are negative binomial (gamma-Poisson,
-    dispersion 0.5), giving about a thousand expressed genes per cell like the real sample. Each
-    individual contributes cells of every state, so splits by individual stay balanced.
-    obs: ``cell_state`` (the planted label), ``individual``, ``n_counts``; var: ``ensembl_id``.
+    profile; each state multiplies its own program of ``program_size`` genes by ``program_fold``
+    (``exclusive``: and the program is silent in the other states, as marker genes are).
+    ``labelled_genes=(p, n)`` also plants a gene-level label, for the gene-classification task:
+    each of ``p`` "positive" genes is switched on in a random tenth of the cells, far above every
+    other gene, so wherever it is expressed it takes one of the first ranks; ``n`` "negative" genes
+    are ordinary, broadly expressed genes. A random-weight model carries a gene's rank only
+    through its position embeddings, so this is the signal such a model can pass to a probe.
     """
     import anndata
     import pandas as pd
@@ -105,14 +108,28 @@ def synthetic_anndata(
     profile = np.tile(baseline, (n_cells, 1))
     for s in range(n_states):
         profile[np.ix_(states == s, programs[s])] *= program_fold
+        if exclusive:
+            profile[np.ix_(states != s, programs[s])] = 0.0
+    if labelled_genes:
+        positive, negative = labelled_genes
+        by_level = np.argsort(-baseline)
+        free = by_level[~np.isin(by_level, programs.ravel())]
+        if positive + negative > len(free) // 4:
+            raise ValueError(f"{len(genes)} genes are too few for {positive}+{negative} labelled genes")
+        pos, neg = free[-positive:], free[len(free) // 4: len(free) // 4 + negative]
+        on = rng.random((n_cells, positive)) < 0.1
+        profile[:, pos] = np.where(on, 50.0 * baseline.max(), 0.0)
     profile /= profile.sum(axis=1, keepdims=True)
     library = np.exp(rng.normal(np.log(4000), 0.5, n_cells))
     mean = profile * library[:, None]
     counts = rng.poisson(rng.gamma(shape=0.5, scale=mean / 0.5))
     X = sp.csr_matrix(counts.astype(np.int32))
+    names = state_names or tuple(f"state_{s}" for s in range(n_states))
+    if len(names) != n_states:
+        raise ValueError(f"{n_states} states but {len(names)} state names")
     obs = pd.DataFrame(
         {
-            "cell_state": [f"state_{s}" for s in states],
+            "cell_state": [names[s] for s in states],
             "individual": [f"donor_{i}" for i in individuals],
             "n_counts": np.asarray(X.sum(axis=1)).ravel(),
         },
@@ -121,7 +138,9 @@ def synthetic_anndata(
     var = pd.DataFrame({"ensembl_id": genes}, index=[f"GENE{i}" for i in range(len(genes))])
     adata = anndata.AnnData(X=X, obs=obs, var=var)
     adata.uns["synthetic"] = {
-        "seed": seed, "programs": {f"state_{s}": genes[programs[s]].tolist() for s in range(n_states)},
+        "seed": seed, "programs": {names[s]: genes[programs[s]].tolist() for s in range(n_states)},
         "note": "synthetic counts with planted cell-state programs; not biological data",
     }
+    if labelled_genes:
+        adata.uns["synthetic"]["gene_labels"] = {"positive": genes[pos].tolist(), "negative": genes[neg].tolist()}
     return adata
