@@ -44,11 +44,14 @@ def _dictionaries(dicts: str | None, variant: Variant):
     return synthetic_dictionaries(variant) if dicts == "synthetic" else Dictionaries.load(dicts, variant.dictionary_family)
 
 
-def _encode(adata, variant: Variant, dicts, max_len: int | None, gene_column: str | None = None):
+def _encode(adata, variant: Variant, dicts, max_len: int | None, max_cells: int | None = None):
+    """Rank-value encode the first ``max_cells`` cells (all by default) of an in-memory or
+    backed AnnData; ``Tokenized.cell_index`` says which rows became cells."""
     from harness.data.tokenizer import Encoder, gene_ids
 
-    n_counts = adata.obs["n_counts"].to_numpy() if "n_counts" in adata.obs else None
-    return Encoder(gene_ids(adata.var, gene_column, dicts), variant, dicts, max_len).encode(adata.X, n_counts)
+    rows = slice(0, max_cells)
+    n_counts = adata.obs["n_counts"].to_numpy()[rows] if "n_counts" in adata.obs else None
+    return Encoder(gene_ids(adata.var, None, dicts), variant, dicts, max_len).encode(adata.X[rows], n_counts)
 
 
 def gene_task_data(
@@ -72,10 +75,7 @@ def gene_task_data(
     if labels is None:
         raise ValueError("--labels (the dosage-sensitivity CSV) is needed with --h5ad")
     d = _dictionaries(dicts, variant)
-    adata = open_anndata(h5ad)
-    if max_cells:
-        adata = adata[:max_cells]
-    tok = _encode(adata, variant, d, max_len)
+    tok = _encode(open_anndata(h5ad), variant, d, max_len, max_cells)
     return GeneTaskData(tok.cells, load_labels(labels), d.token_ids,
                         f"{Path(h5ad).name} ({len(tok.cells)} cells) with labels {Path(labels).name}")
 
@@ -106,9 +106,7 @@ def cell_task_data(
     if missing:
         raise ValueError(f"{h5ad}: obs has no column {', '.join(map(repr, missing))} "
                          f"(columns: {', '.join(map(str, adata.obs.columns))})")
-    if max_cells and h5ad is not None:
-        adata = adata[:max_cells]
-    tok = _encode(adata, variant, d, max_len)
+    tok = _encode(adata, variant, d, max_len, max_cells if h5ad is not None else None)
     labels = adata.obs[label_column].astype(str).to_numpy()[tok.cell_index]
     classes = sorted(set(labels), key=lambda c: (CARDIOMYOPATHY_CLASSES.index(c) if c in CARDIOMYOPATHY_CLASSES else 99, c))
     if len(classes) < 2:
