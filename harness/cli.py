@@ -208,6 +208,17 @@ def cmd_report_parity(args) -> int:
     return 0
 
 
+def cmd_report_downstream(args) -> int:
+    from harness.results import read_results
+    from reports.downstream import render_downstream_report
+
+    results = read_results(args.results, kind="downstream")
+    if not results:
+        raise FileNotFoundError(f"no downstream results under {args.results} (run gfqual eval first)")
+    print(f"wrote {render_downstream_report(results, args.out)}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from harness.results import read_results
     from reports.qualification import render_report
@@ -501,6 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, nargs="+", help="folders of results files (searched recursively)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("report-downstream", help="render the downstream report (markdown + plots) from results")
+    p.add_argument("--results", required=True, help="folder of results files")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report_downstream)
 
     p = sub.add_parser("report-parity", help="render the parity report (markdown + plots) from results")
     p.add_argument("--results", required=True, help="folder of results files")

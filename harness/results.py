@@ -43,13 +43,15 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> dict:
-    """Commit of the code that ran. Off a checkout (the GPU machine gets a copy without .git)
-    the caller passes it in GFQUAL_COMMIT."""
+    """Commit of the code that ran. GFQUAL_COMMIT, when set, wins: a copied working tree (the GPU
+    machine's) may carry a stale .git whose HEAD is not the code that ran."""
+    if os.environ.get("GFQUAL_COMMIT"):
+        return {"git_commit": os.environ["GFQUAL_COMMIT"], "git_dirty": None}
     commit = _git("rev-parse", "HEAD")
     if commit:
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
         return {"git_commit": commit, "git_dirty": dirty}
-    return {"git_commit": os.environ.get("GFQUAL_COMMIT", "unknown"), "git_dirty": None}
+    return {"git_commit": "unknown", "git_dirty": None}
 
 
 def _driver_version() -> str | None:

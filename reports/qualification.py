@@ -12,7 +12,6 @@ import base64
 import html
 import io
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -20,66 +19,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from reports.downstream import downstream_section  # noqa: E402
+from reports.layout import (  # noqa: E402
+    GPU_COLUMNS, NOT_MEASURED, Figure, Section, Table, _fmt, _png, _records, gpu_class,
+)
 from reports.parity import plot_error_vs_layer  # noqa: E402
 
-GPU_COLUMNS = ("A100", "H100", "H200", "GB200")
-NOT_MEASURED = "not measured"
 ENV_KEYS = ("gpu_name", "driver", "cuda", "torch", "te", "transformers", "git_commit")
-
-
-def gpu_class(name: str | None) -> str:
-    """'NVIDIA H100 80GB HBM3' → 'H100'; a CPU run → 'CPU'."""
-    if not name:
-        return "CPU"
-    for short in sorted(GPU_COLUMNS, key=len, reverse=True):
-        if short in name:
-            return short
-    return name
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list]
-
-
-@dataclass
-class Figure:
-    name: str
-    png: bytes
-    caption: str
-    wide: bool = False  # spans the page (multi-panel), else two to a row
-
-
-@dataclass
-class Section:
-    title: str
-    text: list[str] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    figures: list[Figure] = field(default_factory=list)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
-    return "—" if v is None else str(v)
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _records(results, kind, record):
-    for r in results:
-        if r["kind"] != kind:
-            continue
-        for rec in r["records"]:
-            if rec.get("record") == record:
-                yield gpu_class(r["env"].get("gpu_name")), r, rec
 
 
 # --- sections -------------------------------------------------------------------------------
@@ -255,18 +201,6 @@ def _perf_plot(points, metric, label) -> bytes:
     return _png(fig)
 
 
-def downstream_section(results: list[dict]) -> tuple[Section, dict]:
-    rows = [[gpu, *(rec.get(k) for k in ("variant", "backend", "precision", "task", "metric", "value"))]
-            for gpu, _r, rec in _records(results, "downstream", None)]
-    section = Section("Downstream agreement (HF vs TE)")
-    if rows:
-        section.tables.append(Table(["GPU", "variant", "backend", "precision", "task", "metric", "value"], rows))
-    else:
-        section.text.append(f"{NOT_MEASURED}: no downstream results in this folder.")
-    return section, {"gate": "downstream", "status": "not measured" if not rows else "reported",
-                     "detail": "" if rows else "run gfqual eval to add them"}
-
-
 def perf_gate(results: list[dict]) -> dict:
     """Newest perf run against the oldest of the same sweep on the same GPU, where both exist."""
     from harness.perf.gate import compare
@@ -316,8 +250,11 @@ def build_report(results: list[dict]) -> list[Section]:
 # --- rendering ------------------------------------------------------------------------------
 
 
-def to_markdown(sections: list[Section], image_dir: Path) -> str:
-    lines = ["# Geneformer on TransformerEngine: hardware qualification report", ""]
+TITLE = "Geneformer on TransformerEngine: hardware qualification report"
+
+
+def to_markdown(sections: list[Section], image_dir: Path, title: str = TITLE) -> str:
+    lines = [f"# {title}", ""]
     for s in sections:
         lines += [f"## {s.title}", ""] + [t + "\n" for t in s.text]
         for t in s.tables:

@@ -208,3 +208,22 @@ def test_dosage_on_the_real_sample_with_real_dictionaries(shared_data, tmp_path)
         assert summary["n_items"] + summary["labelled_genes_not_seen"] == 490
         assert summary["n_positive"] >= 5 and 0.0 <= summary["roc_auc_mean"] <= 1.0
         assert result["weights"]["source"] == "random-init" and result["config"]["synthetic"] is False
+
+
+def test_downstream_report_renders_from_results(v1_runner, tmp_path):
+    from harness.results import make_result
+    from reports.downstream import render_downstream_report
+    from reports.qualification import render_report
+
+    data = cell_task_data(v1_runner.variant, max_len=64, max_cells=45)
+    records = evaluate_cells(data, v1_runner, CPU_RUNS, progress=lambda _m: None)
+    genes = gene_task_data(v1_runner.variant, max_len=64, max_cells=40)
+    records += evaluate_genes(genes, v1_runner, CPU_RUNS[:2], progress=lambda _m: None)
+    result = make_result("downstream", records, {"source": "random-init"}, {"synthetic": True})
+    md = render_downstream_report([result], tmp_path / "d").read_text()
+    assert "verdict: PASS" in md and "| CPU | cardiomyopathy | V1-10M | te-format-torch@fp32 | hf-sdpa@fp32 |" in md
+    assert "TransformerEngine needs a CUDA GPU" in md  # the skipped TE row keeps its reason
+    assert "published reference (not ours)" in md and "0.9142" in md
+    assert (tmp_path / "d" / "downstream-roc.png").stat().st_size > 10_000
+    _page, qual = render_report([result], tmp_path / "q")
+    assert "| downstream | PASS |" in qual.read_text()
