@@ -198,7 +198,7 @@ def test_dosage_on_the_real_sample_with_real_dictionaries(shared_data, tmp_path)
 
     for variant, cells in (("V1-10M", []), ("V2-104M", ["--max-cells", "120"])):  # all 559 (backed), or 120
         out = tmp_path / f"{variant}.json"
-        assert main(["eval", "dosage", "--variant", variant, "--max-len", "128", *cells,
+        assert main(["eval", "dosage", "--variant", variant, "--max-len", "64", *cells,
                      "--h5ad", str(shared_data / "scrna/celltypist_sample/celltypist_sample_559cells_rawcounts.h5ad"),
                      "--dicts", str(shared_data / "geneformer_dicts"),
                      "--labels", str(shared_data / "gene_labels/dosage_sensitive_tfs/dosage_sens_tf_labels.csv"),
