@@ -197,26 +197,27 @@ def cmd_perf_gate(args) -> int:
     return 1 if regressed else 0
 
 
-def cmd_report_parity(args) -> int:
+def _render_kind(kind: str, folder: str, render, out: str, hint: str = "") -> int:
+    """One kind's results under ``folder`` through one report renderer."""
     from harness.results import read_results
+
+    results = read_results(folder, kind=kind)
+    if not results:
+        raise FileNotFoundError(f"no {kind} results under {folder}{hint}")
+    print(f"wrote {render(results, out)}")
+    return 0
+
+
+def cmd_report_parity(args) -> int:
     from reports.parity import render_parity_report
 
-    results = read_results(args.results, kind="parity")
-    if not results:
-        raise FileNotFoundError(f"no parity results under {args.results}")
-    print(f"wrote {render_parity_report(results, args.out)}")
-    return 0
+    return _render_kind("parity", args.results, render_parity_report, args.out)
 
 
 def cmd_report_downstream(args) -> int:
-    from harness.results import read_results
     from reports.downstream import render_downstream_report
 
-    results = read_results(args.results, kind="downstream")
-    if not results:
-        raise FileNotFoundError(f"no downstream results under {args.results} (run gfqual eval first)")
-    print(f"wrote {render_downstream_report(results, args.out)}")
-    return 0
+    return _render_kind("downstream", args.results, render_downstream_report, args.out, " (run gfqual eval first)")
 
 
 def cmd_report(args) -> int:

@@ -122,9 +122,15 @@ class Runner:
         self.source, self.variant = source, variant
         self.device = device or probe().device
 
-    @staticmethod
-    def skip_reason(run: EvalRun) -> str | None:
-        return probe().skip_reason(run.backend, run.precision)
+    def runnable(self, runs: list[EvalRun], task: str, mode: str, records: list[dict], progress):
+        """The runs this machine can do; each other run becomes a ``skipped`` record with its reason."""
+        for run in runs:
+            reason = probe().skip_reason(run.backend, run.precision)
+            if reason is None:
+                yield run
+                continue
+            records.append({**_base(task, mode, self.variant, run, "skipped"), "status": "skipped", "reason": reason})
+            progress(f"{task} {run.name:22s} skipped: {reason}")
 
     def backend(self, run: EvalRun):
         from harness.backends import build_backend
@@ -174,10 +180,6 @@ def _agreement_records(task, mode, variant, runs_done, y, groups, embeddings, se
     return records
 
 
-def _skipped(task, mode, variant, run, reason) -> dict:
-    return {**_base(task, mode, variant, run, "skipped"), "status": "skipped", "reason": reason}
-
-
 def _published(task: str, mode: str, variant: Variant) -> dict:
     return {"record": "published", "task": task, "mode": mode, "variant": "V1-10M", "backend": "published",
             "precision": "n/a", **PUBLISHED[task]}
@@ -193,12 +195,7 @@ def evaluate_genes(
     variant, task = runner.variant, "dosage"
     records, probas, vectors = [], {}, {}
     genes = y = folds = None
-    for run in runs:
-        reason = runner.skip_reason(run)
-        if reason:
-            records.append(_skipped(task, mode, variant, run, reason))
-            progress(f"{task} {run.name:22s} skipped: {reason}")
-            continue
+    for run in runner.runnable(runs, task, mode, records, progress):
         start = time.perf_counter()
         if mode == "probe":
             emb = extract(runner.backend(run), data.cells, variant, "gene", emb_layer)
@@ -259,12 +256,7 @@ def evaluate_cells(
     n_classes = len(data.classes)
     records, probas, vectors = [], {}, {}
     items = [f"cell_{i}" for i in range(len(data.cells))]
-    for run in runs:
-        reason = runner.skip_reason(run)
-        if reason:
-            records.append(_skipped(task, mode, variant, run, reason))
-            progress(f"{task} {run.name:22s} skipped: {reason}")
-            continue
+    for run in runner.runnable(runs, task, mode, records, progress):
         start = time.perf_counter()
         if mode == "probe":
             vectors[run] = extract(runner.backend(run), data.cells, variant, "cell", emb_layer).vectors
@@ -311,12 +303,7 @@ def evaluate_perturbation(
     counts = Counter(t for c in start_cells for t in c if t not in specials)
     genes = [t for t, _ in counts.most_common(n_genes)]
     records, results = [], {}
-    for run in runs:
-        reason = runner.skip_reason(run)
-        if reason:
-            records.append(_skipped(task, mode, variant, run, reason))
-            progress(f"{task} {run.name:22s} skipped: {reason}")
-            continue
+    for run in runner.runnable(runs, task, mode, records, progress):
         backend = runner.backend(run)
         goal = extract(backend, goal_cells, variant, "cell", emb_layer).vectors.mean(axis=0)
         perturb(backend, start_cells[:1], variant, genes[:2], goal, perturbation, emb_layer)  # warm-up
