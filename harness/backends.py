@@ -11,6 +11,8 @@ Backends:
   te                   TransformerEngine, separate TE modules (NVIDIA's TEBertLayer structure)
   te-fused             TransformerEngine, one te.TransformerLayer per layer (models/te.py says why
                        this is not the default)
+  te-packed            TransformerEngine, separate TE modules, cells packed end to end (THD): no
+                       work on padding; takes packed batches, and unpads padded ones itself
   te-format-torch      plain PyTorch over TE-layout weights (models/te_format_reference.py)
 """
 
@@ -25,14 +27,15 @@ import torch
 from torch import nn
 
 from harness.capability import probe
-from harness.data.batching import Batch
-from harness.precision import Precision, make_recipe, quantization, set_tf32
+from harness.data.batching import Batch, PackedBatch
+from harness.precision import FP8_TOKEN_MULTIPLE, Precision, make_recipe, quantization, set_tf32
 from models import convert
 from models.checkpoint import Checkpoint, load_parameters
 from models.hf import hf_model_from_checkpoint, hf_model_from_tensors
 from models.te_format_reference import TEFormatTorchForMaskedLM
 
-BACKENDS = ("hf-eager", "hf-sdpa", "te", "te-fused", "te-format-torch")
+BACKENDS = ("hf-eager", "hf-sdpa", "te", "te-fused", "te-packed", "te-format-torch")
+PACKED_BACKENDS = ("te-packed",)  # the ones that take PackedBatch (THD); the rest take padded Batch
 
 
 def _first(output):
@@ -70,6 +73,11 @@ class Backend:
     # -- running -------------------------------------------------------------------------
     def _call(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
+
+    def _padded_only(self, batch) -> Batch:
+        if isinstance(batch, PackedBatch):
+            raise TypeError(f"{self.name} takes padded batches; packed (THD) batches need one of {PACKED_BACKENDS}")
+        return batch
 
     @torch.no_grad()
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -128,6 +136,7 @@ class HFBackend(Backend):
         super().__init__(model, precision, device)
 
     def _call(self, batch: Batch) -> torch.Tensor:
+        batch = self._padded_only(batch)
         return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
     def layer_taps(self, i, layer):
@@ -143,6 +152,7 @@ class TEFormatTorchBackend(Backend):
     name = "te-format-torch"
 
     def _call(self, batch: Batch) -> torch.Tensor:
+        batch = self._padded_only(batch)
         return self.model(batch.input_ids, batch.attention_mask)
 
     def layer_taps(self, i, layer):
@@ -178,6 +188,44 @@ class TEBackend(TEFormatTorchBackend):
             Tap(_layer_stage(i, "mlp"), block.layernorm_mlp, _plus_bias),
             Tap(_layer_stage(i, "output"), layer),
         ]
+
+
+class TEPackedBackend(TEBackend):
+    """TE over cells packed end to end (THD). A ``PackedBatch`` runs as it is and gives [T, ...]
+    outputs; a padded ``Batch`` is unpadded, run packed, and every output (logits and each tap)
+    is put back in its [B, S, ...] place with zeros at the padding, so parity compares it like
+    any other backend."""
+
+    def __init__(self, model, precision, device):
+        super().__init__(model, precision, device)
+        self.name = "te-packed"
+        self._padded_shape = None  # (B, S, flat positions) while a padded batch is running
+
+    def _call(self, batch) -> torch.Tensor:
+        if isinstance(batch, PackedBatch):
+            self._padded_shape = None
+            return self._run(batch)
+        multiple = FP8_TOKEN_MULTIPLE if self.precision.is_fp8 else 1
+        packed, where = batch.packed(multiple)
+        self._padded_shape = (*batch.input_ids.shape, where)
+        try:
+            return self._repad(self._run(packed))
+        finally:
+            self._padded_shape = None
+
+    def _run(self, packed: PackedBatch) -> torch.Tensor:
+        return self.model.forward_packed(packed.input_ids, packed.position_ids, packed.cu_seqlens, packed.max_seqlen)
+
+    def _repad(self, flat: torch.Tensor) -> torch.Tensor:
+        if self._padded_shape is None:
+            return flat
+        B, S, where = self._padded_shape
+        out = flat.new_zeros(B * S, *flat.shape[1:])
+        out[where] = flat[: len(where)]
+        return out.view(B, S, *flat.shape[1:])
+
+    def taps(self) -> list[Tap]:
+        return [Tap(t.stage, t.module, lambda out, pick=t.pick: self._repad(pick(out))) for t in super().taps()]
 
 
 def te_format_tensors(ckpt_or_hf: Checkpoint | nn.Module) -> tuple[dict, dict]:
@@ -226,9 +274,10 @@ def build_backend(name: str, source, precision: Precision, device: str | None = 
         return TEFormatTorchBackend(model, precision, device)
     from models.te import TEGeneformerForMaskedLM
 
-    model = TEGeneformerForMaskedLM(cfg, impl="fused" if name == "te-fused" else "modular").to(device)
+    model = TEGeneformerForMaskedLM(cfg, impl="fused" if name == "te-fused" else "modular",
+                                    qkv_format="thd" if name == "te-packed" else "bshd").to(device)
     model.load_checkpoint_tensors(tensors)
-    return TEBackend(model, precision, device)
+    return (TEPackedBackend if name == "te-packed" else TEBackend)(model, precision, device)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import torch
 
 from harness.precision import PRECISIONS, Precision
 
-TE_BACKENDS = ("te", "te-fused")
+TE_BACKENDS = ("te", "te-fused", "te-packed")
 
 
 @dataclass(frozen=True)

@@ -127,10 +127,12 @@ def default_specs(device: str, variants: list[str], seed: int) -> list:
             specs.append(ParitySpec(name, "te-format-torch", "fp32", max_len=64, seed=seed))
             continue
         specs.append(ParitySpec(name, "te-format-torch", "fp32", max_len=v.context, seed=seed, micro_batch=2))
-        for precision in ("fp32", "bf16", "fp8-delayed", "fp8-current", "fp8-block", "mxfp8"):
+        for precision in ("fp32", "bf16", "fp8-delayed", "fp8-current", "fp8-delayed-dpa", "fp8-current-dpa",
+                          "fp8-block", "mxfp8"):
             specs.append(ParitySpec(name, "te", precision, max_len=v.context, seed=seed, micro_batch=2))
-        for precision in ("fp32", "bf16"):  # the fused build must be as correct as the default
-            specs.append(ParitySpec(name, "te-fused", precision, max_len=v.context, seed=seed, micro_batch=2))
+        for precision in ("fp32", "bf16"):  # the fused and packed builds must be as correct as the default
+            for backend in ("te-fused", "te-packed"):
+                specs.append(ParitySpec(name, backend, precision, max_len=v.context, seed=seed, micro_batch=2))
     return specs
 
 
@@ -173,6 +175,8 @@ def cmd_bench(args) -> int:
     from harness.results import DEFAULT_RESULTS_DIR
 
     sweep = Sweep.load(args.sweep)
+    if args.cells:
+        sweep.cells_from = args.cells
     out = Path(args.out) if args.out else DEFAULT_RESULTS_DIR / f"perf-{sweep.name}.json"
     if out.exists():
         raise ValueError(f"{out} exists; choose another --out")
@@ -430,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run a throughput / latency / memory sweep (resumable) into results")
     p.add_argument("--sweep", required=True, help="sweep file, or a shipped sweep: cpu-smoke, te-impl, gpu-baseline, ...")
     p.add_argument("--out", help="results file (default results/local/perf-<sweep>.json)")
+    p.add_argument("--cells", help="a tokenized dataset (gfqual tokenize) whose real cells the realistic layouts "
+                                   "use (default: the sweep's cells_from, else synthetic lengths)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("perf-gate", help="compare a perf run with a baseline of the same GPU; exit 1 on regression")

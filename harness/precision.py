@@ -20,6 +20,7 @@ class Precision:
     tf32: bool = False
     recipe: str | None = None  # TE recipe class name
     recipe_family: str | None = None  # key of TE's own availability check
+    fp8_attention: bool = False  # the recipe's fp8_dpa: attention (QK^T, softmax·V) in FP8 too
     min_compute_capability: tuple[int, int] | None = None
     hardware: str = ""
     description: str = ""
@@ -47,6 +48,16 @@ PRECISIONS: dict[str, Precision] = {
             description="per-tensor scales from the current tensor's amax",
         ),
         Precision(
+            "fp8-delayed-dpa", torch.bfloat16, recipe="DelayedScaling", recipe_family="fp8", fp8_attention=True,
+            min_compute_capability=(9, 0), hardware="Hopper",
+            description="fp8-delayed, with attention in FP8 as well (TE's fp8_dpa, cuDNN FP8 attention)",
+        ),
+        Precision(
+            "fp8-current-dpa", torch.bfloat16, recipe="Float8CurrentScaling", recipe_family="fp8", fp8_attention=True,
+            min_compute_capability=(9, 0), hardware="Hopper",
+            description="fp8-current, with attention in FP8 as well (TE's fp8_dpa; S and dP take delayed scales)",
+        ),
+        Precision(
             "fp8-block", torch.bfloat16, recipe="Float8BlockScaling", recipe_family="fp8_block",
             min_compute_capability=(9, 0), hardware="Hopper",
             description="1x128 / 128x128 block scales (DeepSeek-V3 style)",
@@ -72,11 +83,12 @@ def make_recipe(precision: Precision):
     """A fresh TE recipe object for an FP8 precision (TE imported only here and in models/te.py)."""
     from transformer_engine.common import recipe as te_recipe
 
+    options = {"fp8_dpa": True} if precision.fp8_attention else {}
     if precision.recipe == "DelayedScaling":
         return te_recipe.DelayedScaling(
-            fp8_format=te_recipe.Format.HYBRID, amax_history_len=16, amax_compute_algo="max"
+            fp8_format=te_recipe.Format.HYBRID, amax_history_len=16, amax_compute_algo="max", **options
         )
-    return getattr(te_recipe, precision.recipe)()
+    return getattr(te_recipe, precision.recipe)(**options)
 
 
 def set_tf32(enabled: bool) -> None:

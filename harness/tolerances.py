@@ -78,6 +78,8 @@ TOLERANCES: dict[str, dict[str, tuple[Bound, ...]]] = {
     "bf16": _BF16,
     "fp8-delayed": _FP8,
     "fp8-current": _FP8,
+    "fp8-delayed-dpa": _FP8,  # FP8 attention is held to the same bound as FP8 GEMMs alone
+    "fp8-current-dpa": _FP8,
     "fp8-block": _FP8,
     "mxfp8": _FP8,
 }

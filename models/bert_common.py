@@ -29,9 +29,11 @@ class Embeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(cfg["type_vocab_size"], H)
         self.LayerNorm = nn.LayerNorm(H, eps=cfg["layer_norm_eps"])
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``positions`` default to 0..S-1 along the last axis; packed cells pass their own."""
         # Geneformer never uses segment ids: every token has type 0.
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        if positions is None:
+            positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
         x = self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]
         x = x + self.position_embeddings(positions)
         return self.LayerNorm(x)

@@ -25,6 +25,10 @@ closing one ``layernorm``; the checkpoint layout names them the other way round 
 post-attention, ``layernorm_mlp.layer_norm`` closes the layer). ``FUSED_NAMES`` is that mapping,
 applied on load and save, so the swap lives in one place.
 
+Either build takes its tokens padded (``bshd``: [B, S, H] and a padding mask) or, built with
+``qkv_format="thd"``, packed end to end ([T, H] and the cells' cumulative lengths,
+``harness.data.batching.PackedBatch``): the same weights, no work spent on padding.
+
 Importing this module needs TransformerEngine, and TE needs a CUDA GPU; callers ask
 ``harness.capability`` first.
 """
@@ -40,6 +44,7 @@ from models.checkpoint import CheckpointError, load_parameters
 from models.convert import layout_keys
 
 IMPLEMENTATIONS = ("modular", "fused")
+QKV_FORMATS = ("bshd", "thd")
 
 # checkpoint-layout leaf (under bert.encoder.layer.N.) -> te.TransformerLayer parameter name
 FUSED_NAMES = {
@@ -66,7 +71,7 @@ def _check_activation(cfg: dict) -> None:
 class FusedLayer(nn.Module):
     """BERT post-LN layer as one ``te.TransformerLayer``."""
 
-    def __init__(self, cfg: dict, layer_number: int, params_dtype: torch.dtype):
+    def __init__(self, cfg: dict, layer_number: int, params_dtype: torch.dtype, qkv_format: str):
         super().__init__()
         _check_activation(cfg)
         self.block = te.TransformerLayer(
@@ -80,21 +85,22 @@ class FusedLayer(nn.Module):
             output_layernorm=True,
             apply_residual_connection_post_layernorm=True,
             activation="relu",
-            attn_input_format="bshd",
+            attn_input_format=qkv_format,
             fuse_qkv_params=True,
             qkv_weight_interleaved=True,
             layer_number=layer_number,
             params_dtype=params_dtype,
         )
 
-    def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
-        return self.block(x, attention_mask=key_padding, self_attn_mask_type=_mask_type(key_padding))
+    def forward(self, x: torch.Tensor, cells: dict) -> torch.Tensor:
+        cells = dict(cells)
+        return self.block(x, self_attn_mask_type=cells.pop("attn_mask_type"), **cells)
 
 
 class ModularLayer(nn.Module):
     """BERT post-LN layer from separate TE modules, named as the checkpoint layout."""
 
-    def __init__(self, cfg: dict, layer_number: int, params_dtype: torch.dtype):
+    def __init__(self, cfg: dict, layer_number: int, params_dtype: torch.dtype, qkv_format: str):
         super().__init__()
         _check_activation(cfg)
         H, I, eps = cfg["hidden_size"], cfg["intermediate_size"], cfg["layer_norm_eps"]
@@ -108,7 +114,7 @@ class ModularLayer(nn.Module):
             attention_type="self",
             fuse_qkv_params=True,
             qkv_weight_interleaved=True,
-            qkv_format="bshd",
+            qkv_format=qkv_format,
             params_dtype=params_dtype,
         )
         self.layernorm = te.LayerNorm(H, eps=eps, params_dtype=params_dtype)
@@ -117,42 +123,61 @@ class ModularLayer(nn.Module):
         self.layernorm_mlp.fc2 = te.Linear(I, H, params_dtype=params_dtype)
         self.layernorm_mlp.layer_norm = te.LayerNorm(H, eps=eps, params_dtype=params_dtype)
 
-    def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
-        attn = self.self_attention(x, attention_mask=key_padding, attn_mask_type=_mask_type(key_padding))
+    def forward(self, x: torch.Tensor, cells: dict) -> torch.Tensor:
+        attn = self.self_attention(x, **cells)
         x = self.layernorm(x + attn)
         mlp = self.layernorm_mlp
         return mlp.layer_norm(x + mlp.fc2(torch.relu(mlp.fc1(x))))
 
 
-def _mask_type(key_padding: torch.Tensor | None) -> str:
-    return "no_mask" if key_padding is None else "padding"
+def padded_cells(attention_mask: torch.Tensor | None) -> dict:
+    """Attention arguments that tell padded cells apart: TE wants the padding mask as
+    [B, 1, 1, S] booleans, True where a key is padding."""
+    if attention_mask is None:
+        return {"attn_mask_type": "no_mask"}
+    return {"attn_mask_type": "padding", "attention_mask": (attention_mask == 0)[:, None, None, :]}
+
+
+def packed_cells(cu_seqlens: torch.Tensor, max_seqlen: int) -> dict:
+    """Attention arguments that tell packed (THD) cells apart: their cumulative lengths."""
+    return {"attn_mask_type": "padding", "cu_seqlens_q": cu_seqlens, "cu_seqlens_kv": cu_seqlens,
+            "max_seqlen_q": max_seqlen, "max_seqlen_kv": max_seqlen}
 
 
 class TEGeneformerForMaskedLM(nn.Module):
     """Geneformer BertForMaskedLM with TransformerEngine encoder layers."""
 
-    def __init__(self, cfg: dict, impl: str = "modular", params_dtype: torch.dtype = torch.float32):
+    def __init__(self, cfg: dict, impl: str = "modular", params_dtype: torch.dtype = torch.float32,
+                 qkv_format: str = "bshd"):
         super().__init__()
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"TE layer implementation must be one of {IMPLEMENTATIONS}, not {impl!r}")
+        if qkv_format not in QKV_FORMATS:
+            raise ValueError(f"TE token layout must be one of {QKV_FORMATS}, not {qkv_format!r}")
         layer_cls = FusedLayer if impl == "fused" else ModularLayer
-        self.impl = impl
+        self.impl, self.qkv_format = impl, qkv_format
         self.config = dict(cfg)
-        layers = [layer_cls(cfg, i + 1, params_dtype) for i in range(cfg["num_hidden_layers"])]
+        layers = [layer_cls(cfg, i + 1, params_dtype, qkv_format) for i in range(cfg["num_hidden_layers"])]
         self.bert = Bert(cfg, layers)
         self.cls = MLMHead(cfg, self.bert.embeddings.word_embeddings)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """MLM logits ``[B, S, vocab]``; ``attention_mask`` is 1 for real tokens, 0 for padding.
+        """MLM logits ``[B, S, vocab]`` of padded cells; ``attention_mask`` is 1 for real tokens.
 
         FP8, when wanted, is entered by the caller (``harness.precision``) around this call; the
         MLM head is plain PyTorch and so stays out of FP8.
         """
-        # TE wants the padding mask as [B, 1, 1, S] booleans, True where a key is padding.
-        key_padding = None if attention_mask is None else (attention_mask == 0)[:, None, None, :]
-        x = self.bert.embeddings(input_ids)
+        return self._encode_and_predict(self.bert.embeddings(input_ids), padded_cells(attention_mask))
+
+    def forward_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
+                       max_seqlen: int) -> torch.Tensor:
+        """MLM logits ``[T, vocab]`` of cells packed end to end (a model built with ``thd``)."""
+        x = self.bert.embeddings(input_ids, position_ids)
+        return self._encode_and_predict(x, packed_cells(cu_seqlens, max_seqlen))
+
+    def _encode_and_predict(self, x: torch.Tensor, cells: dict) -> torch.Tensor:
         for layer in self.bert.encoder.layer:
-            x = layer(x, key_padding)
+            x = layer(x, cells)
         return self.cls(x)
 
     # --- checkpoint layout <-> module names -------------------------------------------------

@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from harness.precision import PRECISIONS  # noqa: E402
 from reports.downstream import downstream_section  # noqa: E402
 from reports.layout import (  # noqa: E402
     GPU_COLUMNS, NOT_MEASURED, Figure, Section, Table, _fmt, _png, _records, gpu_class,
@@ -97,7 +98,7 @@ def parity_section(results: list[dict]) -> tuple[Section, dict]:
 
 
 def _precision_order(p: str) -> int:
-    order = ["fp32", "tf32", "bf16", "fp8-delayed", "fp8-current", "fp8-block", "mxfp8"]
+    order = list(PRECISIONS)
     return order.index(p) if p in order else len(order)
 
 

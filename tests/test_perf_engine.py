@@ -19,7 +19,7 @@ from models.registry import VARIANTS
 def _sweep(tmp_path, **over):
     spec = {"name": "t", "variants": ["V1-10M"], "backends": ["hf-eager", "te"], "precisions": ["fp32"],
             "layouts": ["full", "padded-context", "bucketed"], "batches": [2], "seq_lens": [32],
-            "warmup": 1, "repeats": 2, **over}
+            "warmup": 1, "repeats": 2, "pool_cells": 8, **over}
     (tmp_path / "s.json").write_text(json.dumps(spec))
     return Sweep.load(tmp_path / "s.json")
 
@@ -90,7 +90,7 @@ def test_flops_count_by_hand():
     v = VARIANTS["V1-10M"]
     H, I, V_, L = 256, 512, 25426, 6
     expected = L * (2 * 64 * (4 * H * H + 2 * H * I) + 4 * 64 * 64 * H) + 2 * 64 * (H * H + H * V_)
-    assert forward_flops(v, 1, 64) == expected
+    assert forward_flops(v, 64, 64 * 64) == expected
 
 
 def _perf(gpu, cells_per_s, spread=0.01):
@@ -133,3 +133,90 @@ def test_max_batch_search_bisects_and_records_kernel_failures(tmp_path, monkeypa
     row = runner.max_batch("V1-10M", "hf-eager", "fp32", 8)
     assert (row["status"], row["max_batch"], row["failed_at_batch"]) == ("error", 8, 16)
     assert "illegal memory access" in row["reason"]
+
+
+# --- packed (THD) batches and realistic cell pools -----------------------------------------------
+
+def test_pack_lays_cells_end_to_end_with_boundaries_and_positions():
+    from harness.data.batching import pack
+
+    v2 = VARIANTS["V2-104M"]
+    cells = [[2, 10, 11, 3], [2, 12, 3], [2, 13, 14, 15, 16, 3]]
+    p = pack(cells, v2)
+    assert p.input_ids.tolist() == [t for c in cells for t in c]
+    assert p.cu_seqlens.tolist() == [0, 4, 7, 13] and p.cu_seqlens.dtype == torch.int32
+    assert p.position_ids.tolist() == [0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 3, 4, 5]
+    assert p.max_seqlen == 6 and p.n_cells == 3 and p.real_tokens == 13 and p.lengths.tolist() == [4, 3, 6]
+    assert p.gene_mask.tolist() == [t not in (2, 3) for c in cells for t in c]
+    fp8 = pack(cells, v2, multiple=16)  # FP8 rounds the token count up with one filler segment
+    assert fp8.input_ids.numel() == 16 and fp8.cu_seqlens.tolist() == [0, 4, 7, 13, 16]
+    assert fp8.n_cells == 3 and fp8.real_tokens == 13 and not fp8.gene_mask[13:].any()
+
+
+def test_unpadding_a_padded_batch_keeps_every_real_token_in_place():
+    from harness.data.batching import collate, pack
+
+    v1 = VARIANTS["V1-10M"]
+    cells = [[5, 6, 7], [8], [9, 10]]
+    padded = collate(cells, v1)
+    packed, where = padded.packed()
+    direct = pack(cells, v1)
+    assert torch.equal(packed.input_ids, direct.input_ids) and torch.equal(packed.cu_seqlens, direct.cu_seqlens)
+    assert torch.equal(padded.input_ids.flatten()[where], packed.input_ids)
+    assert torch.equal(packed.position_ids, direct.position_ids)
+
+
+def test_pack_to_budget_keeps_order_and_never_exceeds_the_budget():
+    from harness.data.batching import pack_to_budget
+
+    v1 = VARIANTS["V1-10M"]
+    gen = torch.Generator().manual_seed(0)
+    cells = [list(range(5, 5 + int(n))) for n in torch.randint(1, 60, (50,), generator=gen)]
+    for multiple in (1, 16):
+        packs = pack_to_budget(cells, v1, budget=128, multiple=multiple)
+        assert all(p.input_ids.numel() <= 128 and p.input_ids.numel() % multiple == 0 for p in packs)
+        flat = [p.input_ids[: p.real_tokens].tolist() for p in packs]
+        assert sum(flat, []) == sum(cells, [])  # every cell once, in order
+        assert sum(p.n_cells for p in packs) == 50
+    with pytest.raises(ValueError, match="more tokens than the packing budget"):
+        pack_to_budget([list(range(200))], v1, budget=128)
+
+
+def test_packed_flops_count_each_cells_own_attention():
+    from harness.data.batching import collate, pack
+    from harness.perf.flops import batch_flops
+
+    v = VARIANTS["V1-10M"]
+    cells = [[5] * 3, [6] * 5]
+    assert batch_flops(v, pack(cells, v)) == forward_flops(v, 8, 3 * 3 + 5 * 5)
+    assert batch_flops(v, collate(cells, v)) == forward_flops(v, 10, 2 * 5 * 5)
+
+
+def test_packed_layout_rows_say_which_backend_takes_them_and_where_cells_came_from(tmp_path):
+    rows = run_sweep(_sweep(tmp_path, layouts=["packed", "bucketed"], backends=["hf-eager", "te-packed"],
+                            seq_lens=[64]), tmp_path / "o.json", progress=lambda _: None)
+    by = {(r["backend"], r["layout"]): r for r in rows}
+    assert by["hf-eager", "packed"]["status"] == "skipped"
+    assert "te-packed" in by["hf-eager", "packed"]["reason"]
+    assert by["te-packed", "packed"]["status"] == "skipped" and "CUDA GPU" in by["te-packed", "packed"]["reason"]
+    bucketed = by["hf-eager", "bucketed"]
+    assert bucketed["status"] == "ok" and bucketed["cells"] == 8
+    assert bucketed["cells_source"].startswith("synthetic") and 8 <= bucketed["mean_cell_tokens"] <= 64
+
+
+def test_cell_pool_draws_real_tokenized_cells(tmp_path):
+    from harness.data.stream import read_tokenized, tokenize_to_parquet
+    from harness.data.synthetic import synthetic_anndata, synthetic_dictionaries
+    from harness.perf.sweep import cell_pool
+
+    v1 = VARIANTS["V1-10M"]
+    dicts = synthetic_dictionaries(v1)
+    h5ad = tmp_path / "c.h5ad"
+    synthetic_anndata(dicts, n_cells=12, n_genes=2000, seed=3).write_h5ad(h5ad)
+    tokenize_to_parquet(h5ad, v1, dicts, tmp_path / "tok", progress=False)
+    real = {tuple(c[:256]) for c in read_tokenized(tmp_path / "tok")["input_ids"]}
+    pool = cell_pool(v1, 256, 30, seed=0, cells_from=str(tmp_path / "tok"))
+    assert len(pool.cells) == 30 and all(tuple(c) in real for c in pool.cells)
+    assert "12 tokenized cells" in pool.source and "with replacement" in pool.source
+    with pytest.raises(Exception, match="tokenized for V1-10M"):
+        cell_pool(VARIANTS["V2-104M"], 256, 4, seed=0, cells_from=str(tmp_path / "tok"))

@@ -1,19 +1,29 @@
 """Floating-point work of one Geneformer forward pass, counted from the shapes (2 per MAC).
 
-Per layer: the QKV, output, fc1 and fc2 GEMMs on every token (padded tokens are computed too),
-and attention's QK^T and PV products over the padded sequence; then the MLM head's transform
-and decoder. LayerNorm, softmax and element-wise work are left out (well under 1%).
+Per layer: the QKV, output, fc1 and fc2 GEMMs on every token the batch holds (padding is
+computed too, so it counts), and attention's QK^T and PV products over every (query, key) pair
+inside one sequence: S² per padded cell, Σ len² for packed cells. Then the MLM head's transform
+and decoder on every token. LayerNorm, softmax and element-wise work are left out (under 1%).
 """
 
 from __future__ import annotations
 
+from harness.data.batching import Batch, PackedBatch
 from models.registry import Variant
 
 
-def forward_flops(variant: Variant, batch: int, seq_len: int) -> float:
+def forward_flops(variant: Variant, tokens: int, attended_pairs: int) -> float:
+    """Work of a forward over ``tokens`` tokens whose sequences hold ``attended_pairs`` (q, k) pairs."""
     H, I, V, L = variant.hidden_size, variant.intermediate_size, variant.vocab_size, variant.num_hidden_layers
-    tokens = batch * seq_len
     gemms = 2 * tokens * (4 * H * H + 2 * H * I)
-    attention = 2 * 2 * batch * seq_len * seq_len * H
+    attention = 2 * 2 * attended_pairs * H
     head = 2 * tokens * (H * H + H * V)
     return L * (gemms + attention) + head
+
+
+def batch_flops(variant: Variant, batch: Batch | PackedBatch) -> float:
+    if isinstance(batch, PackedBatch):
+        segments = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).long()
+        return forward_flops(variant, batch.input_ids.numel(), int((segments**2).sum()))
+    B, S = batch.input_ids.shape
+    return forward_flops(variant, B * S, B * S * S)

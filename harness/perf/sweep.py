@@ -6,10 +6,16 @@ once, so an interrupted sweep resumes where it stopped; a point that runs out of
 is a row with its status and error, never the end of the sweep. Layouts:
 
 ``full``            every cell fills ``seq_len`` (no padding): kernel throughput
-``padded-context``  realistic cell lengths (log-normal around the real median of 1,209 genes),
-                    each batch padded to ``seq_len``: what a naive pipeline pays
+``padded-context``  realistic cells, each batch padded to ``seq_len``: what a naive pipeline pays
 ``bucketed``        the same cells sorted by length, each batch padded to its own longest cell
                     (rounded up to 128): what ``gfqual embed`` does
+``packed``          the same cells end to end with no padding (TE's THD layout, ``te-packed``),
+                    in packs of at most ``batch × seq_len`` tokens: the memory of one padded batch
+
+Realistic cells are a pool of ``pool_cells`` cells: real tokenized cells when the sweep (or
+``gfqual bench --cells``) names a tokenized dataset, drawn with replacement when the pool is
+larger; else synthetic cells whose lengths are log-normal around the real median. Every row says
+which, with the pool's mean length.
 """
 
 from __future__ import annotations
@@ -23,21 +29,22 @@ from pathlib import Path
 
 import torch
 
-from harness.backends import build_backend
+import numpy as np
+
+from harness.backends import PACKED_BACKENDS, build_backend
 from harness.capability import probe
-from harness.data.batching import Batch, collate
-from harness.data.synthetic import rank_value_cells
+from harness.data.batching import Batch, PackedBatch, collate, pack_to_budget
+from harness.data.synthetic import REAL_MEDIAN_GENES, rank_value_cells
 from harness.perf.ceiling import matmul_tflops
-from harness.perf.flops import forward_flops
+from harness.perf.flops import batch_flops
 from harness.perf.telemetry import Telemetry
 from harness.perf.timing import time_batches, warm
 from harness.precision import FP8_TOKEN_MULTIPLE, get_precision
 from models.registry import Variant, get_variant
 
-LAYOUTS = ("full", "padded-context", "bucketed")
+LAYOUTS = ("full", "padded-context", "bucketed", "packed")
 SWEEP_DIR = Path(__file__).parent / "sweeps"
 BUCKET_MULTIPLE = 128
-POOL_BATCHES = 4  # realistic layouts time a pool of this many batches of cells
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class Sweep:
     repeats: int = 10
     max_batch_search: bool = False
     seed: int = 0
+    pool_cells: int = 256  # realistic layouts time this many cells per repeat
+    cells_from: str | None = None  # a tokenized dataset (gfqual tokenize) for real cell lengths
 
     @classmethod
     def load(cls, spec: str | os.PathLike) -> "Sweep":
@@ -99,11 +108,46 @@ class Sweep:
         return out
 
 
-def layout_batches(point: Point, variant: Variant, seed: int) -> list[Batch]:
+@dataclass
+class CellPool:
+    cells: list[list[int]]
+    source: str  # where the cells came from, for the record
+
+    @property
+    def mean_length(self) -> float:
+        return float(np.mean([len(c) for c in self.cells]))
+
+
+def cell_pool(variant: Variant, seq_len: int, n: int, seed: int, cells_from: str | None = None) -> CellPool:
+    """``n`` realistic cells of at most ``seq_len`` tokens: real tokenized cells, or synthetic."""
+    if cells_from is None:
+        return CellPool(rank_value_cells(variant, n, seq_len, seed),
+                        f"synthetic: log-normal lengths around the real median of {REAL_MEDIAN_GENES} genes")
+    from harness.data.stream import read_tokenized
+
+    real = [list(c) for c in read_tokenized(cells_from, variant)["input_ids"]]
+    if not real:
+        raise ValueError(f"{cells_from} holds no cells")
+    picks = np.random.default_rng(seed).choice(len(real), size=n, replace=n > len(real))
+    cells = [_truncate(real[i], seq_len, variant) for i in picks]
+    return CellPool(cells, f"real: {len(real)} tokenized cells of {cells_from}, {n} drawn"
+                           f"{' with replacement' if n > len(real) else ''}")
+
+
+def _truncate(cell: list[int], seq_len: int, variant: Variant) -> list[int]:
+    if len(cell) <= seq_len:
+        return cell
+    return [*cell[: seq_len - 1], cell[-1]] if variant.has_cls_eos else cell[:seq_len]  # keep <eos>
+
+
+def layout_batches(point: Point, variant: Variant, seed: int, pool: CellPool | None = None) -> list[Batch | PackedBatch]:
+    """The batches one repeat of ``point`` runs; realistic layouts cut them from ``pool``."""
     multiple = FP8_TOKEN_MULTIPLE if get_precision(point.precision).is_fp8 else 1
     if point.layout == "full":
         return [collate(rank_value_cells(variant, point.batch, point.seq_len, seed, full=True), variant, multiple)]
-    cells = rank_value_cells(variant, point.batch * POOL_BATCHES, point.seq_len, seed)
+    cells = (pool or cell_pool(variant, point.seq_len, 4 * point.batch, seed)).cells
+    if point.layout == "packed":
+        return pack_to_budget(cells, variant, point.batch * point.seq_len, multiple)
     if point.layout == "padded-context":
         groups = [cells[i : i + point.batch] for i in range(0, len(cells), point.batch)]
         return [collate(g, variant, multiple, length=point.seq_len) for g in groups]
@@ -121,6 +165,16 @@ class Runner:
         self.ceiling = ceiling_tflops
         self._model_key = self._backend_key = None
         self._model = self._backend = None
+        self._pools: dict[tuple[str, int], CellPool] = {}
+
+    def _pool(self, point: Point) -> CellPool | None:
+        if point.layout == "full":
+            return None
+        key = (point.variant, point.seq_len)
+        if key not in self._pools:
+            self._pools[key] = cell_pool(get_variant(point.variant), point.seq_len, self.sweep.pool_cells,
+                                         self.sweep.seed, self.sweep.cells_from)
+        return self._pools[key]
 
     def _backend_for(self, point: Point):
         from harness.parity.run import random_source
@@ -141,12 +195,15 @@ class Runner:
     def run(self, point: Point) -> dict:
         row = {"record": "point", **asdict(point)}
         reason = probe().skip_reason(point.backend, point.precision)
+        if point.layout == "packed" and point.backend not in PACKED_BACKENDS:
+            reason = f"packed (THD) batches need {' or '.join(PACKED_BACKENDS)}; {point.backend} takes padded batches"
         if reason:
             return {**row, "status": "skipped", "reason": reason}
         variant = get_variant(point.variant)
         try:
             backend = self._backend_for(point)
-            batches = layout_batches(point, variant, self.sweep.seed)
+            pool = self._pool(point)
+            batches = layout_batches(point, variant, self.sweep.seed, pool)
             batches = warm(backend, batches, self.sweep.warmup)
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
@@ -159,10 +216,10 @@ class Runner:
         except Exception as exc:  # recorded, and the sweep goes on
             self._backend = self._backend_key = None
             return {**row, "status": "error", "reason": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        cells = sum(b.input_ids.shape[0] for b in batches)
+        cells = sum(b.n_cells for b in batches)
         real = sum(b.real_tokens for b in batches)
         padded = sum(b.input_ids.numel() for b in batches)
-        flops = sum(forward_flops(variant, *b.input_ids.shape) for b in batches)
+        flops = sum(batch_flops(variant, b) for b in batches)
         tflops = timing.per_s(flops) / 1e12
         tel = telemetry.summary()
         energy = tel.get("energy_j")
@@ -171,7 +228,7 @@ class Runner:
             "status": "ok",
             "median_ms": timing.median_ms, "min_ms": timing.min_ms, "max_ms": timing.max_ms,
             "spread": timing.spread, "repeats": timing.repeats,
-            "cells": cells, "cells_per_s": timing.per_s(cells),
+            "cells": cells, "passes": len(batches), "cells_per_s": timing.per_s(cells),
             "tokens_per_s": timing.per_s(real), "padded_tokens_per_s": timing.per_s(padded),
             "padding_fraction": 1 - real / padded,
             "peak_mem_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
@@ -180,6 +237,7 @@ class Runner:
             "ceiling_fraction": tflops / self.ceiling if self.ceiling else None,
             "energy_per_cell_j": energy / (cells * timing.repeats) if energy is not None else None,
             **{k: v for k, v in tel.items() if k != "energy_j"},
+            **({"cells_source": pool.source, "mean_cell_tokens": pool.mean_length} if pool else {}),
         }
 
     def max_batch(self, variant: str, backend: str, precision: str, seq_len: int, cap: int = 4096) -> dict:

@@ -25,7 +25,7 @@ def pytest_addoption(parser):
     group.addoption("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     group.addoption("--precisions", nargs="+", default=["fp32"], choices=[p for p in PRECISIONS if p != "fp64"])
     group.addoption(
-        "--backends", nargs="+", default=["te-format-torch", "te"],
+        "--backends", nargs="+", default=["te-format-torch", "te", "te-packed"],
         choices=[b for b in BACKENDS if not b.startswith("hf")],
     )
     group.addoption("--length", type=int, default=64, help="longest cell (tokens); default 64 (CPU CI)")
