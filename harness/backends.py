@@ -153,7 +153,7 @@ class TEFormatTorchBackend(Backend):
 
     def _call(self, batch: Batch) -> torch.Tensor:
         batch = self._padded_only(batch)
-        return self.model(batch.input_ids, batch.attention_mask)
+        return self.model(batch.input_ids, None if batch.full else batch.attention_mask)
 
     def layer_taps(self, i, layer):
         return [

@@ -66,8 +66,20 @@ class HeadTransform(nn.Module):
         return self.LayerNorm(self.act(self.dense(x)))
 
 
+DECODER_ROW_MULTIPLE = 64
+
+
 class Predictions(nn.Module):
-    """MLM head; the decoder is the word-embedding matrix (tied), so it holds only its bias."""
+    """MLM head; the decoder is the word-embedding matrix (tied), so it holds only its bias.
+
+    Geneformer's vocabularies (25,426 and 20,275 tokens) are not multiples of 8, so the [tokens ×
+    vocab] logits have a row pitch that is not 16-byte aligned and cuBLAS falls back to an
+    align-1 kernel: on the H100 that one GEMM ran at ~80 TFLOP/s and took a quarter of V2-316M's
+    forward (19 of 81 ms at batch 8, full context). The decoder is therefore run with its rows
+    zero-padded to a multiple of 64 and the extra logits sliced off: the same numbers, one
+    aligned GEMM. The padding is made on each call, so the tie to the embeddings holds under
+    fine-tuning. (The HF reference keeps HF's own head: it is measured as shipped.)
+    """
 
     def __init__(self, cfg: dict, word_embeddings: nn.Embedding):
         super().__init__()
@@ -76,7 +88,10 @@ class Predictions(nn.Module):
         self._decoder = [word_embeddings]  # a list keeps it out of this module's state dict
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.transform(x), self._decoder[0].weight, self.bias)
+        weight = self._decoder[0].weight
+        vocab, pad = weight.shape[0], -weight.shape[0] % DECODER_ROW_MULTIPLE
+        logits = F.linear(self.transform(x), F.pad(weight, (0, 0, 0, pad)), F.pad(self.bias, (0, pad)))
+        return logits[..., :vocab]
 
 
 class MLMHead(nn.Module):

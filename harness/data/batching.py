@@ -17,6 +17,7 @@ class Batch:
     input_ids: torch.Tensor  # [B, S] int64
     attention_mask: torch.Tensor  # [B, S] int64, 1 = real token, 0 = padding
     gene_mask: torch.Tensor  # [B, S] bool, True = a gene token (not padding, not <cls>/<eos>)
+    full: bool = False  # no cell is padded (known when batched): engines may skip the padding mask
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -27,7 +28,7 @@ class Batch:
         return int(self.attention_mask.sum())
 
     def to(self, device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.gene_mask.to(device))
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.gene_mask.to(device), self.full)
 
     @property
     def n_cells(self) -> int:
@@ -43,7 +44,8 @@ class Batch:
 
     def split(self, size: int) -> list["Batch"]:
         return [
-            Batch(self.input_ids[i : i + size], self.attention_mask[i : i + size], self.gene_mask[i : i + size])
+            Batch(self.input_ids[i : i + size], self.attention_mask[i : i + size], self.gene_mask[i : i + size],
+                  self.full)
             for i in range(0, self.input_ids.shape[0], size)
         ]
 
@@ -66,7 +68,7 @@ def collate(cells: list[list[int]], variant: Variant, multiple: int = 1, length:
         attention[i, : len(c)] = 1
     specials = torch.as_tensor(sorted(variant.special_tokens.values()), dtype=torch.long)
     gene = attention.bool() & ~torch.isin(ids, specials)
-    return Batch(ids, attention, gene)
+    return Batch(ids, attention, gene, full=all(len(c) == S for c in cells))
 
 
 @dataclass
