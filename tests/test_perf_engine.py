@@ -184,12 +184,14 @@ def test_pack_to_budget_keeps_order_and_never_exceeds_the_budget():
 
 def test_packed_flops_count_each_cells_own_attention():
     from harness.data.batching import collate, pack
-    from harness.perf.flops import batch_flops
+    from harness.perf.flops import batch_flops, useful_flops
 
     v = VARIANTS["V1-10M"]
     cells = [[5] * 3, [6] * 5]
     assert batch_flops(v, pack(cells, v)) == forward_flops(v, 8, 3 * 3 + 5 * 5)
     assert batch_flops(v, collate(cells, v)) == forward_flops(v, 10, 2 * 5 * 5)
+    # the work judged against the ceiling is the real cells' alone, whatever the layout
+    assert useful_flops(v, collate(cells, v, length=32)) == useful_flops(v, pack(cells, v, 16)) == batch_flops(v, pack(cells, v))
 
 
 def test_packed_layout_rows_say_which_backend_takes_them_and_where_cells_came_from(tmp_path):

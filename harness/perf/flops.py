@@ -21,7 +21,15 @@ def forward_flops(variant: Variant, tokens: int, attended_pairs: int) -> float:
     return L * (gemms + attention) + head
 
 
+def useful_flops(variant: Variant, batch: Batch | PackedBatch) -> float:
+    """Work on the real cells alone (no padding, no filler): what any layout must do for them.
+    Throughput judged against the ceiling uses this, so skipping padding is never counted as work."""
+    lengths = batch.lengths.long()
+    return forward_flops(variant, int(lengths.sum()), int((lengths**2).sum()))
+
+
 def batch_flops(variant: Variant, batch: Batch | PackedBatch) -> float:
+    """Work the batch's shape asks for, padding and filler included."""
     if isinstance(batch, PackedBatch):
         segments = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).long()
         return forward_flops(variant, batch.input_ids.numel(), int((segments**2).sum()))

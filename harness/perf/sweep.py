@@ -36,7 +36,7 @@ from harness.capability import probe
 from harness.data.batching import Batch, PackedBatch, collate, pack_to_budget
 from harness.data.synthetic import REAL_MEDIAN_GENES, rank_value_cells
 from harness.perf.ceiling import matmul_tflops
-from harness.perf.flops import batch_flops
+from harness.perf.flops import batch_flops, useful_flops
 from harness.perf.telemetry import Telemetry
 from harness.perf.timing import time_batches, warm
 from harness.precision import FP8_TOKEN_MULTIPLE, get_precision
@@ -219,8 +219,8 @@ class Runner:
         cells = sum(b.n_cells for b in batches)
         real = sum(b.real_tokens for b in batches)
         padded = sum(b.input_ids.numel() for b in batches)
-        flops = sum(batch_flops(variant, b) for b in batches)
-        tflops = timing.per_s(flops) / 1e12
+        tflops = timing.per_s(sum(useful_flops(variant, b) for b in batches)) / 1e12
+        shape_tflops = timing.per_s(sum(batch_flops(variant, b) for b in batches)) / 1e12
         tel = telemetry.summary()
         energy = tel.get("energy_j")
         return {
@@ -232,7 +232,7 @@ class Runner:
             "tokens_per_s": timing.per_s(real), "padded_tokens_per_s": timing.per_s(padded),
             "padding_fraction": 1 - real / padded,
             "peak_mem_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
-            "tflops": tflops,
+            "tflops": tflops, "shape_tflops": shape_tflops,
             "ceiling_tflops": self.ceiling,
             "ceiling_fraction": tflops / self.ceiling if self.ceiling else None,
             "energy_per_cell_j": energy / (cells * timing.repeats) if energy is not None else None,
