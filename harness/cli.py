@@ -224,6 +224,12 @@ def cmd_report_downstream(args) -> int:
     return _render_kind("downstream", args.results, render_downstream_report, args.out, " (run gfqual eval first)")
 
 
+def cmd_report_perf(args) -> int:
+    from reports.perf import render_perf_plots
+
+    return _render_kind("perf", args.results, render_perf_plots, args.out, " (run gfqual bench first)")
+
+
 def cmd_report(args) -> int:
     from harness.results import read_results
     from reports.qualification import render_report
@@ -524,6 +530,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, help="folder of results files")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report_downstream)
+
+    p = sub.add_parser("report-perf", help="draw the perf plots (throughput and memory vs batch, FP8 speed-up, "
+                                           "energy per cell, layouts) from results")
+    p.add_argument("--results", required=True, help="folder of results files")
+    p.add_argument("--out", required=True, help="folder for the PNG files")
+    p.set_defaults(func=cmd_report_perf)
 
     p = sub.add_parser("report-parity", help="render the parity report (markdown + plots) from results")
     p.add_argument("--results", required=True, help="folder of results files")

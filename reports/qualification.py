@@ -14,17 +14,11 @@ import io
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from harness.precision import PRECISIONS  # noqa: E402
-from reports.downstream import downstream_section  # noqa: E402
-from reports.layout import (  # noqa: E402
-    GPU_COLUMNS, NOT_MEASURED, Figure, Section, Table, _fmt, _png, _records, gpu_class,
-)
-from reports.parity import plot_error_vs_layer  # noqa: E402
+from harness.precision import PRECISIONS
+from reports.downstream import downstream_section
+from reports.layout import GPU_COLUMNS, NOT_MEASURED, Figure, Section, Table, _fmt, _records, gpu_class
+from reports.parity import plot_error_vs_layer
+from reports.perf import perf_figures, perf_points
 
 ENV_KEYS = ("gpu_name", "driver", "cuda", "torch", "te", "transformers", "git_commit")
 
@@ -115,24 +109,8 @@ def embedding_section(results: list[dict]) -> tuple[Section, dict]:
     return section, _gate("embeddings", statuses)
 
 
-PERF_METRICS = (
-    ("cells_per_s", "throughput (cells/s)"),
-    ("peak_mem_bytes", "peak memory (GiB)"),
-    ("energy_per_cell_j", "energy per cell (J)"),
-    ("ceiling_fraction", "fraction of measured bf16 matmul ceiling"),
-)
-
-
-def _perf_points(results):
-    points = defaultdict(dict)  # (variant, backend, precision, layout, batch, seq) -> gpu -> record
-    for gpu, _r, p in _records(results, "perf", "point"):
-        if p.get("status") == "ok":
-            points[(p["variant"], p["backend"], p["precision"], p["layout"], p["batch"], p["seq_len"])][gpu] = p
-    return points
-
-
 def perf_section(results: list[dict]) -> Section:
-    points = _perf_points(results)
+    points = perf_points(results)
     section = Section("Performance")
     if not points:
         section.text.append(NOT_MEASURED)
@@ -142,7 +120,9 @@ def perf_section(results: list[dict]) -> Section:
             for key in sorted(points)]
     section.tables.append(Table(["variant", "backend", "precision", "layout", "batch", *(f"{g} cells/s" for g in gpus)], rows))
     section.tables.append(_speedup_table(points, gpus, ("te", "bf16"), ("hf-sdpa", "bf16"), "TE bf16 vs HF sdpa bf16"))
-    section.tables.append(_speedup_table(points, gpus, ("te", "fp8-current"), ("te", "bf16"), "TE fp8-current vs TE bf16"))
+    for recipe in ("fp8-delayed", "fp8-current", "fp8-delayed-dpa"):
+        section.tables.append(_speedup_table(points, gpus, ("te", recipe), ("te", "bf16"), f"TE {recipe} vs TE bf16"))
+    section.tables.append(_layout_table(points, gpus))
     embed_rows = [[gpu, e["variant"], e["backend"], e["precision"], e["mode"], e["cells"], _fmt(e["cells_per_s"]),
                    _fmt(e["tokens_per_s"])]
                   for gpu, _r, e in _records(results, "perf", None) if e.get("workload") == "embed"]
@@ -154,13 +134,35 @@ def perf_section(results: list[dict]) -> Section:
                 for gpu, _r, m in _records(results, "perf", "max_batch")]
     if max_rows:
         section.tables.append(Table(["largest batch: GPU", "variant", "backend", "precision", "tokens", "cells", "status"], max_rows))
-    for metric, label in PERF_METRICS:
-        section.figures.append(Figure(f"perf-{metric}.png", _perf_plot(points, metric, label),
-                                      f"{label} vs batch (full context, no padding; solid H100, dashed other GPUs)", wide=True))
+    not_run = [[gpu, p["variant"], p["backend"], p["precision"], p["layout"], p["batch"], f"{p['status']}: {p.get('reason')}"]
+               for gpu, _r, p in _records(results, "perf", "point") if p.get("status") != "ok"]
+    if not_run:
+        section.tables.append(Table(["not measured: GPU", "variant", "backend", "precision", "layout", "batch", "why"], not_run))
+    captions = {"throughput-vs-batch": "throughput vs batch", "memory-vs-batch": "peak memory vs batch",
+                "energy-per-cell": "energy per cell vs batch", "fp8-speedup": "FP8 recipes over bf16",
+                "layouts": "cells/s of realistic cells by input layout"}
+    for stem, png in perf_figures(results).items():
+        section.figures.append(Figure(f"perf-{stem}.png", png, f"{captions[stem]} (solid / plain: H100; dashed / "
+                                      "hatched: other GPUs)", wide=True))
     section.text.append("Throughput is cells per second at each model's full context unless the layout says otherwise "
-                        "(padded-context: realistic cells padded to the context; bucketed: sorted by length, padded "
+                        "(padded-context: realistic cells padded to the context; packed: end to end, no padding (TE THD); bucketed: sorted by length, padded "
                         "to each batch's longest). Timing: CUDA events, median of repeats after warm-up.")
     return section
+
+
+def _layout_table(points, gpus) -> Table:
+    """Realistic cells: each way of batching them over TE padding every cell to the context."""
+    rows = []
+    for key in sorted(points):
+        variant, backend, precision, layout, batch, seq = key
+        padded = points.get((variant, "te", precision, "padded-context", batch, seq), {})
+        if layout not in ("bucketed", "packed") or not backend.startswith("te"):
+            continue
+        rows.append([variant, precision, f"{backend} {layout}", batch, *(
+            _fmt(points[key][g]["cells_per_s"] / padded[g]["cells_per_s"]) if g in points[key] and g in padded
+            else NOT_MEASURED for g in gpus)])
+    return Table(["over TE padded to the context: variant", "precision", "batching", "batch",
+                  *(f"{g} speed-up" for g in gpus)], rows)
 
 
 def _speedup_table(points, gpus, num, den, title) -> Table:
@@ -174,32 +176,6 @@ def _speedup_table(points, gpus, num, den, title) -> Table:
             _fmt(points[key][g]["cells_per_s"] / other[g]["cells_per_s"]) if g in points[key] and g in other else NOT_MEASURED
             for g in gpus)])
     return Table([f"{title}: variant", "layout", "batch", *(f"{g} speed-up" for g in gpus)], rows)
-
-
-def _perf_plot(points, metric, label) -> bytes:
-    variants = sorted({k[0] for k in points if k[3] == "full"})
-    fig, axes = plt.subplots(1, max(1, len(variants)), figsize=(4.6 * max(1, len(variants)), 3.8), squeeze=False)
-    for ax, variant in zip(axes[0], variants):
-        series = defaultdict(list)
-        for key, by_gpu in points.items():
-            if key[0] != variant or key[3] != "full":
-                continue
-            for gpu, rec in by_gpu.items():
-                value = rec.get(metric)
-                if value is not None:
-                    value = value / 2**30 if metric == "peak_mem_bytes" else value
-                    series[(gpu, key[1], key[2])].append((key[4], value))
-        for (gpu, backend, precision), xy in sorted(series.items()):
-            xy.sort()
-            style = "-" if gpu == "H100" else "--"
-            ax.plot([x for x, _ in xy], [y for _, y in xy], style, marker="o", ms=3, label=f"{gpu} {backend} {precision}")
-        ax.set_title(variant)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch (cells)")
-        ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel(label)
-    axes[0][-1].legend(fontsize=7)
-    return _png(fig)
 
 
 def perf_gate(results: list[dict]) -> dict:

@@ -27,6 +27,10 @@ def _perf(gpu, cells_per_s, created=None):
                "layout": "full", "batch": 8, "seq_len": 4096, "cells_per_s": v, "spread": 0.01,
                "peak_mem_bytes": 2**31, "energy_per_cell_j": 3.0, "ceiling_fraction": 0.4}
               for b, v in (("te", cells_per_s), ("hf-sdpa", 100.0))]
+    points.append({**points[0], "precision": "fp8-delayed", "cells_per_s": cells_per_s * 1.25})
+    points.append({"record": "point", "status": "error", "variant": "V2-104M", "backend": "te", "layout": "full",
+                   "precision": "fp8-current-dpa", "batch": 8, "seq_len": 4096,
+                   "reason": "ValueError: No dot product attention backend is available"})
     r = make_result("perf", points, {"source": "random-init"}, {"sweep": {"name": "gpu-baseline"}}, env=_env(gpu))
     if created:
         r["created"] = created
@@ -50,7 +54,23 @@ def test_report_content_from_fixtures(tmp_path):
     assert "| V2-104M | full | 8 | not measured | 2.2 | 2.4 | not measured |" in md  # TE vs HF speed-up
     # self-contained page: images inline, nothing fetched
     assert "data:image/png;base64," in page_html and "http://" not in page_html and "https://" not in page_html
-    assert (tmp_path / "perf-cells_per_s.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| V2-104M | full | 8 | not measured | 1.25 | 1.25 | not measured |" in md  # FP8 over bf16
+    # a point that did not run keeps its row and says why
+    assert "| H100 | V2-104M | te | fp8-current-dpa | full | 8 | error: ValueError: No dot product attention" in md
+    for stem in ("throughput-vs-batch", "memory-vs-batch", "energy-per-cell", "fp8-speedup"):
+        assert (tmp_path / f"perf-{stem}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_perf_writes_the_qualification_plots(tmp_path):
+    import json
+
+    from harness.cli import main
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "p.json").write_text(json.dumps(_perf("NVIDIA H100 80GB HBM3", 220.0)))
+    assert main(["report-perf", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "plots")]) == 0
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "energy-per-cell.png", "fp8-speedup.png", "memory-vs-batch.png", "throughput-vs-batch.png"]
 
 
 def test_report_flags_failures_mixed_versions_and_regressions(tmp_path):

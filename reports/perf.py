@@ -1,0 +1,138 @@
+"""Performance figures, drawn from perf results alone (never by running a model).
+
+``gfqual report-perf`` writes them as PNG files beside a GPU's results; the qualification report
+embeds the same figures. Four are asked for by hardware qualification — throughput vs batch,
+peak memory vs batch, the FP8 speed-up over bf16 and energy per cell — and one shows what the
+input layout (padding, bucketing, packing) does to cells/s on realistic cells.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from harness.precision import PRECISIONS  # noqa: E402
+from reports.layout import _png, _records  # noqa: E402
+
+VS_BATCH = {  # file stem -> (record field, axis label)
+    "throughput-vs-batch": ("cells_per_s", "throughput (cells/s)"),
+    "memory-vs-batch": ("peak_mem_bytes", "peak memory (GiB)"),
+    "energy-per-cell": ("energy_per_cell_j", "energy per cell (J)"),
+}
+LAYOUT_ORDER = ("padded-context", "bucketed", "packed")
+
+
+def perf_points(results: list[dict]) -> dict:
+    """(variant, backend, precision, layout, batch, seq_len) -> GPU -> the measured record."""
+    points = defaultdict(dict)
+    for gpu, _r, p in _records(results, "perf", "point"):
+        if p.get("status") == "ok":
+            points[(p["variant"], p["backend"], p["precision"], p["layout"], p["batch"], p["seq_len"])][gpu] = p
+    return points
+
+
+def _variant_axes(variants: list[str], height: float = 3.8):
+    fig, axes = plt.subplots(1, max(1, len(variants)), figsize=(4.6 * max(1, len(variants)), height), squeeze=False)
+    return fig, axes[0]
+
+
+def _style(gpu: str) -> str:
+    return "-" if gpu == "H100" else "--"
+
+
+def metric_vs_batch(points: dict, metric: str, label: str) -> bytes:
+    """One panel per variant, one line per (GPU, backend, precision); full-context cells only."""
+    variants = sorted({k[0] for k in points if k[3] == "full"})
+    fig, axes = _variant_axes(variants)
+    for ax, variant in zip(axes, variants):
+        series = defaultdict(list)
+        for key, by_gpu in points.items():
+            if key[0] != variant or key[3] != "full":
+                continue
+            for gpu, rec in by_gpu.items():
+                value = rec.get(metric)
+                if value is not None:
+                    series[(gpu, key[1], key[2])].append((key[4], value / 2**30 if metric == "peak_mem_bytes" else value))
+        for (gpu, backend, precision), xy in sorted(series.items()):
+            xy.sort()
+            ax.plot(*zip(*xy), _style(gpu), marker="o", ms=3, label=f"{gpu} {backend} {precision}")
+        ax.set(title=variant, xlabel="batch (cells)")
+        ax.set_xscale("log", base=2)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel(label)
+    axes[-1].legend(fontsize=6)
+    return _png(fig)
+
+
+def fp8_speedup(points: dict) -> bytes:
+    """Each FP8 recipe's cells/s over the same backend's bf16, per batch (full context)."""
+    variants = sorted({k[0] for k in points if k[3] == "full" and PRECISIONS[k[2]].is_fp8})
+    fig, axes = _variant_axes(variants)
+    for ax, variant in zip(axes, variants):
+        series = defaultdict(list)
+        for key, by_gpu in points.items():
+            v, backend, precision, layout, batch, seq = key
+            if v != variant or layout != "full" or not PRECISIONS[precision].is_fp8:
+                continue
+            bf16 = points.get((v, backend, "bf16", layout, batch, seq), {})
+            for gpu, rec in by_gpu.items():
+                if gpu in bf16:
+                    series[(gpu, backend, precision)].append((batch, rec["cells_per_s"] / bf16[gpu]["cells_per_s"]))
+        for (gpu, backend, precision), xy in sorted(series.items()):
+            xy.sort()
+            ax.plot(*zip(*xy), _style(gpu), marker="o", ms=3, label=f"{gpu} {backend} {precision}")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set(title=variant, xlabel="batch (cells)")
+        ax.set_xscale("log", base=2)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("cells/s over the same backend in bf16")
+    axes[-1].legend(fontsize=6)
+    return _png(fig)
+
+
+def layouts(points: dict) -> bytes:
+    """Cells/s of realistic cells by input layout: one bar per (GPU, backend, batch)."""
+    keys = [k for k in points if k[3] in LAYOUT_ORDER]
+    variants = sorted({k[0] for k in keys})
+    fig, axes = _variant_axes(variants, height=4.2)
+    for ax, variant in zip(axes, variants):
+        bars = sorted({(gpu, k[1], k[2], k[4]) for k in keys if k[0] == variant for gpu in points[k]})
+        width = 0.8 / max(1, len(bars))
+        for i, (gpu, backend, precision, batch) in enumerate(bars):
+            heights = [next((points[k][gpu]["cells_per_s"] for k in keys if k[0] == variant and k[1] == backend
+                             and k[2] == precision and k[3] == lay and k[4] == batch and gpu in points[k]), 0.0)
+                       for lay in LAYOUT_ORDER]
+            ax.bar([j + i * width for j in range(len(LAYOUT_ORDER))], heights, width,
+                   label=f"{gpu} {backend} {precision} B={batch}", hatch="" if gpu == "H100" else "//")
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(LAYOUT_ORDER))], LAYOUT_ORDER)
+        ax.set(title=f"{variant}: realistic cells")
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("cells/s (0: layout not run by that backend)")
+    axes[-1].legend(fontsize=6)
+    return _png(fig)
+
+
+def perf_figures(results: list[dict]) -> dict[str, bytes]:
+    """File stem -> PNG bytes, for every figure the results have data for."""
+    points = perf_points(results)
+    figures = {}
+    if any(k[3] == "full" for k in points):
+        figures.update({stem: metric_vs_batch(points, *spec) for stem, spec in VS_BATCH.items()})
+    if any(k[3] == "full" and PRECISIONS[k[2]].is_fp8 for k in points):
+        figures["fp8-speedup"] = fp8_speedup(points)
+    if any(k[3] in LAYOUT_ORDER for k in points):
+        figures["layouts"] = layouts(points)
+    return figures
+
+
+def render_perf_plots(results: list[dict], out: str | Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stem, png in perf_figures(results).items():
+        (out / f"{stem}.png").write_bytes(png)
+    return out
