@@ -10,15 +10,15 @@ loading and saving the same checkpoint layout:
   (``output_layernorm=True``, ``apply_residual_connection_post_layernorm=True``, ReLU). TE fuses the
   post-attention LayerNorm into fc1 (``LayerNormMLP``) and bias + dropout + residual add.
 
-Which is faster was measured, not assumed (H100, full context, batch 8, median of 20;
-results/h100/perf-impl-h100.json, made by the command that became ``gfqual bench --sweep te-impl``): no build wins everywhere. At bf16 the two are
-within 2% at both V2-104M and V2-316M; under FP8 current scaling modular was 11% faster on
-V2-104M and fused 3% faster on V2-316M. The fusions save one pass over a [tokens × hidden]
-activation per layer, which is small next to the GEMMs and attention at these widths, while the
-fused layer's bias-dropout-add is a ``torch.compile``d function that recompiles per input shape
-and falls back to eager once dynamo's recompile limit is reached in mixed-shape runs (seen in the
-parity matrix). So the default is the simpler build with native names; ``te-fused`` stays
-selectable and is parity-checked at fp32 and bf16 in every GPU run.
+Which is faster was measured, not assumed (H100, V2-316M, full context, median of 10;
+results/h100/perf-te-impl-fp8-h100.json, ``gfqual bench --sweep te-impl-fp8``): at bf16 the two
+are equal (126.7 vs 126.9 cells/s at batch 16). Under FP8 the fused layer wins at batch 16
+(fp8-delayed 151.5 vs 141.3 cells/s) because ``LayerNormMLP`` writes its LayerNorm and ReLU
+outputs straight to FP8 instead of casting them in separate passes; at batch 8 it lost (135.3
+vs 140.2) to its bias-dropout-add, a ``torch.compile``d function that recompiles per input shape
+and falls back to eager once dynamo's recompile limit is reached in mixed-shape runs. So the
+default is the simpler build with native names, and ``te-fused`` is the one to pick for the last
+FP8 percent at large batches; both are parity-checked in every GPU run.
 
 In the fused layer TE names the post-attention LayerNorm ``layernorm_mlp.layer_norm_*`` and the
 closing one ``layernorm``; the checkpoint layout names them the other way round (``layernorm`` is
