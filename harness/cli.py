@@ -78,8 +78,12 @@ def cmd_verify(args) -> int:
 
 
 def _write(kind, records, weights, config, out) -> None:
+    """One results file, from rank 0 only under torchrun (every rank holds the same records)."""
+    from harness.distributed import context
     from harness.results import make_result, write_result
 
+    if not context().is_main:
+        return
     path = write_result(make_result(kind, records, weights, config), out)
     print(f"results: {path}")
 
@@ -351,10 +355,12 @@ def cmd_embed(args) -> int:
 
     from harness.backends import build_backend
     from harness.data.stream import read_tokenized
+    from harness.distributed import barrier, context
     from harness.embeddings import extract
     from harness.precision import get_precision
     from models.registry import get_variant
 
+    ctx = context()  # under torchrun: join the group and take this rank's GPU before building
     variant = get_variant(args.variant)
     source, weights = _model_source(args.checkpoint, variant, args.seed)
     table = read_tokenized(args.input, variant)
@@ -362,9 +368,12 @@ def cmd_embed(args) -> int:
     backend = build_backend(args.backend, source, get_precision(args.precision))
     options = dict(mode=args.mode, emb_layer=args.layer, max_tokens=args.max_tokens, pad_multiple=args.pad_multiple)
     extract(backend, cells[:4], variant, **options)  # warm-up, not timed
+    barrier()
     start = time.perf_counter()
-    emb = extract(backend, cells, variant, **options)
+    emb = extract(backend, cells, variant, **options)  # sharded across ranks under torchrun
     seconds = time.perf_counter() - start
+    if not ctx.is_main:
+        return 0
     columns = [f"emb_{i}" for i in range(emb.vectors.shape[1])]
     if args.mode == "gene":
         meta = pd.DataFrame({"token_id": emb.gene_tokens, "n_positions": emb.gene_counts})
@@ -373,9 +382,11 @@ def cmd_embed(args) -> int:
     frame = pd.concat([meta.reset_index(drop=True), pd.DataFrame(emb.vectors, columns=columns)], axis=1)
     frame.to_parquet(args.out, index=False)
     tokens = sum(len(c) for c in cells)
-    print(f"{len(cells)} cells, {args.mode} embeddings of {emb.layer_stage} via {args.backend} {args.precision}: "
-          f"{len(cells) / seconds:.1f} cells/s, {tokens / seconds:.0f} tokens/s; wrote {args.out}")
+    print(f"{len(cells)} cells, {args.mode} embeddings of {emb.layer_stage} via {args.backend} {args.precision} "
+          f"on {ctx.world_size} rank(s): {len(cells) / seconds:.1f} cells/s, {tokens / seconds:.0f} tokens/s; "
+          f"wrote {args.out}")
     record = {"variant": variant.name, "backend": args.backend, "precision": args.precision, "workload": "embed",
+              "world_size": ctx.world_size, "launcher": "torchrun" if ctx.distributed else "one process",
               "pad_multiple": args.pad_multiple, "max_tokens": args.max_tokens,
               "mode": args.mode, "cells": len(cells), "tokens": tokens, "seconds": seconds,
               "cells_per_s": len(cells) / seconds, "tokens_per_s": tokens / seconds}

@@ -2,7 +2,8 @@
 contextual gene embeddings, from a chosen layer (Geneformer's ``emb_layer``: −1 = second-to-last).
 
 Cells are batched by length (longest first, each batch filled up to a token budget), so little
-compute goes to padding; results come back in input order.
+compute goes to padding; results come back in input order. Under torchrun the cells are sharded
+across ranks and every rank gets the whole result (``harness.distributed``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from harness.backends import Backend, hooks
 from harness.data.batching import collate
+from harness.distributed import context, reassemble, run_on_every_rank, shard, sum_across_ranks
 from harness.parity.engine import cell_embedding_stage, mean_over_genes
 from harness.precision import FP8_TOKEN_MULTIPLE
 from models.registry import Variant
@@ -66,6 +68,33 @@ def extract(
         raise ValueError(f"{variant.name} has no <cls> token; use mode 'cell' (mean over genes)")
     stage = cell_embedding_stage(variant.num_hidden_layers, emb_layer)
     multiple = math.lcm(pad_multiple, FP8_TOKEN_MULTIPLE if backend.precision.is_fp8 else 1)
+    ctx = context()
+    mine = shard([len(c) for c in cells], ctx.rank, ctx.world_size) if ctx.distributed else list(range(len(cells)))
+    local = [cells[i] for i in mine]
+
+    def work():
+        return _extract_local(backend, local, variant, mode, stage, max_tokens, multiple)
+
+    if mode != "gene":
+        parts = run_on_every_rank(lambda: (mine, work()))
+        vectors = reassemble(parts, len(cells), _in_input_order)
+        return Embeddings(mode, stage, vectors)
+    sums, counts = run_on_every_rank(work, gather=False)
+    sums, counts = sum_across_ranks(sums), sum_across_ranks(counts)
+    seen = torch.nonzero(counts).squeeze(1)
+    vectors = (sums[seen] / counts[seen, None]).float().numpy()
+    return Embeddings(mode, stage, vectors, seen.numpy(), counts[seen].numpy())
+
+
+def _in_input_order(parts, indices) -> np.ndarray:
+    rows = np.concatenate([rows for _, rows in parts])
+    out = np.empty_like(rows)
+    out[indices] = rows
+    return out
+
+
+def _extract_local(backend, cells, variant, mode, stage, max_tokens, multiple):
+    """This rank's cells: [n, H] vectors in the order given, or (sums, counts) per gene token."""
     hidden_size = variant.hidden_size
     if mode == "gene":
         sums = torch.zeros(variant.vocab_size, hidden_size, dtype=torch.float64)
@@ -84,11 +113,7 @@ def extract(
             ids = b.input_ids[b.gene_mask].cpu()
             sums.index_add_(0, ids, hidden[b.gene_mask].double().cpu())
             counts.index_add_(0, ids, torch.ones_like(ids))
-    if mode != "gene":
-        return Embeddings(mode, stage, out)
-    seen = torch.nonzero(counts).squeeze(1)
-    vectors = (sums[seen] / counts[seen, None]).float().numpy()
-    return Embeddings(mode, stage, vectors, seen.numpy(), counts[seen].numpy())
+    return (sums, counts) if mode == "gene" else out
 
 
 def compare_cell_embeddings(

@@ -123,12 +123,12 @@ def perf_section(results: list[dict]) -> Section:
     for recipe in ("fp8-delayed", "fp8-current", "fp8-delayed-dpa"):
         section.tables.append(_speedup_table(points, gpus, ("te", recipe), ("te", "bf16"), f"TE {recipe} vs TE bf16"))
     section.tables.append(_layout_table(points, gpus))
-    embed_rows = [[gpu, e["variant"], e["backend"], e["precision"], e["mode"], e["cells"], _fmt(e["cells_per_s"]),
-                   _fmt(e["tokens_per_s"])]
+    embed_rows = [[gpu, e["variant"], e["backend"], e["precision"], e["mode"], e.get("world_size", 1),
+                   e.get("launcher", "one process"), e["cells"], _fmt(e["cells_per_s"]), _fmt(e["tokens_per_s"])]
                   for gpu, _r, e in _records(results, "perf", None) if e.get("workload") == "embed"]
     if embed_rows:
-        section.tables.append(Table(["embedding: GPU", "variant", "backend", "precision", "mode", "cells",
-                                     "cells/s", "real tokens/s"], embed_rows))
+        section.tables.append(Table(["embedding: GPU", "variant", "backend", "precision", "mode", "GPUs",
+                                     "launcher", "cells", "cells/s", "real tokens/s"], sorted(embed_rows, key=str)))
     max_rows = [[gpu, m["variant"], m["backend"], m["precision"], m["seq_len"],
                  m.get("max_batch"), m["status"] + (f": {m['reason']}" if m.get("reason") else "")]
                 for gpu, _r, m in _records(results, "perf", "max_batch")]

@@ -1,0 +1,110 @@
+"""Data parallelism on the CPU: 2 processes under torchrun with the gloo backend (issue 8).
+
+The sharding and gathering code is the same that runs on NCCL across GPUs; here it must give
+back every cell once, in input order, with the vectors one process computes, and a failing rank
+must be reported by every rank instead of leaving the others waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.data.stream import tokenize_to_parquet
+from harness.data.synthetic import synthetic_anndata, synthetic_dictionaries
+from harness.distributed import RankFailure, reassemble, shard
+from harness.tolerances import CONVERSION_MAX_ABS
+from models.registry import VARIANTS
+
+V1 = VARIANTS["V1-10M"]
+
+
+def _torchrun(nproc: int, *args: str, cwd) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_shards_cover_every_cell_once_with_balanced_tokens():
+    lengths = [int(x) for x in np.random.default_rng(0).integers(10, 2000, 101)]
+    shards = [shard(lengths, r, 3) for r in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(101))
+    tokens = [sum(lengths[i] for i in s) for s in shards]
+    assert max(tokens) - min(tokens) <= max(lengths)  # dealt longest-first: within one cell of each other
+
+
+def test_reassembly_refuses_lost_or_duplicated_cells():
+    stack = lambda parts, idx: idx  # noqa: E731
+    assert reassemble([([2, 0], None), ([1], None)], 3, stack) == [2, 0, 1]
+    with pytest.raises(RankFailure, match="1 missing"):
+        reassemble([([0], None), ([2], None)], 3, stack)
+    with pytest.raises(RankFailure, match="1 duplicated"):
+        reassemble([([0, 1], None), ([1, 2], None)], 3, stack)
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dp")
+    dicts = synthetic_dictionaries(V1)
+    synthetic_anndata(dicts, n_cells=37, n_genes=2000, seed=5).write_h5ad(folder / "cells.h5ad")
+    tokenize_to_parquet(folder / "cells.h5ad", V1, dicts, folder / "tok", obs_columns=("cell_state",),
+                        max_len=128, progress=False)
+    return folder
+
+
+def test_torchrun_embedding_equals_one_process_in_input_order(tokenized):
+    common = ["-m", "harness", "embed", "--input", str(tokenized / "tok"), "--variant", "V1-10M",
+              "--backend", "hf-eager", "--precision", "fp32", "--max-tokens", "1024"]
+    one = subprocess.run([sys.executable, *common, "--out", str(tokenized / "one.parquet"),
+                          "--json", str(tokenized / "one.json")], capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr
+    two = _torchrun(2, *common, "--out", str(tokenized / "two.parquet"), "--json", str(tokenized / "two.json"),
+                    cwd=tokenized)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = pd.read_parquet(tokenized / "one.parquet"), pd.read_parquet(tokenized / "two.parquet")
+    assert len(a) == len(b) == 37
+    assert a["cell_index"].tolist() == b["cell_index"].tolist() == sorted(a["cell_index"])
+    assert (a["cell_state"] == b["cell_state"]).all()
+    emb = [c for c in a.columns if c.startswith("emb_")]
+    assert np.abs(a[emb].to_numpy() - b[emb].to_numpy()).max() <= CONVERSION_MAX_ABS
+    record = json.loads((tokenized / "two.json").read_text())["records"][0]
+    assert record["world_size"] == 2 and record["cells"] == 37
+    assert "on 2 rank(s)" in two.stdout
+
+
+def test_one_process_under_torchrun_takes_the_same_gather_path(tokenized):
+    done = _torchrun(1, "-m", "harness", "embed", "--input", str(tokenized / "tok"), "--variant", "V1-10M",
+                     "--out", str(tokenized / "solo.parquet"), "--json", str(tokenized / "solo.json"), cwd=tokenized)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "on 1 rank(s)" in done.stdout and len(pd.read_parquet(tokenized / "solo.parquet")) == 37
+    assert json.loads((tokenized / "solo.json").read_text())["records"][0]["launcher"] == "torchrun"
+
+
+def test_a_failing_rank_is_reported_by_every_rank(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(textwrap.dedent("""
+        from harness.distributed import RankFailure, context, run_on_every_rank
+
+        def work():
+            if context().rank == 1:
+                raise ValueError("boom on purpose")
+            return context().rank
+
+        try:
+            run_on_every_rank(work)
+            print(f"rank {context().rank}: no failure seen")
+        except RankFailure as exc:
+            print(f"rank {context().rank} saw: {exc}")
+    """))
+    repo = Path(__file__).resolve().parents[1]
+    done = _torchrun(2, str(script), cwd=repo)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for rank in (0, 1):
+        assert f"rank {rank} saw: rank 1 of 2 failed: ValueError: boom on purpose" in done.stdout
