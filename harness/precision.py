@@ -29,6 +29,11 @@ class Precision:
     def is_fp8(self) -> bool:
         return self.recipe is not None
 
+    @property
+    def experimental(self) -> bool:
+        """TE marks FP8 attention (fp8_dpa) a beta feature: its verdicts are reported, never gating."""
+        return self.fp8_attention
+
 
 PRECISIONS: dict[str, Precision] = {
     p.name: p

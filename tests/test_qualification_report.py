@@ -99,3 +99,13 @@ def test_report_rejects_unknown_schema(tmp_path, capsys):
     assert main(["report", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "o")]) == 2
     assert "schema_version 7 is not supported" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_fp8_attention_failures_are_shown_but_do_not_gate(tmp_path):
+    result = _parity("NVIDIA H100 80GB HBM3")
+    result["records"].append({"record": "verdict", "variant": "V2-104M", "backend": "te",
+                              "precision": "fp8-delayed-dpa", "status": "fail", "worst_stage": "layer.0.attention",
+                              "worst_rel_l2": 0.95, "first_diverging_stage": "layer.0.attention"})
+    md = render_report([result], tmp_path)[1].read_text()
+    assert "| parity | PASS | 1 passed |" in md
+    assert "FAIL · worst layer.0.attention 0.95 (first diverging: layer.0.attention) · TE beta, not gating" in md
