@@ -179,10 +179,12 @@ def cmd_bench(args) -> int:
     from dataclasses import asdict
     from pathlib import Path
 
+    from harness.distributed import context
     from harness.parity.run import random_weights_block
     from harness.perf.sweep import Sweep, run_sweep
     from harness.results import DEFAULT_RESULTS_DIR
 
+    ctx = context()  # under torchrun: join the group and take this rank's GPU first
     sweep = Sweep.load(args.sweep)
     if args.cells:
         sweep.cells_from = args.cells
@@ -190,8 +192,9 @@ def cmd_bench(args) -> int:
     if out.exists():
         raise ValueError(f"{out} exists; choose another --out")
     rows = run_sweep(sweep, out)
-    _write("perf", rows, random_weights_block(sweep.seed), {"sweep": asdict(sweep)}, out)
-    out.with_name(out.name + ".partial.jsonl").unlink()
+    _write("perf", rows, random_weights_block(sweep.seed), {"sweep": asdict(sweep), "world_size": ctx.world_size}, out)
+    if ctx.is_main:
+        out.with_name(out.name + ".partial.jsonl").unlink()
     return 0
 
 

@@ -16,6 +16,7 @@ naming the failed ranks and their errors. Only rank 0 writes results files.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import functools
 import os
@@ -56,7 +57,15 @@ def context() -> Context:
         device = f"cuda:{local}"
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device else "gloo", timeout=TIMEOUT)
+        atexit.register(_leave)
     return Context(dist.get_rank(), dist.get_world_size(), device, distributed=True)
+
+
+def _leave() -> None:
+    """Leave the group in step with the others: tearing it down mid-exit can abort the process."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def shard(lengths: list[int], rank: int, world_size: int) -> list[int]:
@@ -84,9 +93,17 @@ def run_on_every_rank(work: Callable[[], object], gather: bool = True):
         raise RankFailure("; ".join(f"rank {r} of {ctx.world_size} failed: {why}" for r, why in failed))
     if not gather:
         return outcome[1]
-    results = [None] * ctx.world_size
-    dist.all_gather_object(results, outcome[1])
-    return results
+    return all_ranks(outcome[1])
+
+
+def all_ranks(obj) -> list:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    ctx = context()
+    if not ctx.distributed:
+        return [obj]
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def reassemble(parts: list[tuple[list[int], object]], n: int, stack: Callable) -> object:

@@ -27,11 +27,12 @@ VS_BATCH = {  # file stem -> (record field, axis label)
 LAYOUT_ORDER = ("padded-context", "bucketed", "packed")
 
 
-def perf_points(results: list[dict]) -> dict:
-    """(variant, backend, precision, layout, batch, seq_len) -> GPU -> the measured record."""
+def perf_points(results: list[dict], world_size: int = 1) -> dict:
+    """(variant, backend, precision, layout, batch, seq_len) -> GPU -> the measured record, for
+    runs on ``world_size`` GPUs (one unless a torchrun sweep says otherwise)."""
     points = defaultdict(dict)
     for gpu, _r, p in _records(results, "perf", "point"):
-        if p.get("status") == "ok":
+        if p.get("status") == "ok" and p.get("world_size", 1) == world_size:
             points[(p["variant"], p["backend"], p["precision"], p["layout"], p["batch"], p["seq_len"])][gpu] = p
     return points
 

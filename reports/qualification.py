@@ -127,6 +127,9 @@ def perf_section(results: list[dict]) -> Section:
     for recipe in ("fp8-delayed", "fp8-current", "fp8-delayed-dpa"):
         section.tables.append(_speedup_table(points, gpus, ("te", recipe), ("te", "bf16"), f"TE {recipe} vs TE bf16"))
     section.tables.append(_layout_table(points, gpus))
+    scaling = _scaling_table(results, points)
+    if scaling:
+        section.tables.append(scaling)
     embed_rows = [[gpu, e["variant"], e["backend"], e["precision"], e["mode"], e.get("world_size", 1),
                    e.get("launcher", "one process"), e["cells"], _fmt(e["cells_per_s"]), _fmt(e["tokens_per_s"])]
                   for gpu, _r, e in _records(results, "perf", None) if e.get("workload") == "embed"]
@@ -152,6 +155,24 @@ def perf_section(results: list[dict]) -> Section:
                         "(padded-context: realistic cells padded to the context; packed: end to end, no padding (TE THD); bucketed: sorted by length, padded "
                         "to each batch's longest). Timing: CUDA events, median of repeats after warm-up.")
     return section
+
+
+def _scaling_table(results, one_gpu) -> Table | None:
+    """torchrun sweeps: cells/s on N GPUs against the same point on one GPU of the same kind."""
+    rows = []
+    for gpu, _r, p in _records(results, "perf", "point"):
+        n = p.get("world_size", 1)
+        if n == 1 or p.get("status") != "ok":
+            continue
+        key = (p["variant"], p["backend"], p["precision"], p["layout"], p["batch"], p["seq_len"])
+        single = one_gpu.get(key, {}).get(gpu)
+        speedup = p["cells_per_s"] / single["cells_per_s"] if single else None
+        rows.append([gpu, *key[:5], n, _fmt(p["cells_per_s"]), _fmt(speedup) if speedup else NOT_MEASURED,
+                     _fmt(speedup / n) if speedup else NOT_MEASURED])
+    if not rows:
+        return None
+    return Table(["scaling: GPU", "variant", "backend", "precision", "layout", "batch per GPU", "GPUs", "cells/s",
+                  "over 1 GPU", "efficiency"], sorted(rows, key=str))
 
 
 def _layout_table(points, gpus) -> Table:
@@ -186,15 +207,16 @@ def perf_gate(results: list[dict]) -> dict:
     """Newest perf run against the oldest of the same sweep on the same GPU, where both exist."""
     from harness.perf.gate import compare
 
-    groups = defaultdict(list)
+    groups = defaultdict(list)  # like with like: the same sweep on the same GPU count
     for r in results:
         if r["kind"] == "perf" and "sweep" in r["config"]:
-            groups[(gpu_class(r["env"].get("gpu_name")), r["config"]["sweep"]["name"])].append(r)
+            gpus = r["config"].get("world_size", 1)
+            groups[(gpu_class(r["env"].get("gpu_name")), r["config"]["sweep"]["name"], gpus)].append(r)
     pairs = [(g, rs[0], rs[-1]) for g, rs in groups.items() if len(rs) > 1]
     if not pairs:
         return {"gate": "performance regression", "status": "not evaluated",
                 "detail": "one run per GPU and sweep: these are baselines"}
-    regressed = [f"{g[0]} {g[1]}: {r['variant']} {r['backend']} {r['precision']} B={r['batch']} ×{r['ratio']:.2f}"
+    regressed = [f"{g[0]} {g[1]}{f' ×{g[2]} GPUs' if g[2] > 1 else ''}: {r['variant']} {r['backend']} {r['precision']} B={r['batch']} ×{r['ratio']:.2f}"
                  for g, base, run in pairs for r in compare(base, run) if r["regressed"]]
     return {"gate": "performance regression", "status": "fail" if regressed else "pass", "detail": "; ".join(regressed)}
 

@@ -108,3 +108,34 @@ def test_a_failing_rank_is_reported_by_every_rank(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     for rank in (0, 1):
         assert f"rank {rank} saw: rank 1 of 2 failed: ValueError: boom on purpose" in done.stdout
+
+
+def test_a_sweep_under_torchrun_records_one_row_for_all_ranks(tmp_path):
+    spec = {"name": "dp", "variants": ["V1-10M"], "backends": ["hf-eager", "te"], "precisions": ["fp32"],
+            "layouts": ["full"], "batches": [2], "seq_lens": [32], "warmup": 1, "repeats": 3}
+    (tmp_path / "dp.json").write_text(json.dumps(spec))
+    done = _torchrun(2, "-m", "harness", "bench", "--sweep", str(tmp_path / "dp.json"), "--out",
+                     str(tmp_path / "dp-out.json"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "dp-out.json").read_text())
+    assert result["config"]["world_size"] == 2
+    hf, te = result["records"]
+    assert hf["status"] == "ok" and hf["world_size"] == 2 and hf["cells"] == 2 * 2
+    assert hf["slowest_rank_cells_per_s"] <= hf["fastest_rank_cells_per_s"]
+    assert hf["cells_per_s"] >= 2 * hf["slowest_rank_cells_per_s"]
+    assert te["status"] == "skipped" and "CUDA GPU" in te["reason"]
+    assert not (tmp_path / "dp-out.json.partial.jsonl").exists()
+
+
+def test_combined_rows_add_throughput_and_name_a_failed_rank():
+    from harness.perf.sweep import combine_ranks
+
+    base = {"record": "point", "status": "ok", "cells": 8, "cells_per_s": 100.0, "tokens_per_s": 1e5,
+            "padded_tokens_per_s": 1e5, "tflops": 50.0, "shape_tflops": 50.0, "ceiling_tflops": 100.0,
+            "median_ms": 80.0, "min_ms": 79.0, "max_ms": 81.0, "spread": 0.025, "peak_mem_bytes": 2**30,
+            "energy_per_cell_j": 2.0}
+    row = combine_ranks([base, {**base, "cells_per_s": 90.0, "median_ms": 89.0, "max_ms": 90.0, "spread": 0.03}])
+    assert row["cells_per_s"] == 190.0 and row["median_ms"] == 89.0 and row["spread"] == 0.03
+    assert row["ceiling_fraction"] == 100.0 / 200.0 and row["world_size"] == 2
+    failed = combine_ranks([base, {**base, "status": "oom", "reason": "CUDA out of memory"}])
+    assert failed["status"] == "oom" and failed["reason"] == "rank 1 of 2: CUDA out of memory"

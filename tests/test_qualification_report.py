@@ -109,3 +109,14 @@ def test_fp8_attention_failures_are_shown_but_do_not_gate(tmp_path):
     md = render_report([result], tmp_path)[1].read_text()
     assert "| parity | PASS | 1 passed |" in md
     assert "FAIL · worst layer.0.attention 0.95 (first diverging: layer.0.attention) · TE beta, not gating" in md
+
+
+def test_multi_gpu_rows_form_a_scaling_table_not_single_gpu_rows(tmp_path):
+    one = _perf("NVIDIA H200", 240.0)
+    eight = _perf("NVIDIA H200", 1800.0)
+    eight["config"]["world_size"] = 8
+    for rec in eight["records"]:
+        rec["world_size"] = 8
+    md = render_report([one, eight], tmp_path)[1].read_text()
+    assert "| H200 | V2-104M | te | bf16 | full | 8 | 8 | 1.8e+03 | 7.5 | 0.938 |" in md
+    assert "| V2-104M | te | bf16 | full | 8 | not measured | not measured | 240 | not measured |" in md

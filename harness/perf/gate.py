@@ -1,6 +1,6 @@
 """Performance regression gate: a run against a stored baseline of the same GPU model.
 
-Points are matched on (variant, backend, precision, layout, batch, seq_len). A point regresses
+Points are matched on (variant, backend, precision, layout, batch, seq_len, world_size). A point regresses
 when its throughput falls below the baseline's by more than the allowed slowdown *and* by more
 than the measurements' own noise (the larger of the two runs' spread, (max − min) / median), so a
 noisy machine cannot fail the gate on noise alone, and a quiet one cannot hide a real slowdown
@@ -9,7 +9,11 @@ behind a loose threshold.
 
 from __future__ import annotations
 
-KEY = ("variant", "backend", "precision", "layout", "batch", "seq_len")
+KEY = ("variant", "backend", "precision", "layout", "batch", "seq_len", "world_size")
+
+
+def _key(r: dict) -> tuple:
+    return tuple(r.get(k, 1 if k == "world_size" else None) for k in KEY)  # rows before torchrun: one GPU
 
 
 class GateError(ValueError):
@@ -21,10 +25,10 @@ def compare(baseline: dict, run: dict, max_slowdown: float = 0.05) -> list[dict]
     if gpu_b != gpu_r:
         raise GateError(f"baseline is from {gpu_b}, this run from {gpu_r}: compare like with like")
     ok = lambda r: r.get("record") == "point" and r.get("status") == "ok"  # noqa: E731
-    base = {tuple(r[k] for k in KEY): r for r in baseline["records"] if ok(r)}
+    base = {_key(r): r for r in baseline["records"] if ok(r)}
     rows = []
     for r in filter(ok, run["records"]):
-        key = tuple(r[k] for k in KEY)
+        key = _key(r)
         if key not in base:
             continue
         b = base[key]

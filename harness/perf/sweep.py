@@ -3,7 +3,10 @@
 A sweep file (JSON) names variants, backends, precisions, batch sizes, sequence lengths and input
 layouts; every combination is a point. Each finished point is appended to ``OUT.partial.jsonl`` at
 once, so an interrupted sweep resumes where it stopped; a point that runs out of memory or fails
-is a row with its status and error, never the end of the sweep. Layouts:
+is a row with its status and error, never the end of the sweep. Under torchrun every rank
+measures every point on its own GPU at the same time and rank 0 records one row for them all
+(``world_size``, throughput summed, the slowest rank's time): the multi-GPU scaling sweep.
+Layouts:
 
 ``full``            every cell fills ``seq_len`` (no padding): kernel throughput
 ``padded-context``  realistic cells, each batch padded to ``seq_len``: what a naive pipeline pays
@@ -20,6 +23,7 @@ which, with the pool's mean length.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -35,6 +39,7 @@ from harness.backends import PACKED_BACKENDS, build_backend
 from harness.capability import probe
 from harness.data.batching import Batch, PackedBatch, collate, pack_to_budget
 from harness.data.synthetic import REAL_MEDIAN_GENES, rank_value_cells
+from harness.distributed import all_ranks, context
 from harness.perf.ceiling import matmul_tflops
 from harness.perf.flops import batch_flops, useful_flops
 from harness.perf.telemetry import Telemetry
@@ -207,7 +212,7 @@ class Runner:
             batches = warm(backend, batches, self.sweep.warmup)
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
-            with Telemetry() as telemetry:
+            with Telemetry(torch.cuda.current_device() if torch.cuda.is_available() else 0) as telemetry:
                 timing = time_batches(backend, batches, self.sweep.repeats)
         except torch.OutOfMemoryError as exc:
             self._backend = self._backend_key = None
@@ -291,17 +296,49 @@ def run_sweep(sweep: Sweep, out: Path, progress=print) -> list[dict]:
         for v, b, pr, s in itertools.product(sweep.variants, sweep.backends, sweep.precisions, sweep.seq_lens):
             seq = get_variant(v).context if s == "context" else int(s)
             jobs.append((f"max_batch/{v}/{b}/{pr}/{seq}", lambda a=(v, b, pr, seq): runner.max_batch(*a)))
+    ctx = context()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(partial, "a") as log:
+    with open(partial, "a") if ctx.is_main else contextlib.nullcontext() as log:
         for key, job in jobs:
             if key in done:
                 continue
             row = {**job(), "key": key}
-            log.write(json.dumps(row) + "\n")
-            log.flush()
+            if ctx.distributed:
+                row = combine_ranks(all_ranks(row))
+            if ctx.is_main:
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                progress(format_row(row))
             done[key] = row
-            progress(format_row(row))
     return [done[k] for k, _ in jobs]
+
+
+def combine_ranks(rows: list[dict]) -> dict:
+    """One data-parallel row from every rank's own measurement of the same point (each GPU runs
+    the same batches at once): throughput and work add up, time and memory are the worst rank's."""
+    first = rows[0]
+    bad = [(r, row) for r, row in enumerate(rows) if row["status"] != "ok"]
+    if bad:
+        r, row = bad[0]
+        return {**row, "world_size": len(rows), "reason": f"rank {r} of {len(rows)}: {row.get('reason')}"}
+    if first["record"] != "point":
+        return {**first, "world_size": len(rows), "max_batch": min(row["max_batch"] for row in rows),
+                "batch": min(row["batch"] for row in rows)}
+    total = {k: sum(row[k] for row in rows) for k in ("cells", "cells_per_s", "tokens_per_s", "padded_tokens_per_s",
+                                                      "tflops", "shape_tflops")}
+    ceiling = first.get("ceiling_tflops")
+    energies = [row.get("energy_per_cell_j") for row in rows]
+    return {
+        **first, **total,
+        "median_ms": max(row["median_ms"] for row in rows), "max_ms": max(row["max_ms"] for row in rows),
+        "min_ms": min(row["min_ms"] for row in rows), "spread": max(row["spread"] for row in rows),
+        "peak_mem_bytes": max((row.get("peak_mem_bytes") or 0) for row in rows) or None,
+        "ceiling_fraction": total["tflops"] / (ceiling * len(rows)) if ceiling else None,
+        "energy_per_cell_j": sum(energies) / len(energies) if None not in energies else None,
+        "world_size": len(rows),  # records are flat: the ranks' spread as the slowest and fastest
+        "slowest_rank_cells_per_s": min(row["cells_per_s"] for row in rows),
+        "fastest_rank_cells_per_s": max(row["cells_per_s"] for row in rows),
+    }
 
 
 def format_row(r: dict) -> str:
