@@ -315,7 +315,7 @@ def cmd_eval(args) -> int:
     from models.registry import get_variant
 
     variant = get_variant(args.variant)
-    runner_runs = [downstream.EvalRun.parse(r) for r in args.runs] if args.runs else None
+    runner_runs = downstream.with_reference([downstream.EvalRun.parse(r) for r in args.runs]) if args.runs else None
     data_options = dict(h5ad=args.h5ad, dicts=args.dicts, max_len=args.max_len, max_cells=args.max_cells, seed=args.seed)
     if args.task == "dosage":
         data = gene_task_data(variant, labels=args.labels, **data_options)

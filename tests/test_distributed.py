@@ -139,3 +139,23 @@ def test_combined_rows_add_throughput_and_name_a_failed_rank():
     assert row["ceiling_fraction"] == 100.0 / 200.0 and row["world_size"] == 2
     failed = combine_ranks([base, {**base, "status": "oom", "reason": "CUDA out of memory"}])
     assert failed["status"] == "oom" and failed["reason"] == "rank 1 of 2: CUDA out of memory"
+
+
+def test_eval_under_torchrun_gives_the_one_process_predictions(tmp_path):
+    args = ["-m", "harness", "eval", "cardiomyopathy", "--variant", "V1-10M", "--runs", "te-format-torch@fp32",
+            "--max-len", "64", "--max-cells", "60"]
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one.json")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _torchrun(2, *args, "--out", str(tmp_path / "two.json"), cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+
+    def predictions(name):
+        records = json.loads((tmp_path / name).read_text())["records"]
+        return {(r["backend"], r["item"]): r for r in records if r["record"] == "prediction"}
+
+    a, b = predictions("one.json"), predictions("two.json")
+    assert a.keys() == b.keys() and len(a) == 2 * 60  # the reference and the candidate, every cell once
+    for key, row in a.items():
+        assert row["predicted"] == b[key]["predicted"]
+        assert abs(row["p_dilated"] - b[key]["p_dilated"]) <= CONVERSION_MAX_ABS  # same model, other batches

@@ -84,6 +84,11 @@ def default_runs(device: str) -> list[EvalRun]:
     return [REFERENCE, EvalRun("hf-sdpa", "bf16"), *te]
 
 
+def with_reference(runs: list[EvalRun]) -> list[EvalRun]:
+    """The runs a user named, with the HF fp32 reference first: every comparison needs it."""
+    return runs if REFERENCE in runs else [REFERENCE, *runs]
+
+
 def _peer(run: EvalRun, runs: list[EvalRun]) -> EvalRun | None:
     """The HF run a non-HF run is judged against: HF at its precision (HF bf16 for FP8)."""
     hf = {r.precision: r for r in runs if r.is_hf}
