@@ -141,10 +141,16 @@ def perf_section(results: list[dict]) -> Section:
                 for gpu, _r, m in _records(results, "perf", "max_batch")]
     if max_rows:
         section.tables.append(Table(["largest batch: GPU", "variant", "backend", "precision", "tokens", "cells", "status"], max_rows))
-    not_run = [[gpu, p["variant"], p["backend"], p["precision"], p["layout"], p["batch"], f"{p['status']}: {p.get('reason')}"]
-               for gpu, _r, p in _records(results, "perf", "point") if p.get("status") != "ok"]
+    not_run = defaultdict(lambda: (set(), set()))  # one row per reason: the variants and batches it hit
+    for gpu, _r, p in _records(results, "perf", "point"):
+        if p.get("status") != "ok":
+            variants, batches = not_run[(gpu, p["backend"], p["precision"], p["layout"], f"{p['status']}: {p.get('reason')}")]
+            variants.add(p["variant"])
+            batches.add(p["batch"])
     if not_run:
-        section.tables.append(Table(["not measured: GPU", "variant", "backend", "precision", "layout", "batch", "why"], not_run))
+        rows = [[gpu, backend, precision, layout, ", ".join(sorted(v)), ", ".join(map(str, sorted(b))), why]
+                for (gpu, backend, precision, layout, why), (v, b) in sorted(not_run.items())]
+        section.tables.append(Table(["not measured: GPU", "backend", "precision", "layout", "variants", "batches", "why"], rows))
     captions = {"throughput-vs-batch": "throughput vs batch", "memory-vs-batch": "peak memory vs batch",
                 "energy-per-cell": "energy per cell vs batch", "fp8-speedup": "FP8 recipes over bf16",
                 "layouts": "cells/s of realistic cells by input layout"}

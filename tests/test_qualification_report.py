@@ -56,7 +56,7 @@ def test_report_content_from_fixtures(tmp_path):
     assert "data:image/png;base64," in page_html and "http://" not in page_html and "https://" not in page_html
     assert "| V2-104M | full | 8 | not measured | 1.25 | 1.25 | not measured |" in md  # FP8 over bf16
     # a point that did not run keeps its row and says why
-    assert "| H100 | V2-104M | te | fp8-current-dpa | full | 8 | error: ValueError: No dot product attention" in md
+    assert "| H100 | te | fp8-current-dpa | full | V2-104M | 8 | error: ValueError: No dot product attention" in md
     for stem in ("throughput-vs-batch", "memory-vs-batch", "energy-per-cell", "fp8-speedup"):
         assert (tmp_path / f"perf-{stem}.png").read_bytes()[:4] == b"\x89PNG"
 
