@@ -11,6 +11,8 @@ class Telemetry:
     """``with Telemetry() as t: ...`` then ``t.summary()``; empty on a machine without NVML."""
 
     def __init__(self, device_index: int = 0, interval_s: float = 0.05):
+        """``device_index`` is a CUDA index; NVML numbers GPUs its own way (CUDA_VISIBLE_DEVICES
+        reorders CUDA's), so the GPU is found by its UUID, and by index only where that fails."""
         self.interval_s = interval_s
         self.samples: list[dict] = []
         self._stop = threading.Event()
@@ -24,7 +26,7 @@ class Telemetry:
 
             pynvml.nvmlInit()
             self._nvml = pynvml
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+            self._handle = _nvml_handle(pynvml, device_index)
         except Exception:  # no driver, no GPU, or no nvidia-ml-py
             self._nvml = None
 
@@ -88,3 +90,13 @@ class Telemetry:
             "telemetry_samples": len(self.samples),
             "energy_source": "counter" if counted else "mean power x time",
         }
+
+
+def _nvml_handle(pynvml, cuda_index: int):
+    import torch
+
+    try:
+        uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
+        return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+    except Exception:  # an older driver or torch without device UUIDs
+        return pynvml.nvmlDeviceGetHandleByIndex(cuda_index)
