@@ -69,17 +69,21 @@ def parity_section(results: list[dict]) -> tuple[Section, dict]:
             row = [variant, backend]
             for p in precisions:
                 v = cells.get((variant, backend, p))
+                beta = p in PRECISIONS and PRECISIONS[p].experimental
                 if v is None:
                     row.append(NOT_MEASURED)
-                elif v["status"] == "skipped":
+                    continue
+                if v["status"] == "skipped":
                     row.append(f"skipped: {v['reason']}")
+                    continue
+                if not beta:  # an error is a case that should have run and did not: it fails the gate
+                    statuses.append("fail" if v["status"] == "error" else v["status"])
+                if v["status"] == "error":
+                    text = f"ERROR: {v['reason']}"
                 else:
-                    beta = p in PRECISIONS and PRECISIONS[p].experimental
-                    if not beta:
-                        statuses.append(v["status"])
                     where = f" (first diverging: {v['first_diverging_stage']})" if v.get("first_diverging_stage") else ""
-                    row.append(f"{v['status'].upper()} · worst {v['worst_stage']} {_fmt(v['worst_rel_l2'])}{where}"
-                               + (" · TE beta, not gating" if beta else ""))
+                    text = f"{v['status'].upper()} · worst {v['worst_stage']} {_fmt(v['worst_rel_l2'])}{where}"
+                row.append(text + (" · TE beta, not gating" if beta else ""))
             rows.append(row)
         section.tables.append(Table([f"{gpu}: variant", "backend", *precisions], rows))
         for variant in sorted({s["variant"] for s in stages[gpu]}):

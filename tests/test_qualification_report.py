@@ -120,3 +120,12 @@ def test_multi_gpu_rows_form_a_scaling_table_not_single_gpu_rows(tmp_path):
     md = render_report([one, eight], tmp_path)[1].read_text()
     assert "| H200 | V2-104M | te | bf16 | full | 8 | 8 | 1.8e+03 | 7.5 | 0.938 |" in md
     assert "| V2-104M | te | bf16 | full | 8 | not measured | not measured | 240 | not measured |" in md
+
+
+def test_a_parity_case_that_errored_fails_the_gate_and_says_why(tmp_path):
+    result = _parity("NVIDIA H100 80GB HBM3")
+    result["records"].append({"record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "bf16",
+                              "status": "error", "reason": "ValueError: No dot product attention backend"})
+    md = render_report([result], tmp_path)[1].read_text()
+    assert "| parity | FAIL | 1 of 2 failed |" in md
+    assert "ERROR: ValueError: No dot product attention backend" in md

@@ -141,15 +141,21 @@ def run_specs(specs: list[ParitySpec], reference_source, candidate_source, progr
 
     records = []
     for spec in specs:
-        recs, verdict = run_parity(spec, get_variant(spec.variant), reference_source, candidate_source)
+        try:
+            recs, verdict = run_parity(spec, get_variant(spec.variant), reference_source, candidate_source)
+        except Exception as exc:  # a kernel that cannot run this case is a finding: recorded, and the run goes on
+            verdict = {"record": "verdict", "variant": spec.variant, "backend": spec.candidate,
+                       "precision": spec.precision, "status": "error",
+                       "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            recs = [verdict]
         records += recs
         progress(format_verdict(verdict))
     return records
 
 
 def format_verdict(v: dict) -> str:
-    if v["status"] == "skipped":
-        return f"{v['variant']:17s} {v['backend']:16s} {v['precision']:12s} SKIPPED: {v['reason']}"
+    if v["status"] in ("skipped", "error"):
+        return f"{v['variant']:17s} {v['backend']:16s} {v['precision']:12s} {v['status'].upper()}: {v['reason']}"
     where = f"first diverging stage: {v['first_diverging_stage']}" if v["first_diverging_stage"] else ""
     return (
         f"{v['variant']:17s} {v['backend']:16s} {v['precision']:12s} {v['status'].upper():5s} "
