@@ -203,7 +203,6 @@ class TEPackedBackend(TEBackend):
 
     def _call(self, batch) -> torch.Tensor:
         if isinstance(batch, PackedBatch):
-            self._padded_shape = None
             return self._run(batch)
         multiple = FP8_TOKEN_MULTIPLE if self.precision.is_fp8 else 1
         packed, where = batch.packed(multiple)

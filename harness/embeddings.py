@@ -69,7 +69,7 @@ def extract(
     stage = cell_embedding_stage(variant.num_hidden_layers, emb_layer)
     multiple = math.lcm(pad_multiple, FP8_TOKEN_MULTIPLE if backend.precision.is_fp8 else 1)
     ctx = context()
-    mine = shard([len(c) for c in cells], ctx.rank, ctx.world_size) if ctx.distributed else list(range(len(cells)))
+    mine = shard([len(c) for c in cells], ctx.rank, ctx.world_size)  # a world of one: every cell
     local = [cells[i] for i in mine]
 
     def work():

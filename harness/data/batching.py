@@ -66,8 +66,7 @@ def collate(cells: list[list[int]], variant: Variant, multiple: int = 1, length:
     for i, c in enumerate(cells):
         ids[i, : len(c)] = torch.as_tensor(c, dtype=torch.long)
         attention[i, : len(c)] = 1
-    specials = torch.as_tensor(sorted(variant.special_tokens.values()), dtype=torch.long)
-    gene = attention.bool() & ~torch.isin(ids, specials)
+    gene = attention.bool() & _is_gene(ids, variant)
     return Batch(ids, attention, gene, full=all(len(c) == S for c in cells))
 
 
@@ -102,8 +101,7 @@ def pack(cells: list[list[int]], variant: Variant, multiple: int = 1) -> PackedB
     if not cells or any(len(c) == 0 for c in cells):
         raise ValueError("cannot pack an empty cell (a cell with no tokens)")
     ids = torch.as_tensor([t for c in cells for t in c], dtype=torch.long)
-    specials = torch.as_tensor(sorted(variant.special_tokens.values()), dtype=torch.long)
-    return _packed(ids, ~torch.isin(ids, specials), [len(c) for c in cells], multiple, ids.device,
+    return _packed(ids, _is_gene(ids, variant), [len(c) for c in cells], multiple, ids.device,
                    pad_id=variant.special_tokens["<pad>"])
 
 
@@ -133,6 +131,12 @@ def pack_to_budget(cells: list[list[int]], variant: Variant, budget: int, multip
         used += len(c)
     groups.append(current)
     return [pack(g, variant, multiple) for g in groups]
+
+
+def _is_gene(ids: torch.Tensor, variant: Variant) -> torch.Tensor:
+    """True where a token is a gene, not one of the variant's special tokens."""
+    specials = torch.as_tensor(sorted(variant.special_tokens.values()), dtype=torch.long)
+    return ~torch.isin(ids, specials)
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -150,14 +150,16 @@ def layout_batches(point: Point, variant: Variant, seed: int, pool: CellPool | N
     multiple = FP8_TOKEN_MULTIPLE if get_precision(point.precision).is_fp8 else 1
     if point.layout == "full":
         return [collate(rank_value_cells(variant, point.batch, point.seq_len, seed, full=True), variant, multiple)]
-    cells = (pool or cell_pool(variant, point.seq_len, 4 * point.batch, seed)).cells
+    if pool is None:
+        raise ValueError(f"the {point.layout} layout cuts its batches from a cell pool (cell_pool)")
+    cells = pool.cells
     if point.layout == "packed":
         return pack_to_budget(cells, variant, point.batch * point.seq_len, multiple)
-    if point.layout == "padded-context":
-        groups = [cells[i : i + point.batch] for i in range(0, len(cells), point.batch)]
-        return [collate(g, variant, multiple, length=point.seq_len) for g in groups]
-    cells = sorted(cells, key=len, reverse=True)
+    if point.layout == "bucketed":
+        cells = sorted(cells, key=len, reverse=True)
     groups = [cells[i : i + point.batch] for i in range(0, len(cells), point.batch)]
+    if point.layout == "padded-context":
+        return [collate(g, variant, multiple, length=point.seq_len) for g in groups]
     bucket = math.lcm(multiple, min(BUCKET_MULTIPLE, point.seq_len))
     return [collate(g, variant, bucket) for g in groups]
 
