@@ -120,6 +120,9 @@ def cmd_parity(args) -> int:
     return {"pass": 0, "fail": 1, "unjudged": 1}.get(verdict["status"], 3)
 
 
+KERNEL_CHECK_PRECISIONS = ("bf16", "fp8-delayed-dpa", "fp8-current-dpa")  # gfqual run on a GPU
+
+
 def default_specs(device: str, variants: list[str], seed: int) -> list:
     """What ``gfqual run`` does with no arguments, by hardware: the most useful it can."""
     from harness.parity.run import ParitySpec
@@ -142,6 +145,7 @@ def default_specs(device: str, variants: list[str], seed: int) -> list:
 
 def cmd_run(args) -> int:
     from harness.capability import probe
+    from harness.parity.attention_kernel import check_attention_kernel, format_kernel_record
     from harness.parity.run import (
         random_source, random_weights_block, run_config, run_specs, synthetic_embedding_check, verdicts,
     )
@@ -159,6 +163,10 @@ def cmd_run(args) -> int:
         v = VARIANTS[name]
         model = random_source(v, args.seed)
         records += run_specs([s for s in specs if s.variant == name], model, model)
+        if cap.device == "cuda":  # TE's attention alone, so an attention failure above names its culprit
+            for precision in KERNEL_CHECK_PRECISIONS:
+                records.append(check_attention_kernel(v, precision, v.context, seed=args.seed))
+                print(format_kernel_record(records[-1]))
         rec = synthetic_embedding_check(v, model, candidate, cap.device, n_cells, max_len or v.context, args.seed)
         records.append(rec)
         print(f"{name:17s} {candidate:16s} fp32         {rec['status'].upper():5s} cell embeddings of "
@@ -166,11 +174,13 @@ def cmd_run(args) -> int:
     _write("parity", records, random_weights_block(args.seed), run_config(specs), args.out)
     from harness.precision import PRECISIONS
 
-    judged = verdicts(records) + [r for r in records if r["record"] == "embedding"]
+    checks = verdicts(records) + [r for r in records if r["record"] in ("embedding", "attention_kernel")]
+    judged = [r for r in checks if r["status"] != "skipped"]
     beta = [r for r in judged if PRECISIONS[r["precision"]].experimental]
     failed = [r for r in judged if r["status"] in ("fail", "error") and r not in beta]
     beta_failed = sum(r["status"] in ("fail", "error") for r in beta)
     print(f"{len(judged) - len(beta)} checks: {len(failed)} failed"
+          + (f"; {len(checks) - len(judged)} skipped on this machine (reasons above)" if len(checks) > len(judged) else "")
           + (f"; TE beta FP8 attention, reported and not gating: {beta_failed} of {len(beta)} failed" if beta else ""))
     return 1 if failed else 0
 

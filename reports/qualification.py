@@ -92,11 +92,44 @@ def parity_section(results: list[dict]) -> tuple[Section, dict]:
             plot_error_vs_layer(own, variant, path)
             section.figures.append(Figure(f"parity-{gpu}-{variant}.png", path.getvalue(),
                                           f"{gpu} · {variant}: relative L2 error of each layer's output"))
+    kernel_table, kernel_statuses = _attention_kernel_table(results)
+    if kernel_table:
+        section.tables.append(kernel_table)
+        statuses += kernel_statuses
+        section.text.append("Attention kernel alone: TE's DotProductAttention on seeded random Q, K, V of each "
+                            "variant's head shape, against SDPA in fp64, with PyTorch's bf16 SDPA as the peer; the "
+                            "same input runs twice. A failure here is TE's kernel on this stack, not the conversion.")
     section.text.append("Cells: verdict · worst stage and its relative L2 error against HF fp32 (tolerances: "
                         "harness/TOLERANCES.md). The fp32 rows are the conversion gate; bf16 is judged against "
                         "HF's own bf16 error; FP8 on normalised RMSE and cosine. FP8 attention (*-dpa) is a TE "
                         "beta feature: its verdicts are shown and do not count towards the gate.")
     return section, _gate("parity", statuses)
+
+
+def _attention_kernel_table(results: list[dict]) -> tuple[Table | None, list[str]]:
+    """TE's attention kernel alone (harness/parity/attention_kernel.py): the newest check of each
+    GPU, head shape and precision; FP8 attention is TE beta and does not gate."""
+    latest = {}
+    for gpu, _r, k in _records(results, "parity", "attention_kernel"):
+        latest[(gpu, k["variant"], k["precision"])] = k
+    rows, statuses = [], []
+    for (gpu, variant, precision), k in sorted(latest.items(), key=lambda kv: (kv[0][0], kv[0][1], _precision_order(kv[0][2]))):
+        beta = PRECISIONS[precision].experimental
+        if k["status"] in ("skipped", "error"):
+            verdict = f"{k['status']}: {k['reason']}"
+            measured = [NOT_MEASURED] * 3
+        else:
+            verdict = k["status"].upper() + (f" · {k['violations']}" if k["violations"] else "")
+            measured = [_fmt(k["rel_l2"]), _fmt(k["peer_rel_l2"]), _fmt(k["repeat_max_abs"])]
+        if k["status"] != "skipped" and not beta:
+            statuses.append("fail" if k["status"] == "error" else k["status"])
+        rows.append([gpu, variant, f"{k['heads']} × {k['head_dim']}", k["seq_len"], precision, *measured,
+                     verdict + (" · TE beta, not gating" if beta else "")])
+    if not rows:
+        return None, []
+    headers = ["attention kernel alone: GPU", "variant", "heads × dim", "tokens", "precision", "rel L2 vs fp64",
+               "bf16 SDPA rel L2", "same input twice: max |d|", "verdict"]
+    return Table(headers, rows), statuses
 
 
 def _precision_order(p: str) -> int:
@@ -128,8 +161,10 @@ def perf_section(results: list[dict]) -> Section:
             for key in sorted(points)]
     section.tables.append(Table(["variant", "backend", "precision", "layout", "batch", *(f"{g} cells/s" for g in gpus)], rows))
     section.tables.append(_speedup_table(points, gpus, ("te", "bf16"), ("hf-sdpa", "bf16"), "TE bf16 vs HF sdpa bf16"))
+    failed_parity = _failed_parity(results)
     for recipe in ("fp8-delayed", "fp8-current", "fp8-delayed-dpa"):
-        section.tables.append(_speedup_table(points, gpus, ("te", recipe), ("te", "bf16"), f"TE {recipe} vs TE bf16"))
+        section.tables.append(_speedup_table(points, gpus, ("te", recipe), ("te", "bf16"), f"TE {recipe} vs TE bf16",
+                                             failed_parity))
     section.tables.append(_layout_table(points, gpus))
     scaling = _scaling_table(results, points)
     if scaling:
@@ -200,7 +235,16 @@ def _layout_table(points, gpus) -> Table:
                   *(f"{g} speed-up" for g in gpus)], rows)
 
 
-def _speedup_table(points, gpus, num, den, title) -> Table:
+def _failed_parity(results: list[dict]) -> set[tuple]:
+    """(GPU, variant, backend, precision) whose newest parity verdict failed or errored: their speed
+    is the speed of a wrong answer, and the speed-up tables say so."""
+    newest = {}
+    for gpu, _r, v in _records(results, "parity", "verdict"):
+        newest[(gpu, v["variant"], v["backend"], v["precision"])] = v["status"]
+    return {key for key, status in newest.items() if status in ("fail", "error")}
+
+
+def _speedup_table(points, gpus, num, den, title, failed_parity=frozenset()) -> Table:
     rows = []
     for key in sorted(points):
         variant, backend, precision, layout, batch, seq = key
@@ -208,7 +252,9 @@ def _speedup_table(points, gpus, num, den, title) -> Table:
             continue
         other = points.get((variant, *den, layout, batch, seq), {})
         rows.append([variant, layout, batch, *(
-            _fmt(points[key][g]["cells_per_s"] / other[g]["cells_per_s"]) if g in points[key] and g in other else NOT_MEASURED
+            (_fmt(points[key][g]["cells_per_s"] / other[g]["cells_per_s"])
+             + (" (fails parity: not counted)" if (g, variant, backend, precision) in failed_parity else ""))
+            if g in points[key] and g in other else NOT_MEASURED
             for g in gpus)])
     return Table([f"{title}: variant", "layout", "batch", *(f"{g} speed-up" for g in gpus)], rows)
 

@@ -129,3 +129,30 @@ def test_a_parity_case_that_errored_fails_the_gate_and_says_why(tmp_path):
     md = render_report([result], tmp_path)[1].read_text()
     assert "| parity | FAIL | 1 of 2 failed |" in md
     assert "ERROR: ValueError: No dot product attention backend" in md
+
+
+def _kernel(precision, status, violations="", rel_l2=0.05):
+    return {"record": "attention_kernel", "variant": "V2-104M", "backend": "te-attention-kernel",
+            "precision": precision, "status": status, "violations": violations, "seq_len": 4096, "heads": 12,
+            "head_dim": 64, "rel_l2": rel_l2, "peer_rel_l2": 2.2e-3, "repeat_max_abs": 0.0}
+
+
+def test_attention_kernel_rows_gate_outside_fp8_attention(tmp_path):
+    result = _parity("NVIDIA H100 80GB HBM3")
+    result["records"] += [_kernel("bf16", "pass", rel_l2=2.3e-3),
+                          _kernel("fp8-delayed-dpa", "fail", "not deterministic: the same input twice differs", 1.4)]
+    md = render_report([result], tmp_path)[1].read_text()
+    assert "| parity | PASS | 2 passed |" in md  # the bf16 kernel counts; the TE beta one does not
+    assert "| H100 | V2-104M | 12 × 64 | 4096 | fp8-delayed-dpa | 1.4 | 0.0022 | 0 | FAIL · not deterministic" in md
+    result["records"][-2] = _kernel("bf16", "fail", "rel_l2=0.3 > 0.0037", 0.3)
+    assert "| parity | FAIL | 1 of 2 failed |" in render_report([result], tmp_path)[1].read_text()
+
+
+def test_fp8_speedups_of_recipes_that_fail_parity_are_marked_not_counted(tmp_path):
+    parity = _parity("NVIDIA H100 80GB HBM3")
+    parity["records"].append({"record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "fp8-delayed",
+                              "status": "fail", "worst_stage": "layer.0.attention", "worst_rel_l2": 0.9,
+                              "first_diverging_stage": "layer.0.attention"})
+    md = render_report([parity, _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)], tmp_path)[1].read_text()
+    # H100's fp8-delayed failed parity there; H200 has no failing verdict
+    assert "| V2-104M | full | 8 | not measured | 1.25 (fails parity: not counted) | 1.25 | not measured |" in md

@@ -3,6 +3,8 @@
     pytest suites/parity                                   # CPU: all variants, te-format-torch, fp32
     pytest suites/parity --backends te --precisions fp32 bf16 fp8-current --length 4096
     pytest suites/parity --h5ad cells.h5ad --dicts geneformer_dicts/    # real cells
+    pytest suites/parity -k attention-kernel --precisions bf16 fp8-delayed-dpa --length 4096
+                                                           # TE's attention kernel alone
 
 Every parametrised run adds its records to one versioned results file written at the end of
 the session (``--results-out``, default results/local/).
@@ -37,11 +39,14 @@ def pytest_addoption(parser):
 
 
 def pytest_generate_tests(metafunc):
+    opt = metafunc.config.getoption
+    if "kernel_case" in metafunc.fixturenames:  # TE's attention alone: each variant's head shape
+        cases = [(v, p, min(opt("--length"), VARIANTS[v].context)) for v in opt("--variants") for p in opt("--precisions")]
+        metafunc.parametrize("kernel_case", cases, ids=[f"{v}/attention-kernel/{p}" for v, p, _ in cases])
     if "parity_spec" not in metafunc.fixturenames:
         return
     from harness.parity.run import ParitySpec
 
-    opt = metafunc.config.getoption
     specs = [
         ParitySpec(v, b, p, n_cells=opt("--cells"), max_len=min(opt("--length"), VARIANTS[v].context),
                    micro_batch=opt("--micro-batch"), h5ad=opt("--h5ad"), dicts=opt("--dicts"))
