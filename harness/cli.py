@@ -208,6 +208,28 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    from harness.capability import probe
+    from harness.parity.run import random_source, random_weights_block
+    from harness.perf.kernel_profile import format_profile, profile_point
+    from harness.perf.sweep import Point
+
+    if not probe().cuda:
+        print("gfqual profile: a kernel profile needs a CUDA GPU; none is visible", file=sys.stderr)
+        return 3
+    variant = VARIANTS[args.variant]
+    seq_len = args.length or variant.context
+    model = random_source(variant, args.seed)
+    records = []
+    for backend in args.backends:
+        for precision in args.precisions:
+            point = Point(variant.name, backend, precision, "full", args.batch, seq_len)
+            records.append(profile_point(point, model, args.repeats, args.seed))
+            print(format_profile(records[-1]))
+    _write("perf", records, random_weights_block(args.seed), {"profile": vars(args) | {"func": "profile"}}, args.out)
+    return 3 if all(r["status"] == "skipped" for r in records) else 0
+
+
 def cmd_perf_gate(args) -> int:
     from harness.perf.gate import compare
     from harness.results import read_result
@@ -472,6 +494,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cells", help="a tokenized dataset (gfqual tokenize) whose real cells the realistic layouts "
                                    "use (default: the sweep's cells_from, else synthetic lengths)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("profile", help="CUDA kernel time of one forward by kind (GEMM, attention, LayerNorm, "
+                                       "FP8 casts, other): what caps a speed-up")
+    p.add_argument("--variant", default="V2-316M", choices=list(VARIANTS))
+    p.add_argument("--backends", nargs="+", default=["te-fused"])
+    p.add_argument("--precisions", nargs="+", default=["bf16", "fp8-delayed"])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--length", type=int, help="tokens per cell (default: the variant's context)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="results file or folder (default results/local/)")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("perf-gate", help="compare a perf run with a baseline of the same GPU; exit 1 on regression")
     p.add_argument("--baseline", required=True)

@@ -153,8 +153,10 @@ def embedding_section(results: list[dict]) -> tuple[Section, dict]:
 def perf_section(results: list[dict]) -> Section:
     points = perf_points(results)
     section = Section("Performance")
+    profile = _kernel_profile_table(results)
     if not points:
         section.text.append(NOT_MEASURED)
+        section.tables += [profile] if profile else []
         return section
     gpus = [g for g in GPU_COLUMNS] + sorted({g for v in points.values() for g in v} - set(GPU_COLUMNS))
     rows = [[*key[:5], *(_fmt(points[key][g]["cells_per_s"]) if g in points[key] else NOT_MEASURED for g in gpus)]
@@ -175,6 +177,8 @@ def perf_section(results: list[dict]) -> Section:
     if embed_rows:
         section.tables.append(Table(["embedding: GPU", "variant", "backend", "precision", "mode", "GPUs",
                                      "launcher", "cells", "cells/s", "real tokens/s"], sorted(embed_rows, key=str)))
+    if profile:
+        section.tables.append(profile)
     max_rows = [[gpu, m["variant"], m["backend"], m["precision"], m["seq_len"],
                  m.get("max_batch"), m["status"] + (f": {m['reason']}" if m.get("reason") else "")]
                 for gpu, _r, m in _records(results, "perf", "max_batch")]
@@ -200,6 +204,25 @@ def perf_section(results: list[dict]) -> Section:
                         "(padded-context: realistic cells padded to the context; packed: end to end, no padding (TE THD); bucketed: sorted by length, padded "
                         "to each batch's longest). Timing: CUDA events, median of repeats after warm-up.")
     return section
+
+
+def _kernel_profile_table(results) -> Table | None:
+    """gfqual profile: each kind's share of the kernel time of one forward (what caps a speed-up)."""
+    from harness.perf.kernel_profile import KERNEL_KINDS, OTHER, kind_key
+
+    kinds = [k for k, _ in KERNEL_KINDS] + [OTHER]
+    rows = []
+    for gpu, _r, p in _records(results, "perf", "kernel_profile"):
+        head = [gpu, p["variant"], p["backend"], p["precision"], p["batch"]]
+        if p["status"] != "ok":
+            rows.append([*head, f"{p['status']}: {p['reason']}", *[NOT_MEASURED] * len(kinds)])
+            continue
+        rows.append([*head, _fmt(p["kernel_ms"]),
+                     *(f"{_fmt(p[kind_key(k)])} ({p[kind_key(k)] / p['kernel_ms']:.0%})" for k in kinds)])
+    if not rows:
+        return None
+    return Table(["kernel time per forward: GPU", "variant", "backend", "precision", "batch", "total ms",
+                  *(f"{k} ms" for k in kinds)], sorted(rows, key=str))
 
 
 def _scaling_table(results, one_gpu) -> Table | None:

@@ -222,3 +222,28 @@ def test_cell_pool_draws_real_tokenized_cells(tmp_path):
     assert "12 tokenized cells" in pool.source and "with replacement" in pool.source
     with pytest.raises(Exception, match="tokenized for V1-10M"):
         cell_pool(VARIANTS["V2-104M"], 256, 4, seed=0, cells_from=str(tmp_path / "tok"))
+
+
+def test_kernel_kinds_come_from_names_and_nothing_is_dropped():
+    from harness.perf.kernel_profile import OTHER, kernel_kind
+
+    names = {
+        "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_32_64x256x64": "attention",
+        "nvjet_sm90_qqtst_192x192_128x4_1x2_h_bz_coopB_bias_TNN": "gemm",
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64": "gemm",
+        "void transformer_engine::normalization::ln_fwd_general_kernel<float>": "layernorm",
+        "void transformer_engine::quantize_kernel<fp8e4m3>": "fp8 cast/amax",
+        "triton_poi_fused_add_0": OTHER,
+    }
+    assert {n: kernel_kind(n) for n in names} == names
+
+
+def test_profile_without_a_gpu_says_so(capsys):
+    import torch
+
+    from harness.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["profile", "--variant", "V1-10M"]) == 3
+    assert "needs a CUDA GPU" in capsys.readouterr().err

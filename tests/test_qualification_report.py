@@ -156,3 +156,12 @@ def test_fp8_speedups_of_recipes_that_fail_parity_are_marked_not_counted(tmp_pat
     md = render_report([parity, _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)], tmp_path)[1].read_text()
     # H100's fp8-delayed failed parity there; H200 has no failing verdict
     assert "| V2-104M | full | 8 | not measured | 1.25 (fails parity: not counted) | 1.25 | not measured |" in md
+
+
+def test_kernel_profiles_show_each_kinds_share(tmp_path):
+    profile = {"record": "kernel_profile", "status": "ok", "variant": "V2-316M", "backend": "te-fused",
+               "precision": "fp8-delayed", "layout": "full", "batch": 8, "seq_len": 4096, "kernel_ms": 50.0,
+               "ms_attention": 20.0, "ms_gemm": 17.0, "ms_layernorm": 5.0, "ms_fp8_cast_amax": 5.0, "ms_other": 3.0}
+    result = make_result("perf", [profile], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
+    md = render_report([result], tmp_path)[1].read_text()
+    assert "| H100 | V2-316M | te-fused | fp8-delayed | 8 | 50 | 20 (40%) | 17 (34%) | 5 (10%) | 5 (10%) | 3 (6%) |" in md

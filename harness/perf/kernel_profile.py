@@ -1,0 +1,86 @@
+"""Where a forward pass's GPU time goes: CUDA kernel time by kind, from ``torch.profiler``.
+
+Why: a speed-up alone cannot say what caps it. FP8 recipes shorten only the GEMMs, so the share
+of the FP8 forward spent in (bf16) attention bounds what FP8 can gain; a profile shows that share
+on the GPU at hand. Kinds are decided from kernel names (cuDNN, cuBLAS/nvjet, TE's own kernels);
+a kernel no rule matches counts as ``other``, never dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+
+import torch
+
+from harness.backends import build_backend
+from harness.capability import probe
+from harness.perf.sweep import Point, layout_batches
+from harness.perf.timing import warm
+from harness.precision import get_precision
+from models.registry import get_variant
+
+# First match wins: attention kernels contain GEMM-like words ("wgmma"), so attention is tested first.
+KERNEL_KINDS = (
+    ("attention", ("fmha", "flash", "attn", "attention", "sdpa")),
+    ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul")),
+    ("layernorm", ("norm",)),
+    ("fp8 cast/amax", ("cast", "quantize", "amax", "transpose", "fp8")),
+)
+OTHER = "other"
+TOP_KERNELS = 8
+
+
+def kind_key(kind: str) -> str:
+    """The flat record key holding a kind's milliseconds: ``ms_attention``, ``ms_fp8_cast_amax``."""
+    return "ms_" + re.sub(r"\W+", "_", kind).strip("_")
+
+
+def kernel_kind(name: str) -> str:
+    lowered = name.lower()
+    return next((kind for kind, words in KERNEL_KINDS if any(w in lowered for w in words)), OTHER)
+
+
+def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
+    """One record (``record: kernel_profile``): kernel milliseconds per forward in total, by kind
+    and for the longest kernels, for ``point`` (layout ``full``) on this GPU."""
+    base = {"record": "kernel_profile", "variant": point.variant, "backend": point.backend,
+            "precision": point.precision, "layout": point.layout, "batch": point.batch, "seq_len": point.seq_len}
+    cap = probe()
+    reason = "a kernel profile needs a CUDA GPU" if not cap.cuda else cap.skip_reason(point.backend, point.precision)
+    if reason:
+        return {**base, "status": "skipped", "reason": reason}
+    from torch.profiler import ProfilerActivity, profile
+
+    backend = build_backend(point.backend, model, get_precision(point.precision))
+    batches = warm(backend, layout_batches(point, get_variant(point.variant), seed), 2)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            for batch in batches:
+                backend.forward(batch)
+        torch.cuda.synchronize()
+    by_kind, by_kernel = collections.Counter(), collections.Counter()
+    for event in prof.key_averages():
+        micros = getattr(event, "self_device_time_total", 0)
+        if micros:
+            by_kind[kernel_kind(event.key)] += micros
+            by_kernel[event.key] += micros
+    del backend
+    torch.cuda.empty_cache()
+
+    def per_forward(micros: float) -> float:  # profiler microseconds over all repeats -> ms per forward
+        return micros / repeats / 1e3
+
+    return {**base, "status": "ok", "repeats": repeats,
+            "kernel_ms": per_forward(sum(by_kind.values())),
+            **{kind_key(kind): per_forward(by_kind[kind]) for kind in (*(k for k, _ in KERNEL_KINDS), OTHER)},
+            "top_kernels": "; ".join(f"{per_forward(t):.2f} ms {name[:120]}" for name, t in by_kernel.most_common(TOP_KERNELS))}
+
+
+def format_profile(r: dict) -> str:
+    head = f"{r['variant']:10s} {r['backend']:10s} {r['precision']:16s} B={r['batch']:<4}"
+    if r["status"] != "ok":
+        return f"{head} {r['status'].upper()}: {r['reason']}"
+    kinds = ", ".join(f"{kind} {r[kind_key(kind)]:.1f} ({r[kind_key(kind)] / r['kernel_ms']:.0%})"
+                      for kind in (*(k for k, _ in KERNEL_KINDS), OTHER))
+    return f"{head} {r['kernel_ms']:.1f} ms of kernels per forward: {kinds}"
