@@ -260,10 +260,13 @@ def _layout_table(points, gpus) -> Table:
 
 def _failed_parity(results: list[dict]) -> set[tuple]:
     """(GPU, variant, backend, precision) whose newest parity verdict failed or errored: their speed
-    is the speed of a wrong answer, and the speed-up tables say so."""
+    is the speed of a wrong answer, and the speed-up tables say so. A failed attention kernel check
+    (backend None) counts against every TE build of that variant at that precision on that GPU."""
     newest = {}
     for gpu, _r, v in _records(results, "parity", "verdict"):
         newest[(gpu, v["variant"], v["backend"], v["precision"])] = v["status"]
+    for gpu, _r, k in _records(results, "parity", "attention_kernel"):
+        newest[(gpu, k["variant"], None, k["precision"])] = k["status"]
     return {key for key, status in newest.items() if status in ("fail", "error")}
 
 
@@ -276,7 +279,8 @@ def _speedup_table(points, gpus, num, den, title, failed_parity=frozenset()) -> 
         other = points.get((variant, *den, layout, batch, seq), {})
         rows.append([variant, layout, batch, *(
             (_fmt(points[key][g]["cells_per_s"] / other[g]["cells_per_s"])
-             + (" (fails parity: not counted)" if (g, variant, backend, precision) in failed_parity else ""))
+             + (" (fails parity: not counted)" if {(g, variant, backend, precision), (g, variant, None, precision)}
+                & failed_parity else ""))
             if g in points[key] and g in other else NOT_MEASURED
             for g in gpus)])
     return Table([f"{title}: variant", "layout", "batch", *(f"{g} speed-up" for g in gpus)], rows)

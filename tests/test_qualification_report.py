@@ -165,3 +165,10 @@ def test_kernel_profiles_show_each_kinds_share(tmp_path):
     result = make_result("perf", [profile], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
     md = render_report([result], tmp_path)[1].read_text()
     assert "| H100 | V2-316M | te-fused | fp8-delayed | 8 | 50 | 20 (40%) | 17 (34%) | 5 (10%) | 5 (10%) | 3 (6%) |" in md
+
+
+def test_a_failed_attention_kernel_check_marks_that_gpus_speedups(tmp_path):
+    parity = make_result("parity", [{**_kernel("fp8-delayed", "fail", "rel_l2=0.7 > 0.2", 0.7)}],
+                         {"source": "random-init"}, {}, env=_env("NVIDIA H200"))
+    md = render_report([parity, _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)], tmp_path)[1].read_text()
+    assert "| V2-104M | full | 8 | not measured | 1.25 | 1.25 (fails parity: not counted) | not measured |" in md
