@@ -3,7 +3,7 @@
     pytest suites/parity                                   # CPU: all variants, te-format-torch, fp32
     pytest suites/parity --backends te --precisions fp32 bf16 fp8-current --length 4096
     pytest suites/parity --h5ad cells.h5ad --dicts geneformer_dicts/    # real cells
-    pytest suites/parity -k attention-kernel --precisions bf16 fp8-delayed-dpa --length 4096
+    pytest suites/parity -k attention_kernel --precisions bf16 fp8-delayed-dpa --length 4096
                                                            # TE's attention kernel alone
 
 Every parametrised run adds its records to one versioned results file written at the end of
