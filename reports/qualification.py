@@ -128,7 +128,7 @@ def _attention_kernel_table(results: list[dict]) -> tuple[Table | None, list[str
     if not rows:
         return None, []
     headers = ["attention kernel alone: GPU", "variant", "heads × dim", "tokens", "precision", "rel L2 vs fp64",
-               "bf16 SDPA rel L2", "same input twice: max |d|", "verdict"]
+               "bf16 SDPA rel L2", "same input twice: max abs diff", "verdict"]
     return Table(headers, rows), statuses
 
 
