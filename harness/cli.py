@@ -149,6 +149,7 @@ def cmd_run(args) -> int:
     from harness.parity.run import (
         random_source, random_weights_block, run_config, run_specs, synthetic_embedding_check, verdicts,
     )
+    from harness.results import gate_status
 
     cap = probe()
     print(f"gfqual run on {cap.gpu_name or 'CPU'} (TE: {cap.te_version or cap.te_error}); "
@@ -172,17 +173,15 @@ def cmd_run(args) -> int:
         print(f"{name:17s} {candidate:16s} fp32         {rec['status'].upper():5s} cell embeddings of "
               f"{rec['n_cells']} synthetic cells: rel_l2={rec['rel_l2']:.2e} {rec['violations']}")
     _write("parity", records, random_weights_block(args.seed), run_config(specs), args.out)
-    from harness.precision import PRECISIONS
-
     checks = verdicts(records) + [r for r in records if r["record"] in ("embedding", "attention_kernel")]
-    judged = [r for r in checks if r["status"] != "skipped"]
-    beta = [r for r in judged if PRECISIONS[r["precision"]].experimental]
-    failed = [r for r in judged if r["status"] in ("fail", "error") and r not in beta]
+    gating = [s for s in map(gate_status, checks) if s]
+    skipped = sum(r["status"] == "skipped" for r in checks)
+    beta = [r for r in checks if r["status"] != "skipped" and gate_status(r) is None]
     beta_failed = sum(r["status"] in ("fail", "error") for r in beta)
-    print(f"{len(judged) - len(beta)} checks: {len(failed)} failed"
-          + (f"; {len(checks) - len(judged)} skipped on this machine (reasons above)" if len(checks) > len(judged) else "")
+    print(f"{len(gating)} checks: {gating.count('fail')} failed"
+          + (f"; {skipped} skipped on this machine (reasons above)" if skipped else "")
           + (f"; TE beta FP8 attention, reported and not gating: {beta_failed} of {len(beta)} failed" if beta else ""))
-    return 1 if failed else 0
+    return 1 if "fail" in gating else 0
 
 
 def cmd_bench(args) -> int:

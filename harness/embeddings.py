@@ -121,13 +121,10 @@ def compare_cell_embeddings(
 ) -> tuple[str, str, dict]:
     """Geneformer cell embeddings of the same cells from two backends, judged with the parity
     tolerance of the candidate's precision: (status, violations, metrics)."""
-    from harness.parity.engine import StageComparison, judge_stage
-    from harness.parity.metrics import StageStats
+    from harness.parity.engine import judge_tensors
 
     ref = extract(reference, cells, variant, "cell", emb_layer)
     cand = extract(candidate, cells, variant, "cell", emb_layer)
-    stats = StageStats()
-    stats.add(torch.from_numpy(ref.vectors), torch.from_numpy(cand.vectors))
-    entry = StageComparison("cell_embedding", 0, stats, metrics=stats.result())
-    status, violations = judge_stage(entry, candidate.precision.name)
+    status, violations, entry = judge_tensors("cell_embedding", candidate.precision.name,
+                                              torch.from_numpy(ref.vectors), torch.from_numpy(cand.vectors))
     return status, violations, entry.metrics

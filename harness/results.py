@@ -154,6 +154,18 @@ def validate(result: dict, where: str = "result") -> None:
             raise ResultsError(f"{where}: record {i} is not flat ({', '.join(nested)})")
 
 
+def gate_status(record: dict) -> str | None:
+    """What one judged record counts as in a gate: nothing (None) when it was skipped on this
+    machine or its precision is TE beta; "fail" for an error (a case that should have run and did
+    not); else its own status. ``gfqual run`` and the qualification report both gate through it."""
+    from harness.precision import PRECISIONS
+
+    precision = PRECISIONS.get(record["precision"])
+    if record["status"] == "skipped" or (precision is not None and precision.experimental):
+        return None
+    return "fail" if record["status"] == "error" else record["status"]
+
+
 def read_result(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:

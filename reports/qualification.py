@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from harness.precision import PRECISIONS
+from harness.results import gate_status
 from reports.downstream import downstream_section
 from reports.layout import GPU_COLUMNS, NOT_MEASURED, Figure, Section, Table, _fmt, _records, gpu_class
 from reports.parity import plot_error_vs_layer
@@ -48,11 +49,17 @@ def environment_section(results: list[dict]) -> Section:
     return Section("Runs and environment", text, [Table(["created", "kind", *ENV_KEYS, "weights"], rows)])
 
 
+def _newest(results: list[dict], record: str) -> dict[tuple, dict]:
+    """The newest parity record of a kind for each (GPU, variant, backend, precision): later runs
+    replace earlier ones."""
+    return {(gpu, r["variant"], r["backend"], r["precision"]): r for gpu, _r, r in _records(results, "parity", record)}
+
+
 def parity_section(results: list[dict]) -> tuple[Section, dict]:
     by_gpu: dict[str, dict] = defaultdict(dict)
     stages: dict[str, list] = defaultdict(list)
-    for gpu, _r, v in _records(results, "parity", "verdict"):
-        by_gpu[gpu][(v["variant"], v["backend"], v["precision"])] = v  # later runs replace earlier
+    for (gpu, *key), v in _newest(results, "verdict").items():
+        by_gpu[gpu][tuple(key)] = v
     latest_run: dict[tuple, str] = {}  # each (GPU, variant, backend, precision) plots its newest run only
     for gpu, r, s in _records(results, "parity", "stage"):
         latest_run[(gpu, s["variant"], s["backend"], s["precision"])] = r["created"]
@@ -76,8 +83,8 @@ def parity_section(results: list[dict]) -> tuple[Section, dict]:
                 if v["status"] == "skipped":
                     row.append(f"skipped: {v['reason']}")
                     continue
-                if not beta:  # an error is a case that should have run and did not: it fails the gate
-                    statuses.append("fail" if v["status"] == "error" else v["status"])
+                if gated := gate_status(v):
+                    statuses.append(gated)
                 if v["status"] == "error":
                     text = f"ERROR: {v['reason']}"
                 else:
@@ -109,11 +116,10 @@ def parity_section(results: list[dict]) -> tuple[Section, dict]:
 def _attention_kernel_table(results: list[dict]) -> tuple[Table | None, list[str]]:
     """TE's attention kernel alone (harness/parity/attention_kernel.py): the newest check of each
     GPU, head shape and precision; FP8 attention is TE beta and does not gate."""
-    latest = {}
-    for gpu, _r, k in _records(results, "parity", "attention_kernel"):
-        latest[(gpu, k["variant"], k["precision"])] = k
     rows, statuses = [], []
-    for (gpu, variant, precision), k in sorted(latest.items(), key=lambda kv: (kv[0][0], kv[0][1], _precision_order(kv[0][2]))):
+    newest = _newest(results, "attention_kernel")
+    for (gpu, variant, _backend, precision), k in sorted(newest.items(),
+                                                         key=lambda kv: (*kv[0][:2], _precision_order(kv[0][3]))):
         beta = PRECISIONS[precision].experimental
         if k["status"] in ("skipped", "error"):
             verdict = f"{k['status']}: {k['reason']}"
@@ -121,8 +127,8 @@ def _attention_kernel_table(results: list[dict]) -> tuple[Table | None, list[str
         else:
             verdict = k["status"].upper() + (f" · {k['violations']}" if k["violations"] else "")
             measured = [_fmt(k["rel_l2"]), _fmt(k["peer_rel_l2"]), _fmt(k["repeat_max_abs"])]
-        if k["status"] != "skipped" and not beta:
-            statuses.append("fail" if k["status"] == "error" else k["status"])
+        if gated := gate_status(k):
+            statuses.append(gated)
         rows.append([gpu, variant, f"{k['heads']} × {k['head_dim']}", k["seq_len"], precision, *measured,
                      verdict + (" · TE beta, not gating" if beta else "")])
     if not rows:
@@ -261,13 +267,11 @@ def _layout_table(points, gpus) -> Table:
 def _failed_parity(results: list[dict]) -> set[tuple]:
     """(GPU, variant, backend, precision) whose newest parity verdict failed or errored: their speed
     is the speed of a wrong answer, and the speed-up tables say so. A failed attention kernel check
-    (backend None) counts against every TE build of that variant at that precision on that GPU."""
-    newest = {}
-    for gpu, _r, v in _records(results, "parity", "verdict"):
-        newest[(gpu, v["variant"], v["backend"], v["precision"])] = v["status"]
-    for gpu, _r, k in _records(results, "parity", "attention_kernel"):
-        newest[(gpu, k["variant"], None, k["precision"])] = k["status"]
-    return {key for key, status in newest.items() if status in ("fail", "error")}
+    (backend None) counts against every TE build of that variant and precision there."""
+    failed = ("fail", "error")
+    return ({key for key, r in _newest(results, "verdict").items() if r["status"] in failed}
+            | {(gpu, variant, None, p) for (gpu, variant, _b, p), r in _newest(results, "attention_kernel").items()
+               if r["status"] in failed})
 
 
 def _speedup_table(points, gpus, num, den, title, failed_parity=frozenset()) -> Table:

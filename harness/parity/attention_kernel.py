@@ -14,19 +14,12 @@ from __future__ import annotations
 import torch
 
 from harness.capability import probe
-from harness.parity.engine import StageComparison, judge_stage
-from harness.parity.metrics import StageStats
+from harness.parity.engine import judge_tensors
 from harness.precision import Precision, get_precision, make_recipe, quantization
 from models.registry import Variant
 
 KERNEL_STAGE = "attention_kernel"  # a "hidden" stage class in the tolerance table
 KERNEL_BACKEND = "te-attention-kernel"
-
-
-def _stats(reference: torch.Tensor, other: torch.Tensor) -> dict:
-    stats = StageStats()
-    stats.add(reference, other)
-    return stats.result()
 
 
 def _te_attention(precision: Precision, q, k, v) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,10 +72,8 @@ def check_attention_kernel(variant: Variant, precision_name: str, seq_len: int, 
         first, second = _te_attention(precision, q, k, v)
     except Exception as exc:  # TE finding no kernel for this case is a finding: recorded
         return {**base, "status": "error", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-    entry = StageComparison(KERNEL_STAGE, 0, StageStats())
-    entry.metrics = _stats(reference, rows(first))
-    entry.peer_metrics = _stats(reference, rows(sdpa(torch.bfloat16)))
-    status, violations = judge_stage(entry, precision.name)
+    status, violations, entry = judge_tensors(KERNEL_STAGE, precision.name, reference, rows(first),
+                                              peer=rows(sdpa(torch.bfloat16)))
     repeat_max_abs = float((first.float() - second.float()).abs().max())
     if repeat_max_abs:
         status = "fail"

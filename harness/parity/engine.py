@@ -137,6 +137,23 @@ def judge_stage(entry: StageComparison, precision: str) -> tuple[str, str]:
     return status, "; ".join(violations + [f"not judged (no peer): {u}" for u in unjudged])
 
 
+def judge_tensors(stage: str, precision: str, reference: torch.Tensor, candidate: torch.Tensor,
+                  peer: torch.Tensor | None = None) -> tuple[str, str, StageComparison]:
+    """Judge tensors computed outside a hooked forward (cell embeddings, one kernel's output) as
+    ``stage``: rows ``[N, D]`` of the candidate (and its peer) against the reference."""
+
+    def stats(other: torch.Tensor) -> StageStats:
+        s = StageStats()
+        s.add(reference, other)
+        return s
+
+    entry = StageComparison(stage, 0, stats(candidate), stats(peer) if peer is not None else None)
+    entry.metrics = entry.candidate.result()
+    entry.peer_metrics = entry.peer.result() if entry.peer is not None else None
+    status, violations = judge_stage(entry, precision)
+    return status, violations, entry
+
+
 def judge(comparisons: list[StageComparison], precision: str) -> tuple[list[dict], dict]:
     """Per-stage rows with pass/fail against the tolerance table, and the run's verdict."""
     rows, first_fail = [], None
