@@ -8,5 +8,8 @@ needs ``NVIDIA_TF32_OVERRIDE=1``). Every result records which mode ran.
 """
 
 import os
+import time
 
 os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
+
+STARTED = time.perf_counter()  # start-up (imports, model build, data) is measured from here

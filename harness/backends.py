@@ -8,12 +8,18 @@ HF, TE and TE-format models differ; the parity, perf and downstream engines neve
 
 Backends:
   hf-eager, hf-sdpa    transformers.BertForMaskedLM (the reference), attention implementation
+  hf-sdpa-compile      the same with sdpa under ``torch.compile``: what a user would pick instead of TE
   te                   TransformerEngine, separate TE modules (NVIDIA's TEBertLayer structure)
   te-fused             TransformerEngine, one te.TransformerLayer per layer (models/te.py says why
                        this is not the default)
   te-packed            TransformerEngine, separate TE modules, cells packed end to end (THD): no
                        work on padding; takes packed batches, and unpads padded ones itself
-  te-format-torch      plain PyTorch over TE-layout weights (models/te_format_reference.py)
+  te-format-torch      plain PyTorch over TE-layout weights (models/te_format_reference.py); takes
+                       padded and packed batches (a block-diagonal mask), so CPU tests cover both
+
+Workloads that need hidden states, not logits (embeddings, perturbation, probes), call
+``encode(batch, n_layers)``: only the layers up to the one read run, and no MLM head. Each backend
+says which input layout it runs fastest (``input_layout``); the workloads batch cells that way.
 """
 
 from __future__ import annotations
@@ -28,14 +34,14 @@ from torch import nn
 
 from harness.capability import probe
 from harness.data.batching import Batch, PackedBatch
-from harness.precision import FP8_TOKEN_MULTIPLE, Precision, make_recipe, quantization, set_tf32
+from harness.precision import Precision, make_recipe, quantization, set_tf32
 from models import convert
 from models.checkpoint import Checkpoint, load_parameters
 from models.hf import hf_model_from_checkpoint, hf_model_from_tensors
 from models.te_format_reference import TEFormatTorchForMaskedLM
 
-BACKENDS = ("hf-eager", "hf-sdpa", "te", "te-fused", "te-packed", "te-format-torch")
-PACKED_BACKENDS = ("te-packed",)  # the ones that take PackedBatch (THD); the rest take padded Batch
+BACKENDS = ("hf-eager", "hf-sdpa", "hf-sdpa-compile", "te", "te-fused", "te-packed", "te-format-torch")
+PACKED_BACKENDS = ("te-packed",)  # the ones that run PackedBatch (THD) fastest; see Backend.input_layout
 
 
 def _first(output):
@@ -62,6 +68,7 @@ class Backend:
     """A model ready to run at one precision; subclasses say where its stages are."""
 
     name: str
+    input_layout = "padded"  # the batches it runs fastest: "padded" (Batch) or "packed" (PackedBatch)
 
     def __init__(self, model: nn.Module, precision: Precision, device: str):
         self.precision = precision
@@ -72,6 +79,9 @@ class Backend:
 
     # -- running -------------------------------------------------------------------------
     def _call(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _encode(self, batch, n_layers: int) -> torch.Tensor:
         raise NotImplementedError
 
     def _padded_only(self, batch) -> Batch:
@@ -87,6 +97,21 @@ class Backend:
             self.calibrate(batch)
         with quantization(self.precision, self._recipe):
             return self._call(batch)
+
+    @torch.no_grad()
+    def encode(self, batch, n_layers: int) -> torch.Tensor:
+        """Hidden states after the first ``n_layers`` encoder layers ([B, S, H] for a padded
+        batch, [T, H] for a packed one), running nothing after them: no host sync, no hooks."""
+        batch = batch.to(self.device, non_blocking=True)
+        set_tf32(self.precision.tf32)
+        if self._recipe is not None and not self._calibrated:  # on two cells: autograd keeps activations
+            self.calibrate(batch.first_cells(2, self.precision.token_multiple))
+        with quantization(self.precision, self._recipe):
+            return self._encode(batch, n_layers)
+
+    def attention_bytes_per_token(self, variant) -> int:
+        """Memory the attention holds per token beyond the layer's activations (for batch sizing)."""
+        return 0
 
     def forward_with_grad(self, batch: Batch) -> torch.Tensor:
         """The same forward with autograd on, for fine-tuning. The model stays in eval mode
@@ -130,14 +155,39 @@ class Backend:
 
 
 class HFBackend(Backend):
-    def __init__(self, model, precision, device, attn_implementation: str):
+    """HF as shipped, given its own best settings: no attention mask when no cell is padded (so
+    sdpa may take its flash kernel), and optionally ``torch.compile`` over the encoder."""
+
+    def __init__(self, model, precision, device, attn_implementation: str, compiled: bool = False):
         model.set_attn_implementation(attn_implementation)
-        self.name = f"hf-{attn_implementation}"
+        self.name = f"hf-{attn_implementation}" + ("-compile" if compiled else "")
         super().__init__(model, precision, device)
+        self._bert = torch.compile(self.model.bert, dynamic=True) if compiled else self.model.bert
+
+    def attention_bytes_per_token(self, variant) -> int:
+        """eager: fp32 scores, softmax and its copy per head over the context; sdpa: the [B, 1, S, S]
+        mask transformers expands a padding mask into."""
+        if self.name.startswith("hf-eager"):
+            return 3 * 4 * variant.num_attention_heads * variant.context
+        return 4 * variant.context
+
+    @staticmethod
+    def _mask(batch: Batch):
+        return None if batch.full else batch.attention_mask
 
     def _call(self, batch: Batch) -> torch.Tensor:
         batch = self._padded_only(batch)
-        return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        return self.model.cls(self._bert(input_ids=batch.input_ids, attention_mask=self._mask(batch))[0])
+
+    def _encode(self, batch, n_layers):
+        batch = self._padded_only(batch)
+        encoder = self.model.bert.encoder
+        layers = encoder.layer
+        encoder.layer = layers[:n_layers]  # BertModel has no final norm: its output is this layer's
+        try:
+            return self._bert(input_ids=batch.input_ids, attention_mask=self._mask(batch))[0]
+        finally:
+            encoder.layer = layers
 
     def layer_taps(self, i, layer):
         return [
@@ -151,9 +201,16 @@ class HFBackend(Backend):
 class TEFormatTorchBackend(Backend):
     name = "te-format-torch"
 
-    def _call(self, batch: Batch) -> torch.Tensor:
-        batch = self._padded_only(batch)
+    def _call(self, batch) -> torch.Tensor:
+        if isinstance(batch, PackedBatch):
+            return self.model.forward_packed(batch.input_ids, batch.position_ids, batch.cu_seqlens, batch.max_seqlen)
         return self.model(batch.input_ids, None if batch.full else batch.attention_mask)
+
+    def _encode(self, batch, n_layers):
+        if isinstance(batch, PackedBatch):
+            return self.model.encode_packed(batch.input_ids, batch.position_ids, batch.cu_seqlens,
+                                            batch.max_seqlen, n_layers)
+        return self.model.encode(batch.input_ids, None if batch.full else batch.attention_mask, n_layers)
 
     def layer_taps(self, i, layer):
         return [
@@ -170,6 +227,14 @@ class TEBackend(TEFormatTorchBackend):
     def __init__(self, model, precision, device):
         self.name = "te" if model.impl == "modular" else "te-fused"
         super().__init__(model, precision, device)
+
+    def _call(self, batch) -> torch.Tensor:
+        batch = self._padded_only(batch)
+        return super()._call(batch)
+
+    def _encode(self, batch, n_layers):
+        batch = self._padded_only(batch)
+        return super()._encode(batch, n_layers)
 
     def layer_taps(self, i, layer):
         if self.model.impl == "modular":
@@ -196,24 +261,28 @@ class TEPackedBackend(TEBackend):
     is put back in its [B, S, ...] place with zeros at the padding, so parity compares it like
     any other backend."""
 
+    input_layout = "packed"
+
     def __init__(self, model, precision, device):
         super().__init__(model, precision, device)
         self.name = "te-packed"
         self._padded_shape = None  # (B, S, flat positions) while a padded batch is running
 
     def _call(self, batch) -> torch.Tensor:
+        return self._packed_run(batch, self.model.forward_packed)
+
+    def _encode(self, batch, n_layers):
+        return self._packed_run(batch, lambda *a: self.model.encode_packed(*a, n_layers))
+
+    def _packed_run(self, batch, run) -> torch.Tensor:
         if isinstance(batch, PackedBatch):
-            return self._run(batch)
-        multiple = FP8_TOKEN_MULTIPLE if self.precision.is_fp8 else 1
-        packed, where = batch.packed(multiple)
+            return run(batch.input_ids, batch.position_ids, batch.cu_seqlens, batch.max_seqlen)
+        packed, where = batch.packed(self.precision.token_multiple)
         self._padded_shape = (*batch.input_ids.shape, where)
         try:
-            return self._repad(self._run(packed))
+            return self._repad(run(packed.input_ids, packed.position_ids, packed.cu_seqlens, packed.max_seqlen))
         finally:
             self._padded_shape = None
-
-    def _run(self, packed: PackedBatch) -> torch.Tensor:
-        return self.model.forward_packed(packed.input_ids, packed.position_ids, packed.cu_seqlens, packed.max_seqlen)
 
     def _repad(self, flat: torch.Tensor) -> torch.Tensor:
         if self._padded_shape is None:
@@ -254,7 +323,7 @@ def build_backend(name: str, source, precision: Precision, device: str | None = 
         raise RuntimeError(f"{name} at {precision.name} cannot run here: {reason}")
     device = device or probe().device
     if name.startswith("hf-"):
-        attn = name.removeprefix("hf-")
+        attn = name.removeprefix("hf-").removesuffix("-compile")
         if not isinstance(source, Checkpoint):
             model = copy.deepcopy(source)  # the backend casts its model; leave the caller's alone
         elif source.layout == "hf":
@@ -265,7 +334,7 @@ def build_backend(name: str, source, precision: Precision, device: str | None = 
                 source.parameters(), "hf", cfg["num_hidden_layers"], cfg["num_attention_heads"]
             )
             model = hf_model_from_tensors(cfg, hf_tensors, attn)
-        return HFBackend(model, precision, device, attn)
+        return HFBackend(model, precision, device, attn, compiled=name.endswith("-compile"))
     tensors, cfg = te_format_tensors(source)
     if name == "te-format-torch":
         model = TEFormatTorchForMaskedLM(cfg)

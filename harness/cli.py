@@ -193,6 +193,10 @@ def cmd_bench(args) -> int:
     from harness.perf.sweep import Sweep, run_sweep
     from harness.results import DEFAULT_RESULTS_DIR
 
+    if (args.sweep is None) == (args.workload is None):
+        raise ValueError("gfqual bench takes one of --sweep (kernel sweeps) or --workload (a pipeline end to end)")
+    if args.workload:
+        return cmd_bench_workload(args)
     ctx = context()  # under torchrun: join the group and take this rank's GPU first
     sweep = Sweep.load(args.sweep)
     if args.cells:
@@ -205,6 +209,56 @@ def cmd_bench(args) -> int:
     if ctx.is_main:
         out.with_name(out.name + ".partial.jsonl").unlink()
     return 0
+
+
+def cmd_bench_workload(args) -> int:
+    """``gfqual bench --workload embed|perturb``: the pipelines end to end (harness.perf.workload)."""
+    from pathlib import Path
+
+    from harness.data.stream import read_tokenized
+    from harness.parity.run import random_source, random_weights_block
+    from harness.perf.workload import embed_workload, perturb_workload
+    from models.registry import get_variant
+
+    if not args.cells:
+        raise ValueError("--workload needs --cells: a tokenized dataset (gfqual tokenize) to run on")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists():
+        raise ValueError(f"{out} exists; choose another --out")
+    rows = []
+    for name in args.variants:
+        variant = get_variant(name)
+        table = read_tokenized(args.cells, variant)
+        pool = [c for c in table["input_ids"]]
+        n = max(args.repeat_to or len(pool), len(pool))
+        cells = [pool[i % len(pool)] for i in range(n)]
+        where = f"{args.cells} ({len(pool)} cells" + (f", repeated to {n})" if n > len(pool) else ")")
+        source = random_source(variant, args.seed)
+        for backend in args.backends:
+            for precision in args.precisions:
+                if args.workload == "embed":
+                    row = embed_workload(variant, backend, precision, cells, source, where, args.max_tokens)
+                else:
+                    row = perturb_workload(variant, backend, precision, pool[: args.perturb_cells], source, where,
+                                           [len(c) for c in pool], max_tokens=args.max_tokens)
+                rows.append(row)
+                print(_workload_line(row), flush=True)
+    _write("perf", rows, random_weights_block(args.seed), {"workload": args.workload, "cells": args.cells,
+                                                           "repeat_to": args.repeat_to}, out)
+    return 0
+
+
+def _workload_line(row: dict) -> str:
+    head = f"{row['workload']:7s} {row['variant']:10s} {row['backend']:15s} {row['precision']:12s}"
+    if row["status"] != "ok":
+        return f"{head} {row['status'].upper()}: {row['reason']}"
+    if row["workload"] == "perturb":
+        return (f"{head} {row['perturbations']} perturbations of {row['cells']} cells: {row['perturbations_per_s']:.0f}/s, "
+                f"{row['tokens_per_s']:.0f} tokens/s; {row['projection_cells']} cells: {row['projected_hours']:.2f} h")
+    util = row["gpu_util_mean"]
+    return (f"{head} {row['cells']} cells: {row['cells_per_s']:.0f} cells/s, {row['tokens_per_s']:.0f} tokens/s "
+            f"(static {row['static_tokens_per_s']:.0f}: efficiency {row['pipeline_efficiency']:.0%})"
+            + (f", GPU busy {util:.0f}%" if util is not None else "") + f", budget {row['max_tokens']}")
 
 
 def cmd_profile(args) -> int:
@@ -387,51 +441,96 @@ def cmd_eval(args) -> int:
     return 1 if any(r.get("status") == "fail" for r in records) else 0
 
 
+EMBED_OUTPUTS = (".parquet", ".h5ad")
+
+
+def embed_defaults(backend: str, precision: str) -> tuple[str, str]:
+    """``auto``: the backend measured fastest for embedding where it can run (``te-packed`` at bf16
+    on a GPU with TE; results/*/embed-*.json), else HF sdpa (bf16 on a GPU, fp32 on a CPU)."""
+    from harness.capability import probe
+
+    cap = probe()
+    te = cap.skip_reason("te-packed", "bf16") is None
+    if backend == "auto":
+        backend = "te-packed" if te else "hf-sdpa"
+    if precision == "auto":
+        precision = "bf16" if cap.cuda else "fp32"
+    return backend, precision
+
+
 def cmd_embed(args) -> int:
     import time
+    from pathlib import Path
 
-    import pandas as pd
+    import numpy as np
 
+    from harness import STARTED
     from harness.backends import build_backend
+    from harness.capability import probe
     from harness.data.stream import read_tokenized
     from harness.distributed import barrier, context
-    from harness.embeddings import extract
+    from harness.embeddings import default_token_budget, extract, save_embeddings
+    from harness.perf.telemetry import Telemetry
     from harness.precision import get_precision
     from models.registry import get_variant
 
+    out = Path(args.out)
+    if out.suffix not in EMBED_OUTPUTS:
+        raise ValueError(f"--out {out}: write embeddings to a {' or '.join(EMBED_OUTPUTS)} file")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--out {out} exists; choose another path or pass --overwrite")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: folder {out.parent} does not exist")
     ctx = context()  # under torchrun: join the group and take this rank's GPU before building
     variant = get_variant(args.variant)
-    source, weights = _model_source(args.checkpoint, variant, args.seed)
+    backend_name, precision = embed_defaults(args.backend, args.precision)
+    marks = [("imports_s", time.perf_counter())]  # start-up, by part: where the seconds before the first batch go
     table = read_tokenized(args.input, variant)
-    cells = [list(map(int, ids)) for ids in table["input_ids"]]
-    backend = build_backend(args.backend, source, get_precision(args.precision))
-    options = dict(mode=args.mode, emb_layer=args.layer, max_tokens=args.max_tokens, pad_multiple=args.pad_multiple)
-    extract(backend, cells[:4], variant, **options)  # warm-up, not timed
+    cells = [np.asarray(ids, dtype=np.int64) for ids in table["input_ids"]]
+    marks.append(("data_s", time.perf_counter()))
+    source, weights = _model_source(args.checkpoint, variant, args.seed)
+    marks.append(("weights_s", time.perf_counter()))
+    backend = build_backend(backend_name, source, get_precision(precision))
+    marks.append(("build_s", time.perf_counter()))
+    budget = args.max_tokens or default_token_budget(backend, variant)
+    options = dict(mode=args.mode, emb_layer=args.layer, max_tokens=budget)
+    extract(backend, cells[:2], variant, **options)  # CUDA context, kernels loaded, FP8 scales calibrated
     barrier()
-    start = time.perf_counter()
-    emb = extract(backend, cells, variant, **options)  # sharded across ranks under torchrun
-    seconds = time.perf_counter() - start
+    marks.append(("warmup_s", time.perf_counter()))
+    startup = marks[-1][1] - STARTED
+    parts = {name: t - before for (name, t), before in zip(marks, [STARTED] + [t for _, t in marks])}
+    with _progress(len(cells), "embedding", args.quiet) as bar, Telemetry() as telemetry:
+        start = time.perf_counter()
+        emb = extract(backend, cells, variant, progress=bar.update, **options)  # sharded under torchrun
+        seconds = time.perf_counter() - start
     if not ctx.is_main:
         return 0
-    columns = [f"emb_{i}" for i in range(emb.vectors.shape[1])]
-    if args.mode == "gene":
-        meta = pd.DataFrame({"token_id": emb.gene_tokens, "n_positions": emb.gene_counts})
-    else:
-        meta = table.drop(columns=["input_ids"])
-    frame = pd.concat([meta.reset_index(drop=True), pd.DataFrame(emb.vectors, columns=columns)], axis=1)
-    frame.to_parquet(args.out, index=False)
+    info = {"variant": variant.name, "backend": backend_name, "precision": precision, "layer": args.layer,
+            "weights": weights.get("source", "checkpoint")}
+    save_embeddings(emb, table, out, info)
     tokens = sum(len(c) for c in cells)
-    print(f"{len(cells)} cells, {args.mode} embeddings of {emb.layer_stage} via {args.backend} {args.precision} "
-          f"on {ctx.world_size} rank(s): {len(cells) / seconds:.1f} cells/s, {tokens / seconds:.0f} tokens/s; "
-          f"wrote {args.out}")
-    record = {"variant": variant.name, "backend": args.backend, "precision": args.precision, "workload": "embed",
+    util = telemetry.summary().get("gpu_util")
+    print(f"{len(cells)} cells, {args.mode} embeddings of {emb.layer_stage} via {backend_name} {precision} "
+          f"on {ctx.world_size} rank(s), {budget} tokens per batch: {len(cells) / seconds:.1f} cells/s, "
+          f"{tokens / seconds:.0f} tokens/s" + (f", GPU busy {util:.0f}%" if util is not None else "")
+          + f"; start-up {startup:.1f} s; wrote {out}")
+    record = {"variant": variant.name, "backend": backend_name, "precision": precision, "workload": "embed",
               "world_size": ctx.world_size, "launcher": "torchrun" if ctx.distributed else "one process",
-              "pad_multiple": args.pad_multiple, "max_tokens": args.max_tokens,
-              "mode": args.mode, "cells": len(cells), "tokens": tokens, "seconds": seconds,
-              "cells_per_s": len(cells) / seconds, "tokens_per_s": tokens / seconds}
-    _write("perf", [record], weights, {"input": str(args.input), "layer": args.layer, "max_tokens": args.max_tokens},
-           args.json)
+              "max_tokens": budget, "budget_from": "--max-tokens" if args.max_tokens else "free GPU memory",
+              "input_layout": backend.input_layout, "mode": args.mode, "cells": len(cells), "tokens": tokens,
+              "seconds": seconds, "cells_per_s": len(cells) / seconds, "tokens_per_s": tokens / seconds,
+              "startup_s": startup, **{f"startup_{k}": v for k, v in parts.items()},
+              "gpu_util_mean": util, "device": probe().gpu_name or "cpu"}
+    _write("perf", [record], weights, {"input": str(args.input), "layer": args.layer, "max_tokens": args.max_tokens,
+                                       "backend": args.backend, "precision": args.precision}, args.json)
     return 0
+
+
+def _progress(total: int, what: str, quiet: bool):
+    """A progress bar on stderr (cells/s, ETA) when it is a terminal and not ``--quiet``."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=what, unit="cell", disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -487,11 +586,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results file or folder (default results/local/)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("bench", help="run a throughput / latency / memory sweep (resumable) into results")
-    p.add_argument("--sweep", required=True, help="sweep file, or a shipped sweep: cpu-smoke, te-impl, gpu-baseline, ...")
+    p = sub.add_parser("bench", help="a throughput / latency / memory sweep (resumable), or a workload end to end")
+    p.add_argument("--sweep", help="sweep file, or a shipped sweep: cpu-smoke, te-impl, gpu-baseline, ...")
+    p.add_argument("--workload", choices=("embed", "perturb"),
+                   help="instead of a sweep: gfqual embed's pipeline, or deleting every gene of --perturb-cells "
+                        "cells, end to end on --cells, against the static forward of the same batches")
     p.add_argument("--out", help="results file (default results/local/perf-<sweep>.json)")
     p.add_argument("--cells", help="a tokenized dataset (gfqual tokenize) whose real cells the realistic layouts "
                                    "use (default: the sweep's cells_from, else synthetic lengths)")
+    p.add_argument("--variants", nargs="+", default=["V2-104M"], choices=list(VARIANTS), help="workload: variants")
+    p.add_argument("--backends", nargs="+", default=["hf-sdpa", "te-packed"], choices=BACKENDS,
+                   help="workload: backends (default: %(default)s)")
+    p.add_argument("--precisions", nargs="+", default=["bf16"], help="workload: precisions (default: bf16)")
+    p.add_argument("--repeat-to", type=int, help="workload: repeat the dataset's cells up to this many")
+    p.add_argument("--perturb-cells", type=int, default=16, help="perturb workload: cells (default: %(default)s)")
+    p.add_argument("--max-tokens", type=int, help="workload: tokens per batch (default: from free GPU memory)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("profile", help="CUDA kernel time of one forward by kind (GEMM, attention, LayerNorm, "
@@ -539,18 +649,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="output folder of gfqual tokenize")
     p.add_argument("--variant", required=True)
     p.add_argument("--checkpoint", help="HF or TE checkpoint directory (default: random weights)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="hf-eager", choices=BACKENDS)
-    p.add_argument("--precision", default="fp32", choices=[n for n in PRECISIONS if n != "fp64"])
-    p.add_argument("--mode", default="cell", choices=("cell", "cls", "gene"))
-    p.add_argument("--layer", type=int, default=-1, help="Geneformer emb_layer: -1 second-to-last, 0 last")
-    p.add_argument("--max-tokens", type=int, default=16384, help="tokens per length-bucketed batch")
-    p.add_argument(
-        "--pad-multiple", type=int, default=128,
-        help="round each batch's length up to this: fewer distinct shapes for TE's attention kernels "
-        "(H100, 3,000 cells, bf16: TE +42%% on V1-10M and +21%% on V2-104M at 128; HF sdpa unchanged)",
-    )
-    p.add_argument("--out", required=True, help="embeddings .parquet (with the cells' metadata)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
+    p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
+                   help="auto (default): te-packed where TE runs, else hf-sdpa")
+    p.add_argument("--precision", default="auto", choices=["auto", *(n for n in PRECISIONS if n != "fp64")],
+                   help="auto (default): bf16 on a GPU, fp32 on a CPU")
+    p.add_argument("--mode", default="cell", choices=("cell", "cls", "gene"), help="default: %(default)s")
+    p.add_argument("--layer", type=int, default=-1, help="Geneformer emb_layer: -1 second-to-last (default), 0 last")
+    p.add_argument("--max-tokens", type=int,
+                   help="tokens per batch (default: from the GPU's free memory and the model width, 262,144 for "
+                        "V2-104M on an H100; 16,384 on a CPU)")
+    p.add_argument("--out", required=True, help="embeddings file: .h5ad (obsm['X_geneformer']) or .parquet")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", help="throughput result file or folder (default results/local/)")
     p.set_defaults(func=cmd_embed)
 

@@ -30,6 +30,11 @@ class Precision:
         return self.recipe is not None
 
     @property
+    def token_multiple(self) -> int:
+        """Token counts a batch must be rounded up to: FP8 GEMMs need dimensions divisible by 16."""
+        return FP8_TOKEN_MULTIPLE if self.is_fp8 else 1
+
+    @property
     def experimental(self) -> bool:
         """TE marks FP8 attention (fp8_dpa) a beta feature: its verdicts are reported, never gating."""
         return self.fp8_attention

@@ -7,6 +7,8 @@ a silently re-initialised weight (which ``from_pretrained`` would only warn abou
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
@@ -44,9 +46,23 @@ def random_init_(model: torch.nn.Module, seed: int, std: float = 0.02) -> torch.
     return model
 
 
+def _skip_hf_init():
+    """transformers' own weight init, skipped: ``random_init_`` overwrites every parameter anyway
+    (a second of V2-104M's start-up)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
+
+
 def random_hf_model(variant: Variant, seed: int, attn_implementation: str = "eager") -> BertForMaskedLM:
     """The variant's exact published architecture with seeded random weights (fp32, eval mode)."""
-    model = BertForMaskedLM(bert_config(variant.bert_config(), attn_implementation))
+    with _skip_hf_init():
+        model = BertForMaskedLM(bert_config(variant.bert_config(), attn_implementation))
     random_init_(model, seed)
     model.tie_weights()
     return model.eval()

@@ -167,18 +167,29 @@ class TEGeneformerForMaskedLM(nn.Module):
         FP8, when wanted, is entered by the caller (``harness.precision``) around this call; the
         MLM head is plain PyTorch and so stays out of FP8.
         """
-        return self._encode_and_predict(self.bert.embeddings(input_ids), padded_cells(attention_mask))
+        return self.cls(self.encode(input_ids, attention_mask))
 
     def forward_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
                        max_seqlen: int) -> torch.Tensor:
         """MLM logits ``[T, vocab]`` of cells packed end to end (a model built with ``thd``)."""
-        x = self.bert.embeddings(input_ids, position_ids)
-        return self._encode_and_predict(x, packed_cells(cu_seqlens, max_seqlen))
+        return self.cls(self.encode_packed(input_ids, position_ids, cu_seqlens, max_seqlen))
 
-    def _encode_and_predict(self, x: torch.Tensor, cells: dict) -> torch.Tensor:
-        for layer in self.bert.encoder.layer:
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               n_layers: int | None = None) -> torch.Tensor:
+        """Hidden states ``[B, S, H]`` after the first ``n_layers`` layers (all by default): no
+        later layer and no MLM head runs, which is all an embedding needs."""
+        return self._encode(self.bert.embeddings(input_ids), padded_cells(attention_mask), n_layers)
+
+    def encode_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
+                      max_seqlen: int, n_layers: int | None = None) -> torch.Tensor:
+        """Hidden states ``[T, H]`` of packed cells after the first ``n_layers`` layers."""
+        x = self.bert.embeddings(input_ids, position_ids)
+        return self._encode(x, packed_cells(cu_seqlens, max_seqlen), n_layers)
+
+    def _encode(self, x: torch.Tensor, cells: dict, n_layers: int | None) -> torch.Tensor:
+        for layer in self.bert.encoder.layer[:n_layers]:
             x = layer(x, cells)
-        return self.cls(x)
+        return x
 
     # --- checkpoint layout <-> module names -------------------------------------------------
     def _internal_name(self, key: str) -> str:

@@ -32,14 +32,16 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(H, 3 * H)
         self.proj = nn.Linear(H, H)
 
-    def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, blocked: torch.Tensor | None) -> torch.Tensor:
+        """``blocked`` is True where a query may not see a key (padding, or another packed cell),
+        broadcastable to [B, heads, S, S]."""
         B, S, H = x.shape
         # qkv rows are [heads, 3, head_dim]: split per head into query, key and value.
         q, k, v = self.qkv(x).view(B, S, self.num_heads, 3, -1).unbind(dim=3)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, S, head_dim]
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-        if key_padding is not None:  # True where the key is padding
-            scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
+        if blocked is not None:
+            scores = scores.masked_fill(blocked, float("-inf"))
         context = scores.softmax(dim=-1) @ v
         return self.proj(context.transpose(1, 2).reshape(B, S, H))
 
@@ -68,8 +70,8 @@ class Layer(nn.Module):
         self.layernorm = nn.LayerNorm(cfg["hidden_size"], eps=cfg["layer_norm_eps"])
         self.layernorm_mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
-        x = self.layernorm(x + self.self_attention(x, key_padding))
+    def forward(self, x: torch.Tensor, blocked: torch.Tensor | None) -> torch.Tensor:
+        x = self.layernorm(x + self.self_attention(x, blocked))
         return self.layernorm_mlp.layer_norm(x + self.layernorm_mlp(x))
 
 
@@ -84,8 +86,30 @@ class TEFormatTorchForMaskedLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """MLM logits ``[B, S, vocab]``; ``attention_mask`` is 1 for real tokens, 0 for padding."""
-        key_padding = None if attention_mask is None else attention_mask == 0
-        x = self.bert.embeddings(input_ids)
-        for layer in self.bert.encoder.layer:
-            x = layer(x, key_padding)
-        return self.cls(x)
+        return self.cls(self.encode(input_ids, attention_mask))
+
+    def forward_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
+                       max_seqlen: int) -> torch.Tensor:
+        """MLM logits ``[T, vocab]`` of cells packed end to end, as TE's THD layout takes them."""
+        return self.cls(self.encode_packed(input_ids, position_ids, cu_seqlens, max_seqlen))
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               n_layers: int | None = None) -> torch.Tensor:
+        """Hidden states ``[B, S, H]`` after the first ``n_layers`` layers (all by default)."""
+        blocked = None if attention_mask is None else (attention_mask == 0)[:, None, None, :]
+        return self._encode(self.bert.embeddings(input_ids), blocked, n_layers)
+
+    def encode_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
+                      max_seqlen: int, n_layers: int | None = None) -> torch.Tensor:
+        """Hidden states ``[T, H]`` of packed cells: one sequence whose tokens see only their own
+        cell (a block-diagonal mask from the cumulative lengths; ``max_seqlen`` is TE's and unused)."""
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+        cell = torch.repeat_interleave(torch.arange(len(lengths), device=input_ids.device), lengths)
+        blocked = (cell[:, None] != cell[None, :])[None, None]
+        x = self.bert.embeddings(input_ids[None], position_ids[None])
+        return self._encode(x, blocked, n_layers)[0]
+
+    def _encode(self, x: torch.Tensor, blocked: torch.Tensor | None, n_layers: int | None) -> torch.Tensor:
+        for layer in self.bert.encoder.layer[:n_layers]:
+            x = layer(x, blocked)
+        return x

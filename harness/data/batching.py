@@ -5,8 +5,10 @@ sequence lengths."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from models.registry import Variant
@@ -27,8 +29,23 @@ class Batch:
     def real_tokens(self) -> int:
         return int(self.attention_mask.sum())
 
-    def to(self, device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.gene_mask.to(device), self.full)
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(move(self.input_ids), move(self.attention_mask), move(self.gene_mask), self.full)
+
+    def pin(self) -> "Batch":
+        """The same batch in page-locked memory, so its copy to the GPU can run asynchronously."""
+        return Batch(self.input_ids.pin_memory(), self.attention_mask.pin_memory(), self.gene_mask.pin_memory(),
+                     self.full)
+
+    def first_cells(self, k: int, multiple: int = 1) -> "Batch":
+        """The first ``k`` cells alone (a small batch to calibrate FP8 scales on)."""
+        return Batch(self.input_ids[:k], self.attention_mask[:k], self.gene_mask[:k], self.full)
+
+    def row_ids(self) -> torch.Tensor:
+        """[B*S] the cell each flattened position belongs to (on the batch's device)."""
+        B, S = self.input_ids.shape
+        return torch.arange(B, device=self.input_ids.device).repeat_interleave(S)
 
     @property
     def n_cells(self) -> int:
@@ -61,11 +78,12 @@ def collate(cells: list[list[int]], variant: Variant, multiple: int = 1, length:
     if S < longest:
         raise ValueError(f"a cell has {longest} tokens, more than the batch length {S}")
     S = _round_up(S, multiple)
-    ids = torch.full((len(cells), S), pad_id, dtype=torch.long)
-    attention = torch.zeros_like(ids)
+    ids = np.full((len(cells), S), pad_id, dtype=np.int64)
+    attention = np.zeros_like(ids)
     for i, c in enumerate(cells):
-        ids[i, : len(c)] = torch.as_tensor(c, dtype=torch.long)
+        ids[i, : len(c)] = c
         attention[i, : len(c)] = 1
+    ids, attention = torch.from_numpy(ids), torch.from_numpy(attention)
     gene = attention.bool() & _is_gene(ids, variant)
     return Batch(ids, attention, gene, full=all(len(c) == S for c in cells))
 
@@ -82,6 +100,7 @@ class PackedBatch:
     cu_seqlens: torch.Tensor  # [segments + 1] int32
     max_seqlen: int  # longest segment (a Python int: TE takes it without a device sync)
     n_cells: int  # segments that are cells (a filler segment, if any, comes after them)
+    segment_ids: torch.Tensor  # [T] int64, the segment (cell) each token belongs to
 
     @property
     def real_tokens(self) -> int:
@@ -91,30 +110,61 @@ class PackedBatch:
     def lengths(self) -> torch.Tensor:
         return (self.cu_seqlens[1 : self.n_cells + 1] - self.cu_seqlens[: self.n_cells]).long()
 
-    def to(self, device) -> "PackedBatch":
-        return PackedBatch(self.input_ids.to(device), self.position_ids.to(device), self.gene_mask.to(device),
-                           self.cu_seqlens.to(device), self.max_seqlen, self.n_cells)
+    def to(self, device, non_blocking: bool = False) -> "PackedBatch":
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return PackedBatch(move(self.input_ids), move(self.position_ids), move(self.gene_mask),
+                           move(self.cu_seqlens), self.max_seqlen, self.n_cells, move(self.segment_ids))
+
+    def pin(self) -> "PackedBatch":
+        pin = lambda t: t.pin_memory()  # noqa: E731
+        return PackedBatch(pin(self.input_ids), pin(self.position_ids), pin(self.gene_mask), pin(self.cu_seqlens),
+                           self.max_seqlen, self.n_cells, pin(self.segment_ids))
+
+    def first_cells(self, k: int, multiple: int = 1) -> "PackedBatch":
+        """The first ``k`` cells alone, packed again (token count rounded up to ``multiple``)."""
+        k = min(k, self.n_cells)
+        lengths = (self.cu_seqlens[1 : k + 1] - self.cu_seqlens[:k]).tolist()
+        end = sum(lengths)
+        return _packed(self.input_ids[:end], self.gene_mask[:end], lengths, multiple, self.input_ids.device)
+
+    def row_ids(self) -> torch.Tensor:
+        """[T] the cell each token belongs to (the filler segment, if any, is row ``n_cells``)."""
+        return self.segment_ids
 
 
-def pack(cells: list[list[int]], variant: Variant, multiple: int = 1) -> PackedBatch:
-    """Cells end to end (THD); ``multiple`` rounds the token count up (FP8 GEMMs need 16)."""
+def pack(cells: list[list[int]], variant: Variant, multiple: int = 1, total: int | None = None,
+         max_seqlen: int | None = None) -> PackedBatch:
+    """Cells end to end (THD); ``multiple`` rounds the token count up (FP8 GEMMs need 16).
+    ``total`` fixes the token count (filler segments of at most ``FILLER_SEGMENT`` tokens make up
+    the rest) and ``max_seqlen`` the declared longest segment, so that batches of different cells
+    share one shape and TE's attention plan is built once."""
     if not cells or any(len(c) == 0 for c in cells):
         raise ValueError("cannot pack an empty cell (a cell with no tokens)")
-    ids = torch.as_tensor([t for c in cells for t in c], dtype=torch.long)
+    ids = torch.as_tensor(np.concatenate([np.asarray(c, dtype=np.int64) for c in cells]))
+    if total is not None and total < len(ids):
+        raise ValueError(f"{len(ids)} tokens do not fit a pack of {total}")
     return _packed(ids, _is_gene(ids, variant), [len(c) for c in cells], multiple, ids.device,
-                   pad_id=variant.special_tokens["<pad>"])
+                   pad_id=variant.special_tokens["<pad>"], total=total, max_seqlen=max_seqlen)
 
 
-def _packed(ids, gene_mask, lengths: list[int], multiple: int, device, pad_id: int = 0) -> PackedBatch:
-    filler = -len(ids) % multiple
-    segments = lengths + ([filler] if filler else [])
+FILLER_SEGMENT = 128  # filler is cut into short segments: its attention costs next to nothing
+
+
+def _packed(ids, gene_mask, lengths: list[int], multiple: int, device, pad_id: int = 0,
+            total: int | None = None, max_seqlen: int | None = None) -> PackedBatch:
+    filler = (_round_up(total, multiple) if total else _round_up(len(ids), multiple)) - len(ids)
+    pieces = [FILLER_SEGMENT] * (filler // FILLER_SEGMENT) + ([filler % FILLER_SEGMENT] if filler % FILLER_SEGMENT else [])
+    segments = lengths + (pieces if total else ([filler] if filler else []))
     if filler:
         ids = torch.cat([ids, torch.full((filler,), pad_id, dtype=ids.dtype, device=device)])
         gene_mask = torch.cat([gene_mask, torch.zeros(filler, dtype=torch.bool, device=device)])
+    sizes = torch.as_tensor(segments)
     cu = torch.zeros(len(segments) + 1, dtype=torch.int32)
-    cu[1:] = torch.cumsum(torch.as_tensor(segments), 0)
-    positions = torch.cat([torch.arange(n) for n in segments]).to(device)
-    return PackedBatch(ids, positions, gene_mask, cu.to(device), max(segments), len(lengths))
+    cu[1:] = torch.cumsum(sizes, 0)
+    segment_ids = torch.repeat_interleave(torch.arange(len(segments)), sizes)
+    positions = torch.arange(len(segment_ids)) - cu[:-1].long()[segment_ids]
+    return PackedBatch(ids, positions.to(device), gene_mask, cu.to(device), max(max(segments), max_seqlen or 0),
+                       len(lengths), segment_ids.to(device))
 
 
 def pack_to_budget(cells: list[list[int]], variant: Variant, budget: int, multiple: int = 1) -> list[PackedBatch]:
@@ -141,3 +191,39 @@ def _is_gene(ids: torch.Tensor, variant: Variant) -> torch.Tensor:
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+SHAPE_MULTIPLE = 128  # padded batches are rounded up to this length: a few shapes, kernels planned once
+
+
+def budget_batches(cells: list[list[int]], variant: Variant, layout: str, budget: int,
+                   multiple: int = 1) -> list[tuple[Batch | PackedBatch, list[int]]]:
+    """Cells batched for throughput, longest first, each batch within ``budget`` tokens (the same
+    budget for every layout, so a padded and a packed backend get the same memory): ``(batch,
+    indices of its cells)``. Padded batches are rounded up to a multiple of ``SHAPE_MULTIPLE``
+    tokens (and of ``multiple``) so that few distinct shapes occur; packed batches (THD) carry no
+    padding at all. A cell longer than the budget gets a batch of its own."""
+    if layout not in ("padded", "packed"):
+        raise ValueError(f"batch layout must be 'padded' or 'packed', not {layout!r}")
+    order = sorted(range(len(cells)), key=lambda i: -len(cells[i]))
+    step = math.lcm(SHAPE_MULTIPLE, multiple) if layout == "padded" else multiple
+    groups, current, used = [], [], 0
+    for i in order:
+        n = len(cells[i])
+        # padded: every row costs the first (longest) cell's rounded length; packed: its own
+        cost = _round_up(len(cells[current[0]]) if current and layout == "padded" else n, step)
+        if current and used + cost > budget:
+            groups.append(current)
+            current, used = [], 0
+            cost = _round_up(n, step)
+        current.append(i)
+        used += cost
+    if current:
+        groups.append(current)
+    if layout == "padded":
+        return [(collate([cells[i] for i in g], variant, step), g) for g in groups]
+    # every pack holds exactly ``budget`` tokens, the last one the next power of two: one or two shapes
+    sizes = [sum(len(cells[i]) for i in g) for g in groups]
+    last = min(budget, 1 << max(0, sizes[-1] - 1).bit_length())
+    return [(pack([cells[i] for i in g], variant, multiple, total=max(n, budget if k < len(groups) - 1 else last),
+                  max_seqlen=variant.context), g) for k, (g, n) in enumerate(zip(groups, sizes))]

@@ -10,14 +10,15 @@ As in Geneformer, the perturbed gene itself is left out of both cell embeddings,
 measures the effect on the other genes, not the gene's own vector. The original's embedding
 without gene g is (sum over genes − h_g) / (n − 1), from one forward pass of the original.
 
-Noise floor: every original cell is run a second time padded to another length (another batch
-shape, so other kernels and reduction orders). The shifts this null perturbation produces are
-pure arithmetic noise of that backend at that precision; HF vs TE sign agreement is judged only
-on shifts above it.
+Noise floor: every original cell is run a second time in another batching (half the token
+budget, so other batch compositions and shapes, other kernels and reduction orders). The shifts
+this null perturbation produces are pure arithmetic noise of that backend at that precision; HF vs
+TE sign agreement is judged only on shifts above it.
 
-Speed: all perturbed copies of a cell are batched together with the original. They differ in
-length by at most one token, so the batch has almost no padding (the padding fraction is
-recorded): the gain that packing brings to mixed-length batches is already there.
+Speed: originals and their perturbed copies go through the embedding engine
+(``harness.embeddings.encode_cells``) in chunks of a few token budgets: batched to the budget in the
+backend's fastest layout, only the layers up to the embedding layer, the gene sums and the deleted
+genes' states kept on the GPU, and every shift computed there; one copy to the host at the end.
 """
 
 from __future__ import annotations
@@ -29,14 +30,11 @@ import numpy as np
 import torch
 
 from harness.backends import Backend
-from harness.data.batching import collate
-from harness.embeddings import stage_output
-from harness.parity.engine import cell_embedding_stage, mean_over_genes
-from harness.precision import FP8_TOKEN_MULTIPLE
+from harness.embeddings import default_token_budget, encode_cells, layers_to_run, to_device
 from models.registry import Variant
 
 MODES = ("delete", "overexpress")
-NULL_EXTRA_PADDING = 64  # tokens of padding added for the null (noise-floor) run
+CHUNK_BUDGETS = 8  # cells and copies handled per engine pass, in token budgets
 
 
 @dataclass
@@ -70,52 +68,71 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a, b, dim=-1)
 
 
+def _chunks(cells: list[list[int]], jobs: dict[int, list[int]], limit: int):
+    """(cells, [(cell, position)]) pieces of about ``limit`` tokens, originals included; a cell
+    with more copies than fit is split over several pieces, its original in each."""
+    piece, todo, used = [], [], 0
+    for c, cell in enumerate(cells):
+        if piece and used + len(cell) > limit:
+            yield piece, todo
+            piece, todo, used = [], [], 0
+        piece.append(c)
+        used += len(cell)
+        for p in jobs.get(c, []):
+            if todo and used + len(cell) > limit:
+                yield piece, todo
+                piece, todo, used = [c], [], len(cell)
+            todo.append((c, p))
+            used += len(cell)
+    if piece:
+        yield piece, todo
+
+
 @torch.no_grad()
 def perturb(
     backend: Backend, cells: list[list[int]], variant: Variant, genes: list[int], goal: np.ndarray,
-    mode: str = "delete", emb_layer: int = -1, max_rows: int = 64,
+    mode: str = "delete", emb_layer: int = -1, max_tokens: int | None = None,
 ) -> PerturbResult:
     """Perturb each of ``genes`` in every cell that expresses it; ``goal`` is a cell embedding."""
-    stage = cell_embedding_stage(variant.num_hidden_layers, emb_layer)
-    multiple = FP8_TOKEN_MULTIPLE if backend.precision.is_fp8 else 1
-    goal_t = torch.as_tensor(goal, dtype=torch.float32, device=backend.device)
-    wanted = set(genes)
-    rows_cell, rows_gene, cos_shift, goal_shift, null_cos, null_goal = [], [], [], [], [], []
-    real = padded = 0
+    if mode not in MODES:
+        raise ValueError(f"perturbation mode must be one of {MODES}, not {mode!r}")
+    n_layers = layers_to_run(variant, emb_layer)
+    budget = max_tokens or default_token_budget(backend, variant)
+    device = backend.device
+    goal_t = torch.as_tensor(goal, dtype=torch.float32, device=device)
+    wanted = set(genes) - set(variant.special_tokens.values())
+    jobs = {c: [p for p, t in enumerate(cell) if t in wanted] for c, cell in enumerate(cells)}
+    moved = 1 if variant.has_cls_eos else 0  # where an overexpressed gene goes (kept out of the mean)
+    originals = torch.zeros(len(cells), variant.hidden_size, device=device)
+    shifts, done, real, run = [], [], 0, 0
     start = time.perf_counter()
-    for c, cell in enumerate(cells):
-        positions = [p for p, t in enumerate(cell) if t in wanted]
-        if not positions:
+    for piece, todo in _chunks(cells, jobs, CHUNK_BUDGETS * budget):
+        where = {c: k for k, c in enumerate(piece)}
+        rows = [cells[c] for c in piece] + [perturbed_copy(cells[c], p, mode, variant) for c, p in todo]
+        leave = [None] * len(piece) + [moved if mode == "overexpress" else None] * len(todo)
+        pooled = encode_cells(backend, rows, variant, n_layers, budget, leave_out=leave,
+                              pick=[(where[c], p) for c, p in todo])
+        k = len(piece)
+        means = pooled.means().float()
+        originals.index_copy_(0, to_device(piece, device), means[:k])
+        real += pooled.real_tokens
+        run += pooled.run_tokens
+        if not todo:
             continue
-        for chunk in range(0, len(positions), max_rows - 1):
-            todo = positions[chunk: chunk + max_rows - 1]
-            batch = collate([cell] + [perturbed_copy(cell, p, mode, variant) for p in todo], variant, multiple)
-            hidden = stage_output(backend, batch, stage)
-            b = batch.to(hidden.device)
-            real += batch.real_tokens
-            padded += batch.input_ids.numel()
-            original_h = hidden[0][b.gene_mask[0]]  # gene positions, in rank order
-            gene_positions = torch.nonzero(b.gene_mask[0]).squeeze(1).tolist()
-            total = original_h.sum(0)
-            n = original_h.shape[0]
-            for row, p in enumerate(todo, start=1):
-                without = (total - original_h[gene_positions.index(p)]) / (n - 1)
-                mask = b.gene_mask[row].clone()
-                if mode == "overexpress":
-                    mask[1 if variant.has_cls_eos else 0] = False  # the moved gene
-                perturbed = mean_over_genes(hidden[row: row + 1], mask[None])[0]
-                cos_shift.append(float(1 - _cos(without, perturbed)))
-                goal_shift.append(float(_cos(perturbed, goal_t) - _cos(without, goal_t)))
-                rows_cell.append(c)
-                rows_gene.append(cell[p])
+        own = to_device([where[c] for c, _ in todo], device)
+        count = pooled.counts[:k][own]
+        without = ((pooled.sums[:k][own] - pooled.picked) / (count - 1).clamp(min=1)[:, None]).float()
+        perturbed = means[k:]
+        shifts.append(torch.stack([1 - _cos(without, perturbed), _cos(perturbed, goal_t) - _cos(without, goal_t)]))
+        done += todo
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    for cell in cells:  # the null perturbation: the same cell in another batch shape
-        shapes = [collate([cell], variant, multiple), collate([cell], variant, multiple, len(cell) + NULL_EXTRA_PADDING)]
-        a, b_ = (mean_over_genes(stage_output(backend, x, stage), x.gene_mask.to(backend.device))[0] for x in shapes)
-        null_cos.append(float(1 - _cos(a, b_)))
-        null_goal.append(float(_cos(b_, goal_t) - _cos(a, goal_t)))
-    return PerturbResult(np.array(rows_cell), np.array(rows_gene), np.array(cos_shift), np.array(goal_shift),
-                         np.array(null_cos), np.array(null_goal), seconds, real, padded)
+    null = encode_cells(backend, cells, variant, n_layers, max(variant.context, budget // 2)).means().float()
+    null_cos, null_goal = 1 - _cos(originals, null), _cos(null, goal_t) - _cos(originals, goal_t)
+    both = torch.cat(shifts, dim=1).cpu().numpy() if shifts else np.zeros((2, 0))
+    return PerturbResult(np.array([c for c, _ in done], dtype=int), np.array([cells[c][p] for c, p in done], dtype=int),
+                         both[0], both[1], null_cos.cpu().numpy(), null_goal.cpu().numpy(), seconds, real, run)
 
 
 def shift_agreement(reference: PerturbResult, candidate: PerturbResult) -> dict:

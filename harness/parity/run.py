@@ -15,7 +15,7 @@ from harness.data.batching import Batch, collate
 from harness.data.synthetic import synthetic_batch
 from harness.data.tokenizer import Dictionaries, tokenize_h5ad
 from harness.parity.engine import compare, judge
-from harness.precision import FP8_TOKEN_MULTIPLE, get_precision
+from harness.precision import get_precision
 from harness.tolerances import needs_peer, table_as_dict
 from models.registry import Variant
 
@@ -87,7 +87,7 @@ def run_parity(spec: ParitySpec, variant: Variant, reference_source, candidate_s
         return [verdict], verdict
 
     ref_precision = get_precision(reference_precision(device))
-    multiple = FP8_TOKEN_MULTIPLE if precision.is_fp8 else 1
+    multiple = precision.token_multiple
     batch = make_batch(spec, variant, multiple)
     reference = build_backend(spec.reference, reference_source, ref_precision, device)
     candidate = build_backend(spec.candidate, candidate_source, precision, device)

@@ -44,7 +44,7 @@ from harness.perf.ceiling import matmul_tflops
 from harness.perf.flops import batch_flops, useful_flops
 from harness.perf.telemetry import Telemetry
 from harness.perf.timing import time_batches, warm
-from harness.precision import FP8_TOKEN_MULTIPLE, get_precision
+from harness.precision import get_precision
 from models.registry import Variant, get_variant
 
 LAYOUTS = ("full", "padded-context", "bucketed", "packed")
@@ -147,7 +147,7 @@ def _truncate(cell: list[int], seq_len: int, variant: Variant) -> list[int]:
 
 def layout_batches(point: Point, variant: Variant, seed: int, pool: CellPool | None = None) -> list[Batch | PackedBatch]:
     """The batches one repeat of ``point`` runs; realistic layouts cut them from ``pool``."""
-    multiple = FP8_TOKEN_MULTIPLE if get_precision(point.precision).is_fp8 else 1
+    multiple = get_precision(point.precision).token_multiple
     if point.layout == "full":
         return [collate(rank_value_cells(variant, point.batch, point.seq_len, seed, full=True), variant, multiple)]
     if pool is None:

@@ -1,0 +1,181 @@
+"""The throughput engine of the workloads (embeddings, perturbation, the workload bench): it must
+compute exactly Geneformer's definitions, in every batch layout, whatever the batching."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from harness.backends import build_backend
+from harness.cli import main
+from harness.data.batching import FILLER_SEGMENT, budget_batches, collate
+from harness.data.synthetic import rank_value_cells
+from harness.embeddings import (
+    CPU_TOKEN_BUDGET, default_token_budget, encode_cells, extract, layers_to_run, stage_output,
+)
+from harness.parity.engine import cell_embedding_stage, mean_over_genes
+from harness.parity.run import random_source
+from harness.precision import get_precision
+from models.registry import get_variant
+
+V1, V2 = get_variant("V1-10M"), get_variant("V2-104M")
+FP32 = get_precision("fp32")
+TIGHT = 1e-5  # the same fp32 arithmetic in another batch: only summation order differs
+
+
+@pytest.fixture(scope="module")
+def v1_model():
+    return random_source(V1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def v1_cells():
+    return rank_value_cells(V1, 11, 96, seed=4)
+
+
+def _reference_embedding(backend, cell, variant, leave_out=None):
+    """Geneformer's definition, one cell alone, through the parity taps and the full forward."""
+    batch = collate([cell], variant)
+    hidden = stage_output(backend, batch, cell_embedding_stage(variant.num_hidden_layers, -1))
+    mask = batch.gene_mask.clone()
+    if leave_out is not None:
+        mask[0, leave_out] = False
+    return mean_over_genes(hidden, mask)[0], hidden[0]
+
+
+@pytest.mark.parametrize("backend_name,layout", [("hf-eager", "padded"), ("hf-sdpa", "padded"),
+                                                 ("te-format-torch", "padded"), ("te-format-torch", "packed")])
+def test_encode_cells_is_geneformers_definition_in_every_layout(v1_model, v1_cells, backend_name, layout):
+    backend = build_backend(backend_name, v1_model, FP32, "cpu")
+    leave = [None] * len(v1_cells)
+    leave[3], leave[7] = 5, 0
+    pick = [(2, 0), (9, 17), (3, 5)]
+    pooled = encode_cells(backend, v1_cells, V1, layers_to_run(V1, -1), budget=300, leave_out=leave, pick=pick,
+                          layout=layout)
+    for i, cell in enumerate(v1_cells):
+        want, hidden = _reference_embedding(backend, cell, V1, leave[i])
+        assert torch.allclose(pooled.means()[i], want, atol=TIGHT), i
+        for slot, (c, p) in enumerate(pick):
+            if c == i:
+                assert torch.allclose(pooled.picked[slot], hidden[p], atol=TIGHT)
+    assert pooled.real_tokens == sum(map(len, v1_cells)) <= pooled.run_tokens
+
+
+def test_encode_runs_only_the_layers_asked_for(v1_model):
+    """``Backend.encode(batch, n)`` equals the full forward's layer-n output for every backend."""
+    batch = collate(rank_value_cells(V1, 3, 40, seed=1), V1)
+    for name in ("hf-eager", "hf-sdpa", "te-format-torch"):
+        backend = build_backend(name, v1_model, FP32, "cpu")
+        for n in (1, 4, 6):
+            tapped = stage_output(backend, batch, f"layer.{n - 1}.output")
+            encoded = backend.encode(batch, n).float()
+            real = batch.attention_mask.bool()
+            assert torch.allclose(encoded[real], tapped[real], atol=TIGHT), (name, n)
+
+
+def test_packed_and_padded_extract_agree_and_cls_reads_position_zero():
+    model = random_source(V2, seed=0)
+    backend = build_backend("te-format-torch", model, FP32, "cpu")
+    cells = rank_value_cells(V2, 5, 40, seed=2)
+    padded = extract(backend, cells, V2, max_tokens=128, layout="padded").vectors
+    packed = extract(backend, cells, V2, max_tokens=128, layout="packed").vectors
+    assert np.abs(padded - packed).max() <= TIGHT
+    cls = extract(backend, cells, V2, mode="cls", max_tokens=128, layout="packed").vectors
+    _, hidden = _reference_embedding(backend, cells[1], V2)
+    assert np.abs(cls[1] - hidden[0].numpy()).max() <= TIGHT
+
+
+def test_perturbation_shifts_match_embedding_each_copy_alone(v1_model, v1_cells):
+    from harness.downstream.perturb import perturb, perturbed_copy
+
+    backend = build_backend("te-format-torch", v1_model, FP32, "cpu")
+    cells = [list(map(int, c)) for c in v1_cells[:3]]
+    genes = sorted({cells[0][3], cells[1][10], cells[2][0], cells[0][40]})
+    goal = np.linspace(-1, 1, V1.hidden_size).astype(np.float32)
+    for mode in ("delete", "overexpress"):
+        res = perturb(backend, cells, V1, genes, goal, mode, max_tokens=200)  # several chunks and batches
+        expected = [(c, p) for c, cell in enumerate(cells) for p, t in enumerate(cell) if t in set(genes)]
+        assert [(int(c), int(g)) for c, g in zip(res.cell, res.gene)] == [(c, cells[c][p]) for c, p in expected]
+        goal_t = torch.from_numpy(goal)
+        for k, (c, p) in enumerate(expected):
+            without, _ = _reference_embedding(backend, cells[c], V1, leave_out=p)
+            copy = perturbed_copy(cells[c], p, mode, V1)
+            moved = 0 if mode == "overexpress" else None
+            perturbed, _ = _reference_embedding(backend, copy, V1, leave_out=moved)
+            cos = torch.nn.functional.cosine_similarity
+            assert res.cos_shift[k] == pytest.approx(float(1 - cos(without, perturbed, dim=0)), abs=1e-5)
+            want = float(cos(perturbed, goal_t, dim=0) - cos(without, goal_t, dim=0))
+            assert res.goal_shift[k] == pytest.approx(want, abs=1e-5)
+        assert len(res.null_goal_shift) == len(cells) and res.noise_floor < 1e-4
+
+
+def test_budget_batches_cover_every_cell_within_few_shapes():
+    cells = rank_value_cells(V2, 60, 700, seed=5)
+    for layout, multiple in (("padded", 1), ("padded", 16), ("packed", 1), ("packed", 16)):
+        plan = budget_batches(cells, V2, layout, 4096, multiple)
+        assert sorted(i for _, rows in plan for i in rows) == list(range(60))
+        for batch, rows in plan:
+            assert batch.input_ids.numel() % multiple == 0
+            if layout == "padded":
+                assert batch.input_ids.numel() <= 4096 and batch.input_ids.shape[1] % 128 == 0
+            else:
+                assert batch.n_cells == len(rows) and batch.max_seqlen == V2.context
+                sizes = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1])[batch.n_cells:]
+                assert (sizes <= FILLER_SEGMENT).all()  # filler never one long attention segment
+        if layout == "packed":  # every pack the budget, the last one a power of two
+            totals = [b.input_ids.numel() for b, _ in plan]
+            assert set(totals[:-1]) == {4096} and totals[-1] & (totals[-1] - 1) == 0
+
+
+def test_cpu_budget_and_a_cell_longer_than_the_budget(v1_model):
+    assert default_token_budget(build_backend("hf-sdpa", v1_model, FP32, "cpu"), V1) == CPU_TOKEN_BUDGET
+    cells = [list(range(4, 304)), list(range(4, 54))]
+    for layout in ("padded", "packed"):
+        plan = budget_batches(cells, V1, layout, 128)
+        assert [rows for _, rows in plan] == [[0], [1]]
+
+
+def test_embed_cli_defaults_h5ad_and_no_silent_overwrite(tmp_path, capsys):
+    import anndata
+
+    assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "10", "--genes", "1500"]) == 0
+    assert main(["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts", "synthetic",
+                 "--out", str(tmp_path / "tok"), "--max-len", "64", "--obs-columns", "cell_state"]) == 0
+    out = tmp_path / "e.h5ad"
+    argv = ["embed", "--input", str(tmp_path / "tok"), "--variant", "V1-10M", "--out", str(out),
+            "--json", str(tmp_path / "r.json")]
+    assert main(argv) == 0
+    adata = anndata.read_h5ad(out)
+    assert adata.obsm["X_geneformer"].shape == (10, V1.hidden_size)
+    assert list(adata.obs["cell_state"]) == list(anndata.read_h5ad(tmp_path / "s.h5ad").obs["cell_state"])
+    assert adata.uns["geneformer"]["backend"] == "hf-sdpa" and adata.uns["geneformer"]["precision"] == "fp32"
+    record = json.loads((tmp_path / "r.json").read_text())["records"][0]
+    assert record["startup_s"] >= record["startup_imports_s"] > 0 and record["cells"] == 10
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(argv[:-2]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    assert main([*argv[:-2], "--overwrite", "--out", str(tmp_path / "e.txt")]) == 2
+
+
+def test_workload_bench_records_the_pipeline_and_its_ceiling(tmp_path):
+    assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "8", "--genes", "1500"]) == 0
+    assert main(["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts", "synthetic",
+                 "--out", str(tmp_path / "tok"), "--max-len", "48"]) == 0
+    out = tmp_path / "w.json"
+    assert main(["bench", "--workload", "embed", "--cells", str(tmp_path / "tok"), "--variants", "V1-10M",
+                 "--backends", "hf-sdpa", "te-packed", "--precisions", "fp32", "--repeat-to", "20",
+                 "--out", str(out)]) == 0
+    hf, te = json.loads(out.read_text())["records"]
+    assert hf["status"] == "ok" and hf["cells"] == 20 and 0 < hf["pipeline_efficiency"]
+    assert hf["tokens_per_s"] == pytest.approx(hf["tokens"] / hf["seconds"])
+    assert te["status"] == "skipped" and "CUDA" in te["reason"]
+    out = tmp_path / "p.json"
+    assert main(["bench", "--workload", "perturb", "--cells", str(tmp_path / "tok"), "--variants", "V1-10M",
+                 "--backends", "hf-sdpa", "--precisions", "fp32", "--perturb-cells", "2", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["records"]
+    assert row["perturbations"] > 0 and row["projected_hours"] > 0
+    assert main(["bench", "--workload", "embed", "--sweep", "cpu-smoke", "--cells", str(tmp_path / "tok")]) == 2
