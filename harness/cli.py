@@ -367,13 +367,16 @@ def cmd_tokenize(args) -> int:
     summary = tokenize_to_parquet(
         args.input, variant, _dictionaries(args.dicts, variant), args.out, chunk_size=args.chunk_size,
         gene_column=args.gene_column, layer=args.layer, obs_columns=tuple(args.obs_columns),
-        filter_pass=not args.no_filter_pass, max_len=args.max_len,
+        filter_pass=not args.no_filter_pass, max_len=args.max_len, map_genes=not args.no_gene_mapping,
+        recompute_n_counts=args.recompute_n_counts,
     )
-    rate = summary["cells_per_s_this_run"]
+    rate, cols = summary["cells_per_s_this_run"], summary["gene_columns"]
     print(
         f"tokenized {summary['cells']} cells for {variant.name} into {args.out} "
-        f"({summary['empty_cells']} empty cells skipped, {summary['filtered_out']} filtered out, "
-        f"{summary['genes_dropped_not_in_vocabulary']} gene ids not in the vocabulary)"
+        f"({summary['empty_cells']} empty cells skipped, {summary['filtered_out']} filtered out); "
+        f"gene columns: {cols['used']} of {cols['input']} used ({cols['mapped_to_another_id']} through the ID mapping, "
+        f"{cols['summed_into_another_column']} summed into another column), dropped: {cols['dropped_empty_id']} "
+        f"empty ID, {cols['dropped_not_in_vocabulary']} not in the vocabulary, {cols['dropped_no_median']} no median"
         + (f"; {rate:.0f} cells/s" if rate else "")
     )
     return 0
@@ -643,6 +646,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=2048)
     p.add_argument("--max-len", type=int, help="tokens per cell (default: the variant's context)")
     p.add_argument("--no-filter-pass", action="store_true", help="ignore obs['filter_pass']")
+    p.add_argument("--no-gene-mapping", action="store_true",
+                   help="take gene IDs literally (default: upper-case and map them through the family's "
+                        "ensembl_mapping_dict, summing columns that map onto one gene, as Geneformer does)")
+    p.add_argument("--recompute-n-counts", action="store_true",
+                   help="use each cell's row sum as its total, ignoring obs['n_counts']")
     p.set_defaults(func=cmd_tokenize)
 
     p = sub.add_parser("embed", help="cell or gene embeddings of a tokenized dataset")

@@ -261,9 +261,15 @@ def hf_config_from_te(te_config: dict, dtype: str) -> dict:
 
 
 def stored_dtype(state_dict: dict[str, torch.Tensor]) -> str:
-    """The dtype name to record in config.json: the most common one among the tensors."""
-    counts = Counter(str(t.dtype).removeprefix("torch.") for t in state_dict.values())
-    return counts.most_common(1)[0][0]
+    """The dtype to record in config.json: one every stored tensor fits exactly, because the
+    ecosystem's plain loader (``from_pretrained``, dtype "auto") casts the whole model to it. The
+    one dtype when the tensors agree; else the widest, and float32 at least (NVIDIA's V1-10M export
+    stores a bf16 encoder beside an fp32 head: "bfloat16" would round the head)."""
+    names = {str(t.dtype).removeprefix("torch.") for t in state_dict.values() if t.is_floating_point()}
+    if len(names) == 1:
+        return names.pop()
+    widest = max(names, key=lambda n: torch.finfo(getattr(torch, n)).bits)
+    return widest if torch.finfo(getattr(torch, widest)).bits >= 32 else "float32"
 
 
 def convert_checkpoint(src: str | os.PathLike, target: str, out: str | os.PathLike) -> dict:

@@ -80,3 +80,37 @@ def test_converting_to_the_layout_it_already_has_is_an_error(small_hf):
 def test_layer_count_must_match_config(small_hf):
     with pytest.raises(convert.ConversionError, match="config.json says 5 layers, the weights hold 6"):
         convert.convert_state_dict(small_hf, "te", 5, 4)
+
+
+def test_nvidia_style_mixed_bf16_export_converts_to_an_hf_checkpoint_the_plain_loader_reads_exactly(tmp_path):
+    """NVIDIA's TE export of V1-10M (no torch_dtype in its HF config, so their class defaults to
+    bf16): encoder weights bf16, embeddings and head fp32, TE config keys, ``_extra_state``, both
+    weight files. ``gfqual convert --to hf`` must give a config dtype that every tensor fits, so
+    ``BertForMaskedLM.from_pretrained`` (dtype "auto") changes no value."""
+    import json
+
+    from safetensors.torch import save_file
+    from transformers import BertForMaskedLM
+
+    from harness.cli import main
+
+    v = VARIANTS["V1-10M"]
+    te, _ = convert.convert_state_dict(random_hf_model(v, seed=3).state_dict(), "te", v.num_hidden_layers,
+                                       v.num_attention_heads)
+    te = {k: (t.to(torch.bfloat16) if ".encoder." in k else t).contiguous() for k, t in te.items()}
+    export = tmp_path / "nvidia-te"
+    export.mkdir()
+    extra = {"bert.encoder.layer.0.self_attention.core_attention._extra_state": torch.zeros(0, dtype=torch.uint8)}
+    save_file({**te, **extra}, str(export / "model.safetensors"))
+    torch.save({**te, **extra}, export / "pytorch_model.bin")
+    config = {**v.bert_config(), "use_te_layers": True, "fuse_qkv_params": True, "torch_dtype": "bfloat16",
+              "architectures": ["BertForMaskedLM"], "auto_map": {"AutoModelForMaskedLM": "modeling_bert_te.BertForMaskedLM"}}
+    (export / "config.json").write_text(json.dumps(config))
+    assert {str(t.dtype) for t in te.values()} == {"torch.bfloat16", "torch.float32"}
+
+    assert main(["convert", "--from", str(export), "--to", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["torch_dtype"] == "float32"
+    expected, _ = convert.convert_state_dict(te, "hf", v.num_hidden_layers, v.num_attention_heads)
+    loaded = BertForMaskedLM.from_pretrained(tmp_path / "hf").state_dict()
+    for key, tensor in expected.items():
+        assert loaded[key].dtype == torch.float32 and torch.equal(loaded[key], tensor.float()), key

@@ -40,7 +40,7 @@ def tokenize_to_parquet(
     source: str | Path, variant: Variant, dicts: Dictionaries, out: str | Path,
     chunk_size: int = 2048, gene_column: str | None = None, layer: str | None = None,
     obs_columns: tuple[str, ...] = (), filter_pass: bool = True, max_len: int | None = None,
-    progress: bool = True,
+    progress: bool = True, map_genes: bool = True, recompute_n_counts: bool = False,
 ) -> dict:
     import pandas as pd
     from tqdm import tqdm
@@ -54,11 +54,12 @@ def tokenize_to_parquet(
         raise TokenizerError(f"{source}: obs has no column(s) {', '.join(missing)}")
     if layer is not None and layer not in adata.layers:
         raise TokenizerError(f"{source}: no layer {layer!r} (layers: {', '.join(adata.layers) or 'none'})")
-    encoder = Encoder(gene_ids(adata.var, gene_column, dicts), variant, dicts, max_len)
+    encoder = Encoder(gene_ids(adata.var, gene_column, dicts), variant, dicts, max_len, map_genes, recompute_n_counts)
     identity = {
         "source": str(source.resolve()), "size": source.stat().st_size, "variant": variant.name,
         "chunk_size": chunk_size, "layer": layer, "gene_column": gene_column, "max_len": max_len,
-        "obs_columns": list(obs_columns), "filter_pass": filter_pass,
+        "obs_columns": list(obs_columns), "filter_pass": filter_pass, "map_genes": map_genes,
+        "recompute_n_counts": recompute_n_counts,
     }
     work = out.with_name(out.name + ".partial")
     manifest = {"identity": identity, "chunks": {}}
@@ -72,7 +73,8 @@ def tokenize_to_parquet(
     passes = None
     if filter_pass and "filter_pass" in adata.obs:
         passes = adata.obs["filter_pass"].to_numpy().astype(bool)
-    n_counts = adata.obs["n_counts"].to_numpy() if "n_counts" in adata.obs else None
+    n_counts = adata.obs["n_counts"].to_numpy(dtype=float) if "n_counts" in adata.obs else None
+    obs_names = np.asarray(adata.obs_names)
     matrix = adata.layers[layer] if layer else adata.X
     starts = range(0, adata.n_obs, chunk_size)
     start_time, encoded_now = time.perf_counter(), 0
@@ -86,7 +88,8 @@ def tokenize_to_parquet(
             if passes is not None:
                 rows = rows[passes[start:stop]]
             block = matrix[start:stop][rows - start] if len(rows) else None
-            tok = encoder.encode(block, None if n_counts is None else n_counts[rows]) if len(rows) else None
+            tok = encoder.encode(block, None if n_counts is None else n_counts[rows],
+                                 names=[str(n) for n in obs_names[rows]]) if len(rows) else None
             kept = [int(rows[i]) for i in (tok.cell_index if tok else [])]
             frame = pd.DataFrame({
                 "input_ids": tok.cells if tok else [],
@@ -104,6 +107,8 @@ def tokenize_to_parquet(
             }
             _write_json(work / MANIFEST, manifest)
             encoded_now += stop - start
+        if not sum(c["cells"] for c in manifest["chunks"].values()):
+            raise TokenizerError(f"{source}: no cell was tokenized: {_likeliest_cause(encoder, manifest, passes)}")
     except KeyboardInterrupt:
         raise TokenizerError(f"interrupted; {work} keeps the finished chunks: run the same command to resume") from None
     except Exception:
@@ -117,7 +122,7 @@ def tokenize_to_parquet(
         "empty_cells": sum(len(c["empty_cells"]) for c in chunks),
         "empty_cell_rows": [r for c in chunks for r in c["empty_cells"]][:1000],
         "filtered_out": sum(c["filtered_out"] for c in chunks),
-        "genes_dropped_not_in_vocabulary": encoder.genes_dropped,
+        "gene_columns": encoder.columns,
         "genes_in_input": encoder.n_input_genes,
         "seconds_this_run": seconds,
         "cells_per_s_this_run": encoded_now / seconds if seconds > 0 and encoded_now else None,
@@ -126,6 +131,19 @@ def tokenize_to_parquet(
     (work / MANIFEST).unlink()
     os.replace(work, out)
     return summary
+
+
+def _likeliest_cause(encoder: Encoder, manifest: dict, passes) -> str:
+    """Why a file gave no cell, in the order a user would check."""
+    cols = encoder.columns
+    if not cols["used"]:
+        return (f"none of its {cols['input']} gene columns reaches the {encoder.variant.dictionary_family} vocabulary "
+                f"({cols['dropped_empty_id']} empty IDs, {cols['dropped_not_in_vocabulary']} not in the vocabulary): "
+                "check var['ensembl_id'] (or --gene-column) holds Ensembl IDs")
+    if passes is not None and not passes.any():
+        return "obs['filter_pass'] is 0 for every cell (or pass --no-filter-pass)"
+    return (f"every cell is empty: none has counts on the {cols['used']} gene columns in the vocabulary "
+            "(is the matrix in --layer, and are these raw counts?)")
 
 
 def read_tokenized(path: str | Path, variant: Variant | None = None):
