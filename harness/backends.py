@@ -109,9 +109,17 @@ class Backend:
         with quantization(self.precision, self._recipe):
             return self._encode(batch, n_layers)
 
+    @property
+    def materializes_attention(self) -> bool:
+        """Whether attention builds the [cells, heads, S, S] scores (eager attention; TE at fp32,
+        which no fused kernel supports): such a backend pays for every padded position and is
+        never given batches padded to a fixed shape."""
+        return False
+
     def attention_bytes_per_token(self, variant) -> int:
-        """Memory the attention holds per token beyond the layer's activations (for batch sizing)."""
-        return 0
+        """Memory the attention holds per token beyond the layer's activations (for batch sizing):
+        fp32 scores, softmax and its copy per head over the context when it materializes them."""
+        return 3 * 4 * variant.num_attention_heads * variant.context if self.materializes_attention else 0
 
     def forward_with_grad(self, batch: Batch) -> torch.Tensor:
         """The same forward with autograd on, for fine-tuning. The model stays in eval mode
@@ -164,12 +172,13 @@ class HFBackend(Backend):
         super().__init__(model, precision, device)
         self._bert = torch.compile(self.model.bert, dynamic=True) if compiled else self.model.bert
 
+    @property
+    def materializes_attention(self) -> bool:
+        return self.name.startswith("hf-eager")
+
     def attention_bytes_per_token(self, variant) -> int:
-        """eager: fp32 scores, softmax and its copy per head over the context; sdpa: the [B, 1, S, S]
-        mask transformers expands a padding mask into."""
-        if self.name.startswith("hf-eager"):
-            return 3 * 4 * variant.num_attention_heads * variant.context
-        return 4 * variant.context
+        """eager: the scores; sdpa: the [B, 1, S, S] mask transformers expands a padding mask into."""
+        return super().attention_bytes_per_token(variant) or 4 * variant.context
 
     @staticmethod
     def _mask(batch: Batch):
@@ -200,6 +209,11 @@ class HFBackend(Backend):
 
 class TEFormatTorchBackend(Backend):
     name = "te-format-torch"
+
+    @property
+    def materializes_attention(self) -> bool:
+        """Plain PyTorch attention; TE too at fp32 (its fused attention has no fp32 kernel)."""
+        return self.name == "te-format-torch" or self.precision.dtype == torch.float32
 
     def _call(self, batch) -> torch.Tensor:
         if isinstance(batch, PackedBatch):

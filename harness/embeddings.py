@@ -129,7 +129,7 @@ def encode_cells(
     wanted: dict[int, list[tuple[int, int]]] = {}
     for slot, (i, position) in enumerate(pick or []):
         wanted.setdefault(i, []).append((slot, position))
-    plan = budget_batches(cells, variant, layout, budget, backend.precision.token_multiple)
+    plan = batch_plan(backend, cells, variant, layout, budget)
     run_tokens = sum(batch.input_ids.numel() for batch, _ in plan)
 
     def prepare(item):
@@ -177,6 +177,13 @@ def to_device(values, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+def batch_plan(backend: Backend, cells: list, variant: Variant, layout: str, budget: int) -> list:
+    """The workload's batches for this backend: its precision's token multiple, fixed shapes
+    unless its attention materializes scores."""
+    return budget_batches(cells, variant, layout, budget, backend.precision.token_multiple,
+                          fixed_shape=not backend.materializes_attention)
+
+
 def _row_starts(batch) -> list[int]:
     """Flat index of each cell's first token: row × length (padded) or the cumulative lengths (packed)."""
     if hasattr(batch, "cu_seqlens"):
@@ -191,7 +198,7 @@ def gene_sums(backend: Backend, cells: list[list[int]], variant: Variant, n_laye
     layout = layout or backend.input_layout
     sums = torch.zeros(variant.vocab_size + 1, variant.hidden_size, dtype=torch.float64, device=backend.device)
     counts = torch.zeros(variant.vocab_size, dtype=torch.long)
-    for batch, rows in budget_batches(cells, variant, layout, budget, backend.precision.token_multiple):
+    for batch, rows in batch_plan(backend, cells, variant, layout, budget):
         ids = batch.input_ids.reshape(-1)
         gene = batch.gene_mask.reshape(-1)
         counts += torch.bincount(ids[gene], minlength=variant.vocab_size)

@@ -179,3 +179,15 @@ def test_workload_bench_records_the_pipeline_and_its_ceiling(tmp_path):
     (row,) = json.loads(out.read_text())["records"]
     assert row["perturbations"] > 0 and row["projected_hours"] > 0
     assert main(["bench", "--workload", "embed", "--sweep", "cpu-smoke", "--cells", str(tmp_path / "tok")]) == 2
+
+
+def test_attention_that_materializes_scores_gets_no_fixed_shape(v1_model):
+    """Eager attention (and TE at fp32, unfused) pays for every padded position: its packs hold only
+    their cells (rounded to the token multiple) and its budget counts the scores."""
+    eager, sdpa = (build_backend(n, v1_model, FP32, "cpu") for n in ("hf-eager", "hf-sdpa"))
+    assert eager.materializes_attention and not sdpa.materializes_attention
+    assert eager.attention_bytes_per_token(V1) == 3 * 4 * V1.num_attention_heads * V1.context
+    cells = rank_value_cells(V1, 9, 300, seed=2)
+    loose = budget_batches(cells, V1, "packed", 1024, 16, fixed_shape=False)
+    assert [b.input_ids.numel() for b, _ in loose] == [-(-sum(len(cells[i]) for i in g) // 16) * 16 for _, g in loose]
+    assert all(b.max_seqlen <= 300 for b, _ in loose)

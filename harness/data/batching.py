@@ -197,12 +197,14 @@ SHAPE_MULTIPLE = 128  # padded batches are rounded up to this length: a few shap
 
 
 def budget_batches(cells: list[list[int]], variant: Variant, layout: str, budget: int,
-                   multiple: int = 1) -> list[tuple[Batch | PackedBatch, list[int]]]:
+                   multiple: int = 1, fixed_shape: bool = True) -> list[tuple[Batch | PackedBatch, list[int]]]:
     """Cells batched for throughput, longest first, each batch within ``budget`` tokens (the same
     budget for every layout, so a padded and a packed backend get the same memory): ``(batch,
     indices of its cells)``. Padded batches are rounded up to a multiple of ``SHAPE_MULTIPLE``
     tokens (and of ``multiple``) so that few distinct shapes occur; packed batches (THD) carry no
-    padding at all. A cell longer than the budget gets a batch of its own."""
+    padding at all; with ``fixed_shape`` every pack holds exactly ``budget`` tokens and declares the
+    context as its longest cell (one attention plan), which only an attention that skips padding
+    may be given. A cell longer than the budget gets a batch of its own."""
     if layout not in ("padded", "packed"):
         raise ValueError(f"batch layout must be 'padded' or 'packed', not {layout!r}")
     order = sorted(range(len(cells)), key=lambda i: -len(cells[i]))
@@ -222,6 +224,8 @@ def budget_batches(cells: list[list[int]], variant: Variant, layout: str, budget
         groups.append(current)
     if layout == "padded":
         return [(collate([cells[i] for i in g], variant, step), g) for g in groups]
+    if not fixed_shape:
+        return [(pack([cells[i] for i in g], variant, multiple), g) for g in groups]
     # every pack holds exactly ``budget`` tokens, the last one the next power of two: one or two shapes
     sizes = [sum(len(cells[i]) for i in g) for g in groups]
     last = min(budget, 1 << max(0, sizes[-1] - 1).bit_length())

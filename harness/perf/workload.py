@@ -21,8 +21,7 @@ import torch
 
 from harness.backends import build_backend
 from harness.capability import probe
-from harness.data.batching import budget_batches
-from harness.embeddings import default_token_budget, extract, layers_to_run
+from harness.embeddings import batch_plan, default_token_budget, extract, layers_to_run
 from harness.perf.telemetry import Telemetry
 from harness.precision import get_precision
 from models.registry import Variant
@@ -72,7 +71,7 @@ def embed_workload(variant: Variant, backend_name: str, precision: str, cells: l
 
 def static_seconds(backend, cells: list, variant: Variant, budget: int) -> float:
     """The forward passes alone: the workload's own batches, already on the device, back to back."""
-    plan = budget_batches(cells, variant, backend.input_layout, budget, backend.precision.token_multiple)
+    plan = batch_plan(backend, cells, variant, backend.input_layout, budget)
     batches = [batch.to(backend.device) for batch, _ in plan]
     n_layers = layers_to_run(variant, -1)
     backend.encode(batches[-1], n_layers)  # every shape has been met by the end-to-end pass already
