@@ -172,3 +172,28 @@ def test_a_failed_attention_kernel_check_marks_that_gpus_speedups(tmp_path):
                          {"source": "random-init"}, {}, env=_env("NVIDIA H200"))
     md = render_report([parity, _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)], tmp_path)[1].read_text()
     assert "| V2-104M | full | 8 | not measured | 1.25 | 1.25 (fails parity: not counted) | not measured |" in md
+
+
+def test_workload_tables_lead_and_pair_rows_of_one_run(tmp_path):
+    """End-to-end rows come first; a speed-up divides two rows of the same file; an FP8 recipe asked
+    of HF (no FP8 path) is left out, a TE row that could not run says why."""
+    def row(backend, precision, cps, **extra):
+        return {"workload": "embed", "variant": "V2-104M", "backend": backend, "precision": precision, "status": "ok",
+                "cells": 5031, "mean_length": 1652.0, "cells_per_s": cps, "pipeline_efficiency": 0.93,
+                "gpu_util_mean": 90.0, "max_tokens": 348160, **extra}
+    skipped = {"workload": "embed", "variant": "V2-104M", "precision": "fp8-delayed", "cells": 5031,
+               "mean_length": 1652.0, "status": "skipped", "reason": "no FP8 path"}
+    run = make_result("perf", [row("hf-sdpa", "bf16", 400.0), row("te-packed", "bf16", 1000.0),
+                               {**skipped, "backend": "hf-sdpa"}, {**skipped, "backend": "te-packed", "reason": "no GPU"}],
+                      {"source": "random-init"}, {"workload": "embed"}, env=_env("NVIDIA H100 80GB HBM3"))
+    other = make_result("perf", [row("hf-sdpa", "bf16", 100.0)], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
+    cli = make_result("perf", [{"workload": "embed", "variant": "V2-104M", "backend": "te-packed", "precision": "bf16",
+                                "cells": 5031, "cells_per_s": 1000.0, "startup_s": 21.0, "startup_imports_s": 19.0,
+                                "gpu_util_mean": 90.0}], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
+    _, md_path = render_report([run, other, cli, _perf("NVIDIA H100 80GB HBM3", 220.0)], tmp_path)
+    md = md_path.read_text()
+    perf = md[md.index("## Performance"):]
+    assert perf.index("embedding end to end") < perf.index("| variant | backend | precision | layout | batch |")
+    assert "| te-packed | bf16 | 1e+03 | 2.50× | 93% |" in perf  # 1000 / 400 from the same file, not / 100
+    assert "| te-packed | fp8-delayed | skipped: no GPU |" in perf and "| hf-sdpa | fp8-delayed |" not in perf
+    assert "| gfqual embed: GPU |" in perf and "| 21 | 19 |" in perf
