@@ -32,3 +32,21 @@ def shared_data() -> Path:
     if not folder or not Path(folder).is_dir():
         pytest.skip("real shared data not available (set GFQUAL_SHARED_DATA to shared/data)")
     return Path(folder)
+
+
+@pytest.fixture
+def interrupt_second_chunk(monkeypatch):
+    """``Encoder.encode`` raises KeyboardInterrupt on its second chunk, as a killed tokenize run
+    would stop; the returned function puts the real encoder back."""
+    from harness.data.tokenizer import Encoder
+
+    real, calls = Encoder.encode, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Encoder, "encode", interrupted)
+    return lambda: monkeypatch.setattr(Encoder, "encode", real)

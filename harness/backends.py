@@ -32,16 +32,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.backend_names import BACKENDS, PACKED_BACKENDS
 from harness.capability import probe
 from harness.data.batching import Batch, PackedBatch
 from harness.precision import Precision, make_recipe, quantization, set_tf32
 from models import convert
 from models.checkpoint import Checkpoint, load_parameters
+from models.errors import CannotRunHere, UsageError
 from models.hf import hf_model_from_checkpoint, hf_model_from_tensors
 from models.te_format_reference import TEFormatTorchForMaskedLM
 
-BACKENDS = ("hf-eager", "hf-sdpa", "hf-sdpa-compile", "te", "te-fused", "te-packed", "te-format-torch")
-PACKED_BACKENDS = ("te-packed",)  # the ones that run PackedBatch (THD) fastest; see Backend.input_layout
 
 
 def _first(output):
@@ -331,10 +331,14 @@ def build_backend(name: str, source, precision: Precision, device: str | None = 
     """A backend of ``name`` over ``source``: a Checkpoint (HF or TE layout; converted as the
     backend needs) or an in-memory HF model (random-init runs)."""
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
     reason = probe().skip_reason(name, precision)
     if reason:
-        raise RuntimeError(f"{name} at {precision.name} cannot run here: {reason}")
+        hint = ("; te-format-torch runs the TE checkpoint layout in plain PyTorch on a CPU"
+                if name.startswith("te-") and name != "te-format-torch" or name == "te" else "")
+        raise CannotRunHere(f"{name} at {precision.name} cannot run here: {reason}{hint}")
+    if device and str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise CannotRunHere(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
     device = device or probe().device
     if name.startswith("hf-"):
         attn = name.removeprefix("hf-").removesuffix("-compile")

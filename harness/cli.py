@@ -10,13 +10,45 @@ import json
 import sys
 
 import harness  # noqa: F401  (sets strict-fp32 defaults before torch touches CUDA)
-
-from models.checkpoint import CheckpointError
-from models.convert import ConversionError
+from harness.backend_names import BACKENDS
+from harness.precision import PRECISIONS
+from models.errors import CannotRunHere, GfqualError, UsageError
 from models.registry import VARIANTS, UnknownVariantError
 
-USER_ERRORS = (CheckpointError, ConversionError, UnknownVariantError, ValueError, FileNotFoundError)  # GateError too
-# (TokenizerError is a ValueError)
+# Each handler imports what it uses: torch, transformers and TE cost seconds that tokenize, synth,
+# variants and the reports never need.
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (0 or a negative count is a typo, never a default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a whole number of at least 1")
+    return value
+
+
+def check_output(path: str | None, overwrite: bool = False, option: str = "--out") -> None:
+    """Before any work: an output that would replace an existing file is refused unless
+    ``--overwrite``; its folder must be writable (a results *folder* gets a new file name)."""
+    import os
+    from pathlib import Path
+
+    if path is None:
+        return
+    out = Path(path)
+    if out.is_dir():
+        folder = out
+    else:
+        if out.exists() and not overwrite:
+            raise UsageError(f"{option} {out} exists; choose another path or pass --overwrite")
+        folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the nearest folder that exists: the rest will be created in it
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {out}: cannot write in {folder}; choose a writable location")
 
 
 def cmd_variants(args) -> int:
@@ -60,9 +92,10 @@ def cmd_convert(args) -> int:
     from models.checkpoint import convert_checkpoint
 
     info = convert_checkpoint(args.src, args.to, args.out)
+    written = sum(info["dtypes"].values())
     print(
-        f"converted {info['source_layout']} → {args.to}: {info['tensors_converted']} tensors, "
-        f"dtypes {info['dtypes']}, ignored {len(info['ignored_keys'])} non-parameter keys; wrote {args.out}"
+        f"converted {info['source_layout']} → {args.to}: {info['tensors_converted']} source tensors into {written} "
+        f"(dtypes {info['dtypes']}), ignored {len(info['ignored_keys'])} non-parameter keys; wrote {args.out}"
     )
     return 0
 
@@ -90,9 +123,10 @@ def _write(kind, records, weights, config, out) -> None:
 
 def cmd_parity(args) -> int:
     from harness.parity.run import ParitySpec, format_verdict, run_config, run_parity
-    from models.checkpoint import check_variant, read_checkpoint
+    from models.checkpoint import CheckpointError, check_variant, read_checkpoint
     from models.registry import get_variant
 
+    check_output(args.json, args.overwrite, "--json")
     reference = read_checkpoint(args.reference, expect="hf")
     candidate = read_checkpoint(args.candidate, expect="te")
     if args.variant:
@@ -112,12 +146,31 @@ def cmd_parity(args) -> int:
     device = None if args.device == "auto" else args.device
     records, verdict = run_parity(spec, variant, reference, candidate, device)
     print(format_verdict(verdict))
+    if verdict["status"] == "skipped" and args.backend != "te-format-torch":
+        print("hint: --backend te-format-torch checks the TE checkpoint layout in plain PyTorch on this machine",
+              file=sys.stderr)
     weights = {"reference": reference.describe(), "candidate": candidate.describe()}
     if weights["candidate"]["dtypes"].get("bfloat16"):
         print("note: the candidate stores bf16 tensors (TE export default); its fp32 parity includes that rounding")
     _write("parity", records, weights, run_config([spec]), args.json)
     # 0: within tolerance; 1: not; 3: this machine cannot run it (the reason is printed)
     return {"pass": 0, "fail": 1, "unjudged": 1}.get(verdict["status"], 3)
+
+
+def compiler_log_to_file(folder: str = "results/local") -> str:
+    """TE compiles small helpers with torch.compile; their recompile warnings are the compiler's
+    business, not the user's: they go to a log file, not the terminal."""
+    import logging
+    from pathlib import Path
+
+    path = Path(folder) / "gfqual-compiler.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    for name in ("torch._dynamo", "torch._inductor"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False
+    return str(path)
 
 
 KERNEL_CHECK_PRECISIONS = ("bf16", "fp8-delayed-dpa", "fp8-current-dpa")  # gfqual run on a GPU
@@ -151,9 +204,14 @@ def cmd_run(args) -> int:
     )
     from harness.results import gate_status
 
+    check_output(args.out, args.overwrite)
     cap = probe()
+    log = compiler_log_to_file()
     print(f"gfqual run on {cap.gpu_name or 'CPU'} (TE: {cap.te_version or cap.te_error}); "
           f"weights: seeded random init (seed {args.seed}) of the published configs")
+    if not cap.cuda:
+        print("note: no CUDA GPU: TE itself is not run here; the TE checkpoint layout is checked in plain PyTorch "
+              "(te-format-torch). On a GPU with TE, gfqual run adds TE at every precision.")
     specs = default_specs(cap.device, args.variants, args.seed)
     # after each variant's parity, the data path on synthetic counts: tokens -> cell embeddings,
     # HF reference vs TE (GPU) or the TE-layout torch forward (CPU)
@@ -178,6 +236,7 @@ def cmd_run(args) -> int:
     skipped = sum(r["status"] == "skipped" for r in checks)
     beta = [r for r in checks if r["status"] != "skipped" and gate_status(r) is None]
     beta_failed = sum(r["status"] in ("fail", "error") for r in beta)
+    print(f"torch compiler messages (TE's compiled helpers): {log}")
     print(f"{len(gating)} checks: {gating.count('fail')} failed"
           + (f"; {skipped} skipped on this machine (reasons above)" if skipped else "")
           + (f"; TE beta FP8 attention, reported and not gating: {beta_failed} of {len(beta)} failed" if beta else ""))
@@ -194,7 +253,7 @@ def cmd_bench(args) -> int:
     from harness.results import DEFAULT_RESULTS_DIR
 
     if (args.sweep is None) == (args.workload is None):
-        raise ValueError("gfqual bench takes one of --sweep (kernel sweeps) or --workload (a pipeline end to end)")
+        raise UsageError("gfqual bench takes one of --sweep (kernel sweeps) or --workload (a pipeline end to end)")
     if args.workload:
         return cmd_bench_workload(args)
     ctx = context()  # under torchrun: join the group and take this rank's GPU first
@@ -203,12 +262,47 @@ def cmd_bench(args) -> int:
         sweep.cells_from = args.cells
     out = Path(args.out) if args.out else DEFAULT_RESULTS_DIR / f"perf-{sweep.name}.json"
     if out.exists():
-        raise ValueError(f"{out} exists; choose another --out")
+        raise UsageError(f"{out} exists; choose another --out")
+    check_output(str(out))
+    refuse_gpu_sweep_on_cpu(sweep, args.force)
     rows = run_sweep(sweep, out)
     _write("perf", rows, random_weights_block(sweep.seed), {"sweep": asdict(sweep), "world_size": ctx.world_size}, out)
     if ctx.is_main:
         out.with_name(out.name + ".partial.jsonl").unlink()
     return 0
+
+
+CPU_SWEEP_MINUTES = 10  # longer than this on a CPU is a GPU sweep started by mistake
+
+
+def refuse_gpu_sweep_on_cpu(sweep, force: bool) -> None:
+    """A GPU sweep on a CPU would run for hours: refused unless ``--force`` when it would take over
+    ``CPU_SWEEP_MINUTES``, with what it would cost (its tokens at this CPU's measured rate for a
+    short cell of its first variant: a lower bound, attention grows faster than the tokens)."""
+    import time
+
+    from harness.backends import build_backend
+    from harness.capability import probe
+    from harness.data.synthetic import synthetic_batch
+    from harness.parity.run import random_source
+    from harness.precision import get_precision
+    from models.registry import get_variant
+
+    if probe().cuda or force:
+        return
+    points = sweep.points()
+    tokens = sum(p.batch * p.seq_len for p in points) * (sweep.warmup + sweep.repeats)
+    variant = get_variant(points[0].variant)
+    backend = build_backend("hf-sdpa", random_source(variant, 0), get_precision("fp32"), "cpu")
+    batch = synthetic_batch(variant, 1, 256, seed=0)
+    start = time.perf_counter()
+    backend.forward(batch)
+    rate = 256 / (time.perf_counter() - start)
+    if tokens / rate < CPU_SWEEP_MINUTES * 60:
+        return
+    raise UsageError(f"--sweep {sweep.name} is a GPU sweep ({len(points)} points, {tokens / 1e6:.0f} M tokens): "
+                     f"on this CPU ({rate:.0f} tokens/s for {variant.name} at 256 tokens) it would take at least "
+                     f"{tokens / rate / 3600:.0f} h; run it on a GPU, or pass --force")
 
 
 def cmd_bench_workload(args) -> int:
@@ -221,10 +315,9 @@ def cmd_bench_workload(args) -> int:
     from models.registry import get_variant
 
     if not args.cells:
-        raise ValueError("--workload needs --cells: a tokenized dataset (gfqual tokenize) to run on")
+        raise UsageError("--workload needs --cells: a tokenized dataset (gfqual tokenize) to run on")
     out = Path(args.out) if args.out else None
-    if out is not None and out.exists():
-        raise ValueError(f"{out} exists; choose another --out")
+    check_output(args.out)
     rows = []
     for name in args.variants:
         variant = get_variant(name)
@@ -266,11 +359,12 @@ def cmd_profile(args) -> int:
     from harness.parity.run import random_source, random_weights_block
     from harness.perf.kernel_profile import format_profile, profile_point
     from harness.perf.sweep import Point
+    from models.registry import get_variant
 
+    check_output(args.out)
     if not probe().cuda:
-        print("gfqual profile: a kernel profile needs a CUDA GPU; none is visible", file=sys.stderr)
-        return 3
-    variant = VARIANTS[args.variant]
+        raise CannotRunHere("gfqual profile: a kernel profile needs a CUDA GPU; none is visible")
+    variant = get_variant(args.variant)
     seq_len = args.length or variant.context
     model = random_source(variant, args.seed)
     records = []
@@ -304,7 +398,7 @@ def _render_kind(kind: str, folder: str, render, out: str, hint: str = "") -> in
 
     results = read_results(folder, kind=kind)
     if not results:
-        raise FileNotFoundError(f"no {kind} results under {folder}{hint}")
+        raise UsageError(f"no {kind} results under {folder}{hint}")
     print(f"wrote {render(results, out)}")
     return 0
 
@@ -333,7 +427,7 @@ def cmd_report(args) -> int:
 
     results = sorted((r for folder in args.results for r in read_results(folder)), key=lambda r: r["created"])
     if not results:
-        raise FileNotFoundError(f"no results files under {', '.join(args.results)}")
+        raise UsageError(f"no results files under {', '.join(args.results)}")
     page, md = render_report(results, args.out)
     print(f"wrote {page} and {md} from {len(results)} results files")
     return 0
@@ -341,20 +435,30 @@ def cmd_report(args) -> int:
 
 def _dictionaries(spec: str, variant):
     """``--dicts DIR`` (the real Geneformer dictionaries) or ``--dicts synthetic``."""
-    from harness.data.synthetic import synthetic_dictionaries
     from harness.data.tokenizer import Dictionaries
 
-    return synthetic_dictionaries(variant) if spec == "synthetic" else Dictionaries.load(spec, variant.dictionary_family)
+    if spec == "synthetic":
+        from harness.data.synthetic import synthetic_dictionaries  # imports torch: only when asked
+
+        return synthetic_dictionaries(variant)
+    return Dictionaries.load(spec, variant.dictionary_family)
 
 
 def cmd_synth(args) -> int:
+    import os
+    from pathlib import Path
+
     from harness.data.synthetic import synthetic_anndata
     from models.registry import get_variant
 
+    check_output(args.out, args.overwrite)
     variant = get_variant(args.variant)
     adata = synthetic_anndata(_dictionaries(args.dicts, variant), n_cells=args.cells, n_states=args.states,
                               n_genes=args.genes, seed=args.seed)
-    adata.write_h5ad(args.out)
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.partial")
+    adata.write_h5ad(tmp)
+    os.replace(tmp, out)  # a crash leaves no half-written file under the real name
     print(f"wrote {adata.n_obs} synthetic cells × {adata.n_vars} genes ({args.states} planted states) to {args.out}")
     return 0
 
@@ -402,6 +506,7 @@ def cmd_eval(args) -> int:
     from harness.downstream.tasks import cell_task_data, gene_task_data
     from models.registry import get_variant
 
+    check_output(args.out, args.overwrite)
     variant = get_variant(args.variant)
     runner_runs = downstream.with_reference([downstream.EvalRun.parse(r) for r in args.runs]) if args.runs else None
     data_options = dict(h5ad=args.h5ad, dicts=args.dicts, max_len=args.max_len, max_cells=args.max_cells, seed=args.seed)
@@ -475,15 +580,17 @@ def cmd_embed(args) -> int:
     from harness.embeddings import default_token_budget, extract, save_embeddings
     from harness.perf.telemetry import Telemetry
     from harness.precision import get_precision
+    from harness.progress import progress_bar
     from models.registry import get_variant
 
     out = Path(args.out)
     if out.suffix not in EMBED_OUTPUTS:
-        raise ValueError(f"--out {out}: write embeddings to a {' or '.join(EMBED_OUTPUTS)} file")
+        raise UsageError(f"--out {out}: write embeddings to a {' or '.join(EMBED_OUTPUTS)} file")
     if out.exists() and not args.overwrite:
-        raise ValueError(f"--out {out} exists; choose another path or pass --overwrite")
+        raise UsageError(f"--out {out} exists; choose another path or pass --overwrite")
     if not out.parent.is_dir():
-        raise ValueError(f"--out {out}: folder {out.parent} does not exist")
+        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
+    check_output(args.json, args.overwrite, "--json")
     ctx = context()  # under torchrun: join the group and take this rank's GPU before building
     variant = get_variant(args.variant)
     backend_name, precision = embed_defaults(args.backend, args.precision)
@@ -502,7 +609,7 @@ def cmd_embed(args) -> int:
     marks.append(("warmup_s", time.perf_counter()))
     startup = marks[-1][1] - STARTED
     parts = {name: t - before for (name, t), before in zip(marks, [STARTED] + [t for _, t in marks])}
-    with _progress(len(cells), "embedding", args.quiet) as bar, Telemetry() as telemetry:
+    with progress_bar(len(cells), "embedding", args.quiet) as bar, Telemetry() as telemetry:
         start = time.perf_counter()
         emb = extract(backend, cells, variant, progress=bar.update, **options)  # sharded under torchrun
         seconds = time.perf_counter() - start
@@ -529,122 +636,135 @@ def cmd_embed(args) -> int:
     return 0
 
 
-def _progress(total: int, what: str, quiet: bool):
-    """A progress bar on stderr (cells/s, ETA) when it is a terminal and not ``--quiet``."""
-    from tqdm import tqdm
+EXIT_CODES = ("exit codes: 0 done / pass, 1 fail (a verdict), 2 bad input (the message names the option or file "
+              "and the fix), 3 cannot run here (e.g. no GPU for TE), 4 internal error (traceback kept)")
+VARIANT_HELP = "a Geneformer variant: " + ", ".join(VARIANTS)
+RESULTS_OUT = "results file (.json) or folder (a new file in it); default results/local/"
 
-    return tqdm(total=total, desc=what, unit="cell", disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless there is none or its help already says it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gfqual", description=__doc__)
+    fmt = dict(formatter_class=_Help, epilog=EXIT_CODES)
+    parser = argparse.ArgumentParser(prog="gfqual", description=__doc__, **fmt)
     sub = parser.add_subparsers(dest="command", required=True)
+    precisions = [n for n in PRECISIONS if n != "fp64"]
+    seed_help = "seed of the random weights (used when no --checkpoint is given)"
 
-    p = sub.add_parser("variants", help="list the registered Geneformer variants")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("variants", help="list the registered Geneformer variants", **fmt)
+    p.add_argument("--json", action="store_true", help="print the registry as JSON")
     p.set_defaults(func=cmd_variants)
 
-    p = sub.add_parser("init", help="write a checkpoint of a variant with seeded random weights")
-    p.add_argument("--variant", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
-    p.add_argument("--layout", choices=("hf", "te"), default="hf")
+    p = sub.add_parser("init", help="write a checkpoint of a variant with seeded random weights", **fmt)
+    p.add_argument("--variant", required=True, help=VARIANT_HELP + "; which published config")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--out", required=True, help="new checkpoint directory (an existing non-empty one is refused)")
+    p.add_argument("--layout", choices=("hf", "te"), default="hf", help="checkpoint layout: HF or NVIDIA's TE")
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("convert", help="convert a checkpoint between HF and TE layouts")
-    p.add_argument("--from", dest="src", required=True)
-    p.add_argument("--to", choices=("te", "hf"), required=True)
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("convert", help="convert a checkpoint between HF and TE layouts", **fmt)
+    p.add_argument("--from", dest="src", required=True, help="checkpoint directory to read")
+    p.add_argument("--to", choices=("te", "hf"), required=True, help="target layout")
+    p.add_argument("--out", required=True, help="new checkpoint directory (an existing non-empty one is refused)")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("verify", help="check a weight file against the official sha256")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--variant", required=True)
+    p = sub.add_parser("verify", help="check a weight file against the official sha256", **fmt)
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--variant", required=True, help=VARIANT_HELP + "; which official release to compare with")
     p.set_defaults(func=cmd_verify)
 
-    from harness.backends import BACKENDS
-    from harness.precision import PRECISIONS
-
-    p = sub.add_parser(
-        "parity", help="layer-by-layer parity of two checkpoints; exit 0 pass, 1 fail, 3 cannot run here"
-    )
+    p = sub.add_parser("parity", help="layer-by-layer parity of two checkpoints; exit 0 pass, 1 fail, "
+                                      "2 bad input, 3 cannot run here", **fmt)
     p.add_argument("--reference", required=True, help="HF checkpoint directory")
     p.add_argument("--candidate", required=True, help="TE checkpoint directory")
-    p.add_argument("--precision", default="fp32", choices=[n for n in PRECISIONS if n != "fp64"])
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--backend", default="te", choices=[b for b in BACKENDS if not b.startswith("hf")])
-    p.add_argument("--variant")
-    p.add_argument("--cells", type=int, default=4)
-    p.add_argument("--length", type=int, help="longest cell in tokens (default: min(context, 256))")
-    p.add_argument("--micro-batch", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="fp32", choices=precisions, help="candidate precision")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: a GPU when visible")
+    p.add_argument("--backend", default="te", choices=[b for b in BACKENDS if not b.startswith("hf")],
+                   help="candidate: te needs a GPU with TE; te-format-torch runs the TE layout on a CPU")
+    p.add_argument("--variant", help=VARIANT_HELP + " (default: the one the reference's config matches)")
+    p.add_argument("--cells", type=positive_int, default=4, help="cells compared")
+    p.add_argument("--length", type=positive_int, help="longest cell in tokens (default: min(context, 256))")
+    p.add_argument("--micro-batch", type=positive_int, default=2, help="cells per forward pass")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic cells")
     p.add_argument("--h5ad", help="real cells: AnnData of raw counts with var['ensembl_id'] (default: synthetic)")
     p.add_argument("--dicts", help="Geneformer dictionary folder (holds gc30M/ and gc104M/); needed with --h5ad")
-    p.add_argument("--json", help="results file or folder (default results/local/)")
+    p.add_argument("--json", help=RESULTS_OUT)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=cmd_parity)
 
-    p = sub.add_parser("run", help="the main job: the most useful parity matrix this machine can run")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="results file or folder (default results/local/)")
+    p = sub.add_parser("run", help="the main job: the most useful parity matrix this machine can run", **fmt)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="variants to check")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--out", help=RESULTS_OUT)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("bench", help="a throughput / latency / memory sweep (resumable), or a workload end to end")
+    p = sub.add_parser("bench", help="a throughput / latency / memory sweep (resumable), or a workload end to end",
+                       **fmt)
     p.add_argument("--sweep", help="sweep file, or a shipped sweep: cpu-smoke, te-impl, gpu-baseline, ...")
     p.add_argument("--workload", choices=("embed", "perturb"),
                    help="instead of a sweep: gfqual embed's pipeline, or deleting every gene of --perturb-cells "
                         "cells, end to end on --cells, against the static forward of the same batches")
     p.add_argument("--out", help="results file (default results/local/perf-<sweep>.json)")
     p.add_argument("--cells", help="a tokenized dataset (gfqual tokenize) whose real cells the realistic layouts "
-                                   "use (default: the sweep's cells_from, else synthetic lengths)")
+                                   "and the workloads use (default: the sweep's cells_from, else synthetic lengths)")
+    p.add_argument("--force", action="store_true", help="run a GPU sweep on a CPU anyway (hours)")
     p.add_argument("--variants", nargs="+", default=["V2-104M"], choices=list(VARIANTS), help="workload: variants")
-    p.add_argument("--backends", nargs="+", default=["hf-sdpa", "te-packed"], choices=BACKENDS,
-                   help="workload: backends (default: %(default)s)")
-    p.add_argument("--precisions", nargs="+", default=["bf16"], help="workload: precisions (default: bf16)")
-    p.add_argument("--repeat-to", type=int, help="workload: repeat the dataset's cells up to this many")
-    p.add_argument("--perturb-cells", type=int, default=16, help="perturb workload: cells (default: %(default)s)")
-    p.add_argument("--max-tokens", type=int, help="workload: tokens per batch (default: from free GPU memory)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--backends", nargs="+", default=["hf-sdpa", "te-packed"], choices=BACKENDS, help="workload: backends")
+    p.add_argument("--precisions", nargs="+", default=["bf16"], choices=precisions, help="workload: precisions")
+    p.add_argument("--repeat-to", type=positive_int, help="workload: repeat the dataset's cells up to this many")
+    p.add_argument("--perturb-cells", type=positive_int, default=16, help="perturb workload: cells")
+    p.add_argument("--max-tokens", type=positive_int, help="workload: tokens per batch (default: from free GPU memory)")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("profile", help="CUDA kernel time of one forward by kind (GEMM, attention, LayerNorm, "
-                                       "FP8 casts, other): what caps a speed-up")
-    p.add_argument("--variant", default="V2-316M", choices=list(VARIANTS))
-    p.add_argument("--backends", nargs="+", default=["te-fused"])
-    p.add_argument("--precisions", nargs="+", default=["bf16", "fp8-delayed"])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--length", type=int, help="tokens per cell (default: the variant's context)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="results file or folder (default results/local/)")
+                                       "FP8 casts, other): what caps a speed-up", **fmt)
+    p.add_argument("--variant", default="V2-316M", help=VARIANT_HELP)
+    p.add_argument("--backends", nargs="+", default=["te-fused"], choices=BACKENDS, help="backends")
+    p.add_argument("--precisions", nargs="+", default=["bf16", "fp8-delayed"], choices=precisions, help="precisions")
+    p.add_argument("--batch", type=positive_int, default=8, help="cells per forward")
+    p.add_argument("--length", type=positive_int, help="tokens per cell (default: the variant's context)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="profiled forwards")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--out", help=RESULTS_OUT)
     p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser("perf-gate", help="compare a perf run with a baseline of the same GPU; exit 1 on regression")
-    p.add_argument("--baseline", required=True)
-    p.add_argument("--run", required=True)
-    p.add_argument("--max-slowdown", type=float, default=0.05)
+    p = sub.add_parser("perf-gate", help="compare a perf run with a baseline of the same GPU; exit 1 on regression",
+                       **fmt)
+    p.add_argument("--baseline", required=True, help="baseline perf results file")
+    p.add_argument("--run", required=True, help="perf results file to judge")
+    p.add_argument("--max-slowdown", type=float, default=0.05, help="allowed slowdown beyond the measured noise")
     p.set_defaults(func=cmd_perf_gate)
 
-    p = sub.add_parser("synth", help="write a synthetic AnnData with planted cell states (offline data)")
-    p.add_argument("--variant", default="V1-10M", help="whose dictionary family names the genes")
+    p = sub.add_parser("synth", help="write a synthetic AnnData with planted cell states (offline data)", **fmt)
+    p.add_argument("--variant", default="V1-10M", help=VARIANT_HELP + "; its dictionary family names the genes")
     p.add_argument("--dicts", default="synthetic", help="Geneformer dictionary folder, or 'synthetic'")
-    p.add_argument("--cells", type=int, default=240)
-    p.add_argument("--genes", type=int, default=4000)
-    p.add_argument("--states", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--cells", type=positive_int, default=240, help="cells")
+    p.add_argument("--genes", type=positive_int, default=4000, help="genes (columns)")
+    p.add_argument("--states", type=positive_int, default=3, help="planted cell states")
+    p.add_argument("--seed", type=int, default=0, help="seed of the counts")
+    p.add_argument("--out", required=True, help="the .h5ad to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("tokenize", help="rank-value encode an .h5ad/.loom into a Parquet dataset (resumable)")
-    p.add_argument("--input", required=True)
-    p.add_argument("--variant", required=True)
+    p = sub.add_parser("tokenize", help="rank-value encode an .h5ad/.loom into a Parquet dataset (resumable)", **fmt)
+    p.add_argument("--input", required=True, help=".h5ad or .loom of raw counts")
+    p.add_argument("--variant", required=True, help=VARIANT_HELP + "; whose dictionaries and context")
     p.add_argument("--dicts", required=True, help="Geneformer dictionary folder (gc30M/, gc104M/), or 'synthetic'")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="new dataset folder (an interrupted run resumes from OUT.partial/)")
     p.add_argument("--gene-column", help="var column of Ensembl IDs (default: ensembl_id, else var names / symbols)")
     p.add_argument("--layer", help="counts layer (default: X)")
-    p.add_argument("--obs-columns", nargs="*", default=[])
-    p.add_argument("--chunk-size", type=int, default=2048)
-    p.add_argument("--max-len", type=int, help="tokens per cell (default: the variant's context)")
+    p.add_argument("--obs-columns", nargs="*", default=[], help="obs columns carried into the dataset")
+    p.add_argument("--chunk-size", type=positive_int, default=2048, help="cells read and written per chunk")
+    p.add_argument("--max-len", type=positive_int, help="tokens per cell (default: the variant's context)")
     p.add_argument("--no-filter-pass", action="store_true", help="ignore obs['filter_pass']")
     p.add_argument("--no-gene-mapping", action="store_true",
                    help="take gene IDs literally (default: upper-case and map them through the family's "
@@ -653,85 +773,95 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use each cell's row sum as its total, ignoring obs['n_counts']")
     p.set_defaults(func=cmd_tokenize)
 
-    p = sub.add_parser("embed", help="cell or gene embeddings of a tokenized dataset")
+    p = sub.add_parser("embed", help="cell or gene embeddings of a tokenized dataset", **fmt)
     p.add_argument("--input", required=True, help="output folder of gfqual tokenize")
-    p.add_argument("--variant", required=True)
+    p.add_argument("--variant", required=True, help=VARIANT_HELP)
     p.add_argument("--checkpoint", help="HF or TE checkpoint directory (default: random weights)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
     p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
-                   help="auto (default): te-packed where TE runs, else hf-sdpa")
-    p.add_argument("--precision", default="auto", choices=["auto", *(n for n in PRECISIONS if n != "fp64")],
-                   help="auto (default): bf16 on a GPU, fp32 on a CPU")
-    p.add_argument("--mode", default="cell", choices=("cell", "cls", "gene"), help="default: %(default)s")
-    p.add_argument("--layer", type=int, default=-1, help="Geneformer emb_layer: -1 second-to-last (default), 0 last")
-    p.add_argument("--max-tokens", type=int,
-                   help="tokens per batch (default: from the GPU's free memory and the model width, 262,144 for "
-                        "V2-104M on an H100; 16,384 on a CPU)")
+                   help="auto: te-packed where TE runs, else hf-sdpa")
+    p.add_argument("--precision", default="auto", choices=["auto", *precisions],
+                   help="auto: bf16 on a GPU, fp32 on a CPU")
+    p.add_argument("--mode", default="cell", choices=("cell", "cls", "gene"), help="what to embed")
+    p.add_argument("--layer", type=int, default=-1, help="Geneformer emb_layer: -1 second-to-last, 0 last")
+    p.add_argument("--max-tokens", type=positive_int,
+                   help="tokens per batch (default: from the GPU's free memory and the model width; 16,384 on a CPU)")
     p.add_argument("--out", required=True, help="embeddings file: .h5ad (obsm['X_geneformer']) or .parquet")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (and --json file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", help="throughput result file or folder (default results/local/)")
+    p.add_argument("--json", help=RESULTS_OUT)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("eval", help="downstream tasks, HF vs TE side by side: dosage | cardiomyopathy | perturb")
-    p.add_argument("task", choices=("dosage", "cardiomyopathy", "perturb"))
-    p.add_argument("--variant", default="V1-10M")
+    p = sub.add_parser("eval", help="downstream tasks, HF vs TE side by side: dosage | cardiomyopathy | perturb; "
+                                    "exit 1 when a TE run leaves its HF peer's bound", **fmt)
+    p.add_argument("task", choices=("dosage", "cardiomyopathy", "perturb"), help="the downstream task")
+    p.add_argument("--variant", default="V1-10M", help=VARIANT_HELP)
     p.add_argument("--checkpoint", help="HF or TE checkpoint directory (default: seeded random weights)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=seed_help + " and of the folds")
     p.add_argument("--runs", nargs="+", metavar="BACKEND@PRECISION",
                    help="default: hf-sdpa@fp32, hf-sdpa@bf16, te@fp32, te@bf16, te@fp8-current (GPU); "
                    "hf-sdpa@fp32, te-format-torch@fp32 and the TE rows as skipped (CPU)")
-    p.add_argument("--mode", default="probe", choices=("probe", "finetune"))
+    p.add_argument("--mode", default="probe", choices=("probe", "finetune"), help="linear probe or fine-tuning")
     p.add_argument("--h5ad", help="raw counts with var['ensembl_id'] (default: synthetic data with a planted signal)")
     p.add_argument("--dicts", help="Geneformer dictionary folder (gc30M/, gc104M/); needed with --h5ad")
     p.add_argument("--labels", help="dosage: the dosage_sens_tf_labels.csv of the Geneformer example")
     p.add_argument("--label-column", default="disease", help="cardiomyopathy/perturb: obs column of the class")
     p.add_argument("--individual-column", default="individual", help="obs column of the donor (splits by it)")
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds")
     p.add_argument("--layer", type=int, default=-1, help="Geneformer emb_layer: -1 second-to-last, 0 last")
-    p.add_argument("--max-len", type=int, help="tokens per cell (default: the variant's context)")
-    p.add_argument("--max-cells", type=int, help="first N cells of --h5ad (or N synthetic cells)")
-    p.add_argument("--epochs", type=int, default=1, help="finetune mode")
+    p.add_argument("--max-len", type=positive_int, help="tokens per cell (default: the variant's context)")
+    p.add_argument("--max-cells", type=positive_int, help="first N cells of --h5ad (or N synthetic cells)")
+    p.add_argument("--epochs", type=positive_int, default=1, help="finetune mode: epochs")
     p.add_argument("--lr", type=float, default=5e-5, help="finetune mode: encoder learning rate")
     p.add_argument("--freeze-layers", type=int, default=2, help="finetune mode: lowest layers kept frozen")
     p.add_argument("--start-class", default="dilated", help="perturb: cells to perturb")
     p.add_argument("--goal-class", default="non-failing", help="perturb: the state shifts are measured toward")
-    p.add_argument("--perturbation", default="delete", choices=("delete", "overexpress"))
-    p.add_argument("--genes", type=int, default=20, help="perturb: the N genes most often expressed in start cells")
-    p.add_argument("--perturb-cells", type=int, default=16, help="perturb: how many start-class cells")
-    p.add_argument("--out", help="results file or folder (default results/local/)")
+    p.add_argument("--perturbation", default="delete", choices=("delete", "overexpress"), help="perturb: what to do")
+    p.add_argument("--genes", type=positive_int, default=20, help="perturb: the N genes most often expressed in start cells")
+    p.add_argument("--perturb-cells", type=positive_int, default=16, help="perturb: how many start-class cells")
+    p.add_argument("--out", help=RESULTS_OUT)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("report", help="hardware qualification report (HTML + markdown) from results files")
+    p = sub.add_parser("report", help="hardware qualification report (HTML + markdown) from results files", **fmt)
     p.add_argument("--results", required=True, nargs="+", help="folders of results files (searched recursively)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="report folder (its report files are regenerated)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("report-downstream", help="render the downstream report (markdown + plots) from results")
+    p = sub.add_parser("report-downstream", help="render the downstream report (markdown + plots) from results", **fmt)
     p.add_argument("--results", required=True, help="folder of results files")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="report folder (its report files are regenerated)")
     p.set_defaults(func=cmd_report_downstream)
 
     p = sub.add_parser("report-perf", help="draw the perf plots (throughput and memory vs batch, FP8 speed-up, "
-                                           "energy per cell, layouts) from results")
+                                           "energy per cell, layouts) from results", **fmt)
     p.add_argument("--results", required=True, help="folder of results files")
-    p.add_argument("--out", required=True, help="folder for the PNG files")
+    p.add_argument("--out", required=True, help="folder for the PNG files (regenerated)")
     p.set_defaults(func=cmd_report_perf)
 
-    p = sub.add_parser("report-parity", help="render the parity report (markdown + plots) from results")
+    p = sub.add_parser("report-parity", help="render the parity report (markdown + plots) from results", **fmt)
     p.add_argument("--results", required=True, help="folder of results files")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="report folder (its report files are regenerated)")
     p.set_defaults(func=cmd_report_parity)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand under the exit-code contract (``models/errors.py``): 0 done / pass,
+    1 fail, 2 bad input, 3 cannot run here, 4 internal error (traceback kept)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as exc:
+    except GfqualError as exc:
         print(f"gfqual: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        print("gfqual: internal error (exit 4): a bug or a broken environment, not a verdict; the traceback is above",
+              file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":

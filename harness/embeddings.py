@@ -33,6 +33,7 @@ from harness.backends import Backend, hooks
 from harness.data.batching import budget_batches
 from harness.distributed import context, reassemble, run_on_every_rank, shard, sum_across_ranks
 from harness.parity.engine import cell_embedding_stage
+from models.errors import UsageError
 from models.registry import Variant
 
 MODES = ("cell", "cls", "gene")
@@ -217,9 +218,9 @@ def extract(
 ) -> Embeddings:
     """Embeddings of ``cells``; ``max_tokens`` per batch defaults to ``default_token_budget``."""
     if mode not in MODES:
-        raise ValueError(f"embedding mode must be one of {MODES}, not {mode!r}")
+        raise UsageError(f"embedding mode must be one of {MODES}, not {mode!r}")
     if mode == "cls" and not variant.has_cls_eos:
-        raise ValueError(f"{variant.name} has no <cls> token; use mode 'cell' (mean over genes)")
+        raise UsageError(f"{variant.name} has no <cls> token; use mode 'cell' (mean over genes)")
     stage = cell_embedding_stage(variant.num_hidden_layers, emb_layer)
     n_layers = layers_to_run(variant, emb_layer)
     budget = max_tokens or default_token_budget(backend, variant)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-import torch
+from models.errors import UsageError
 
 
 @dataclass(frozen=True)
 class Precision:
     name: str
-    dtype: torch.dtype
+    dtype_name: str  # a torch dtype's name: the table is read without importing torch (CLI start-up)
     tf32: bool = False
     recipe: str | None = None  # TE recipe class name
     recipe_family: str | None = None  # key of TE's own availability check
@@ -24,6 +24,13 @@ class Precision:
     min_compute_capability: tuple[int, int] | None = None
     hardware: str = ""
     description: str = ""
+
+    @property
+    def dtype(self):
+        """The torch dtype of weights and activations."""
+        import torch
+
+        return getattr(torch, self.dtype_name)
 
     @property
     def is_fp8(self) -> bool:
@@ -43,37 +50,37 @@ class Precision:
 PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (
-        Precision("fp64", torch.float64, description="reference only: HF in float64 on the CPU"),
-        Precision("fp32", torch.float32, description="IEEE fp32, TF32 off everywhere"),
-        Precision("tf32", torch.float32, tf32=True, description="fp32 storage, TF32 matrix products"),
-        Precision("bf16", torch.bfloat16, description="bf16 weights and activations"),
+        Precision("fp64", "float64", description="reference only: HF in float64 on the CPU"),
+        Precision("fp32", "float32", description="IEEE fp32, TF32 off everywhere"),
+        Precision("tf32", "float32", tf32=True, description="fp32 storage, TF32 matrix products"),
+        Precision("bf16", "bfloat16", description="bf16 weights and activations"),
         Precision(
-            "fp8-delayed", torch.bfloat16, recipe="DelayedScaling", recipe_family="fp8",
+            "fp8-delayed", "bfloat16", recipe="DelayedScaling", recipe_family="fp8",
             min_compute_capability=(8, 9), hardware="Ada or Hopper",
             description="E4M3/E5M2 (HYBRID), per-tensor scales from the amax history of a calibration pass",
         ),
         Precision(
-            "fp8-current", torch.bfloat16, recipe="Float8CurrentScaling", recipe_family="fp8",
+            "fp8-current", "bfloat16", recipe="Float8CurrentScaling", recipe_family="fp8",
             min_compute_capability=(8, 9), hardware="Ada or Hopper",
             description="per-tensor scales from the current tensor's amax",
         ),
         Precision(
-            "fp8-delayed-dpa", torch.bfloat16, recipe="DelayedScaling", recipe_family="fp8", fp8_attention=True,
+            "fp8-delayed-dpa", "bfloat16", recipe="DelayedScaling", recipe_family="fp8", fp8_attention=True,
             min_compute_capability=(9, 0), hardware="Hopper",
             description="fp8-delayed, with attention in FP8 as well (TE's fp8_dpa, cuDNN FP8 attention)",
         ),
         Precision(
-            "fp8-current-dpa", torch.bfloat16, recipe="Float8CurrentScaling", recipe_family="fp8", fp8_attention=True,
+            "fp8-current-dpa", "bfloat16", recipe="Float8CurrentScaling", recipe_family="fp8", fp8_attention=True,
             min_compute_capability=(9, 0), hardware="Hopper",
             description="fp8-current, with attention in FP8 as well (TE's fp8_dpa; S and dP take delayed scales)",
         ),
         Precision(
-            "fp8-block", torch.bfloat16, recipe="Float8BlockScaling", recipe_family="fp8_block",
+            "fp8-block", "bfloat16", recipe="Float8BlockScaling", recipe_family="fp8_block",
             min_compute_capability=(9, 0), hardware="Hopper",
             description="1x128 / 128x128 block scales (DeepSeek-V3 style)",
         ),
         Precision(
-            "mxfp8", torch.bfloat16, recipe="MXFP8BlockScaling", recipe_family="mxfp8",
+            "mxfp8", "bfloat16", recipe="MXFP8BlockScaling", recipe_family="mxfp8",
             min_compute_capability=(10, 0), hardware="Blackwell",
             description="MX 1x32 blocks with E8M0 scales",
         ),
@@ -85,7 +92,7 @@ FP8_TOKEN_MULTIPLE = 16  # FP8 GEMMs need both dimensions divisible by 16: pad t
 
 def get_precision(name: str) -> Precision:
     if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r}; known: {', '.join(PRECISIONS)}")
+        raise UsageError(f"unknown precision {name!r}; known: {', '.join(PRECISIONS)}")
     return PRECISIONS[name]
 
 
@@ -103,6 +110,8 @@ def make_recipe(precision: Precision):
 
 def set_tf32(enabled: bool) -> None:
     """PyTorch's own TF32 switches (the cuBLAS-wide one is NVIDIA_TF32_OVERRIDE, see harness)."""
+    import torch
+
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
 
@@ -121,6 +130,8 @@ def quantization(precision: Precision, recipe=None):
 
 def tf32_state() -> dict:
     import os
+
+    import torch
 
     return {
         "torch_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,

@@ -21,6 +21,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from models.errors import GfqualError
+
 SCHEMA_VERSION = 1
 KINDS = ("parity", "perf", "downstream", "smoke")
 REQUIRED_RECORD_KEYS = ("variant", "backend", "precision")
@@ -28,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS_DIR = REPO_ROOT / "results" / "local"
 
 
-class ResultsError(ValueError):
+class ResultsError(GfqualError, ValueError):
     """A results file that this version of the suite cannot read, with the reason."""
 
 

@@ -101,3 +101,19 @@ class MLMHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.predictions(x)
+
+
+class EncoderWithMLMHead(nn.Module):
+    """The two ends every model over the TE layout shares: logits are the MLM head over
+    ``encode`` (padded cells) or ``encode_packed`` (cells end to end, THD), which subclasses define
+    together with ``bert`` and ``cls``; workloads that read hidden states call ``encode*`` alone."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """MLM logits ``[B, S, vocab]``; ``attention_mask`` is 1 for real tokens, 0 for padding.
+        FP8, when wanted, is entered by the caller around this call; the head stays out of it."""
+        return self.cls(self.encode(input_ids, attention_mask))
+
+    def forward_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
+                       max_seqlen: int) -> torch.Tensor:
+        """MLM logits ``[T, vocab]`` of cells packed end to end."""
+        return self.cls(self.encode_packed(input_ids, position_ids, cu_seqlens, max_seqlen))

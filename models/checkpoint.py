@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from models import convert
+from models.errors import GfqualError
 from models.registry import Variant, variants_matching
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -37,7 +38,7 @@ TE_CONFIG_KEYS = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GfqualError, ValueError):
     """A checkpoint directory that cannot be used, with the reason."""
 
 
@@ -240,6 +241,9 @@ def write_checkpoint(
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         for name, payload in (extra or {}).items():
             (tmp / name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        tmp.chmod(0o755)  # mkdtemp makes it 0700: a checkpoint is meant to be shared
+        for f in tmp.iterdir():
+            f.chmod(0o644)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

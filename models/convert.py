@@ -19,11 +19,13 @@ from dataclasses import dataclass
 
 import torch
 
+from models.errors import GfqualError
+
 Tensors = list[torch.Tensor]
 Transform = Callable[[Tensors, int], Tensors]
 
 
-class ConversionError(ValueError):
+class ConversionError(GfqualError, ValueError):
     """A state dict does not fit the conversion table (missing, unexpected or malformed keys)."""
 
 

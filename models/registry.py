@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from models.errors import GfqualError
+
 # Fields shared by every published Geneformer config.json (BERT, post-LN, ReLU, absolute
 # positions). Only the shape fields and the dropouts differ between variants.
 _COMMON_CONFIG = {
@@ -197,7 +199,7 @@ ARCHITECTURE_FIELDS = (
 )
 
 
-class UnknownVariantError(KeyError):
+class UnknownVariantError(GfqualError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence.
         return self.args[0]
 

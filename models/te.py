@@ -39,7 +39,7 @@ import torch
 import transformer_engine.pytorch as te
 from torch import nn
 
-from models.bert_common import Bert, MLMHead
+from models.bert_common import Bert, EncoderWithMLMHead, MLMHead
 from models.checkpoint import CheckpointError, load_parameters
 from models.convert import layout_keys
 
@@ -144,7 +144,7 @@ def packed_cells(cu_seqlens: torch.Tensor, max_seqlen: int) -> dict:
             "max_seqlen_q": max_seqlen, "max_seqlen_kv": max_seqlen}
 
 
-class TEGeneformerForMaskedLM(nn.Module):
+class TEGeneformerForMaskedLM(EncoderWithMLMHead):
     """Geneformer BertForMaskedLM with TransformerEngine encoder layers."""
 
     def __init__(self, cfg: dict, impl: str = "modular", params_dtype: torch.dtype = torch.float32,
@@ -160,19 +160,6 @@ class TEGeneformerForMaskedLM(nn.Module):
         layers = [layer_cls(cfg, i + 1, params_dtype, qkv_format) for i in range(cfg["num_hidden_layers"])]
         self.bert = Bert(cfg, layers)
         self.cls = MLMHead(cfg, self.bert.embeddings.word_embeddings)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """MLM logits ``[B, S, vocab]`` of padded cells; ``attention_mask`` is 1 for real tokens.
-
-        FP8, when wanted, is entered by the caller (``harness.precision``) around this call; the
-        MLM head is plain PyTorch and so stays out of FP8.
-        """
-        return self.cls(self.encode(input_ids, attention_mask))
-
-    def forward_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
-                       max_seqlen: int) -> torch.Tensor:
-        """MLM logits ``[T, vocab]`` of cells packed end to end (a model built with ``thd``)."""
-        return self.cls(self.encode_packed(input_ids, position_ids, cu_seqlens, max_seqlen))
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                n_layers: int | None = None) -> torch.Tensor:

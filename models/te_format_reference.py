@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from models.bert_common import Bert, MLMHead, activation
+from models.bert_common import Bert, EncoderWithMLMHead, MLMHead, activation
 
 
 class SelfAttention(nn.Module):
@@ -75,7 +75,7 @@ class Layer(nn.Module):
         return self.layernorm_mlp.layer_norm(x + self.layernorm_mlp(x))
 
 
-class TEFormatTorchForMaskedLM(nn.Module):
+class TEFormatTorchForMaskedLM(EncoderWithMLMHead):
     """Geneformer over TE-layout weights in plain PyTorch (see the module docstring)."""
 
     def __init__(self, cfg: dict):
@@ -83,15 +83,6 @@ class TEFormatTorchForMaskedLM(nn.Module):
         self.config = dict(cfg)
         self.bert = Bert(cfg, [Layer(cfg) for _ in range(cfg["num_hidden_layers"])])
         self.cls = MLMHead(cfg, self.bert.embeddings.word_embeddings)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """MLM logits ``[B, S, vocab]``; ``attention_mask`` is 1 for real tokens, 0 for padding."""
-        return self.cls(self.encode(input_ids, attention_mask))
-
-    def forward_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
-                       max_seqlen: int) -> torch.Tensor:
-        """MLM logits ``[T, vocab]`` of cells packed end to end, as TE's THD layout takes them."""
-        return self.cls(self.encode_packed(input_ids, position_ids, cu_seqlens, max_seqlen))
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                n_layers: int | None = None) -> torch.Tensor:

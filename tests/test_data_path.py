@@ -62,22 +62,13 @@ def test_streamed_parquet_equals_in_memory_tokenization(h5ad, dicts, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["_summary.json", "part-000000.parquet", "part-000001.parquet", "part-000002.parquet"]
 
 
-def test_interrupted_run_resumes_where_it_stopped(h5ad, dicts, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_where_it_stopped(h5ad, dicts, tmp_path, interrupt_second_chunk):
     out = tmp_path / "tok"
-    real_encode, calls = Encoder.encode, []
-
-    def interrupt_on_second_chunk(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_encode(self, *args, **kwargs)
-
-    monkeypatch.setattr(Encoder, "encode", interrupt_on_second_chunk)
     with pytest.raises(TokenizerError, match="interrupted.*resume"):
         tokenize_to_parquet(h5ad, V1, dicts, out, chunk_size=32, progress=False)
     partial = tmp_path / "tok.partial"
     assert not out.exists() and [p.name for p in partial.glob("*.parquet")] == ["part-000000.parquet"]
-    monkeypatch.setattr(Encoder, "encode", real_encode)
+    interrupt_second_chunk()  # the real encoder again
     summary = tokenize_to_parquet(h5ad, V1, dicts, out, chunk_size=32, progress=False)
     assert summary["cells"] == 90 and not partial.exists()
     assert [list(x) for x in read_tokenized(out)["input_ids"]] == tokenize_h5ad(h5ad, V1, dicts).cells

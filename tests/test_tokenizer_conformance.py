@@ -195,3 +195,25 @@ def test_tokenize_cli_metadata_errors_and_versioned_ids(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no cell was tokenized" in err and "none of its 3 gene columns" in err and "1 empty IDs" in err
     assert not (tmp_path / "t3").exists() and not (tmp_path / "t3.partial").exists()
+
+
+def test_tokenize_imports_neither_torch_nor_transformers(tmp_path):
+    """Tokenizing never runs a model: its command must start without torch and transformers."""
+    import pickle
+    import subprocess
+    import sys
+
+    genes = [f"ENSG{i:011d}" for i in range(V1.vocab_size - 2)]
+    folder = tmp_path / "dicts" / "gc30M"
+    folder.mkdir(parents=True)
+    for stem, payload in (("token_dictionary", {"<pad>": 0, "<mask>": 1, **{g: i + 2 for i, g in enumerate(genes)}}),
+                          ("gene_median_dictionary", {g: 1.0 for g in genes})):
+        (folder / f"{stem}_gc30M.pkl").write_bytes(pickle.dumps(payload))
+    h5ad = _h5ad(tmp_path / "c.h5ad", genes[:3], n_counts=[4.0, 7.0])
+    code = ("import sys\nfrom harness.cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    rc = e.code\nprint('rc', rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    for argv in (["tokenize", "--help"],
+                 ["tokenize", "--input", str(h5ad), "--variant", "V1-10M", "--dicts", str(tmp_path / "dicts"),
+                  "--out", str(tmp_path / "tok")]):
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+        assert done.stdout.strip().splitlines()[-1] == "rc 0 False False", done.stdout + done.stderr

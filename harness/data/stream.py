@@ -30,6 +30,17 @@ def _write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def _fingerprint(path: Path) -> dict:
+    """What a resume must find unchanged: size, modification time and a hash of the first MiB (an
+    input edited in place at the same size is not the input the finished chunks came from)."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        head = hashlib.sha256(fh.read(1 << 20)).hexdigest()
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "head_sha256": head}
+
+
 def _same_vocabulary(variant: Variant) -> set[str]:
     from models.registry import VARIANTS
 
@@ -56,7 +67,7 @@ def tokenize_to_parquet(
         raise TokenizerError(f"{source}: no layer {layer!r} (layers: {', '.join(adata.layers) or 'none'})")
     encoder = Encoder(gene_ids(adata.var, gene_column, dicts), variant, dicts, max_len, map_genes, recompute_n_counts)
     identity = {
-        "source": str(source.resolve()), "size": source.stat().st_size, "variant": variant.name,
+        "source": str(source.resolve()), **_fingerprint(source), "variant": variant.name,
         "chunk_size": chunk_size, "layer": layer, "gene_column": gene_column, "max_len": max_len,
         "obs_columns": list(obs_columns), "filter_pass": filter_pass, "map_genes": map_genes,
         "recompute_n_counts": recompute_n_counts,
@@ -66,7 +77,8 @@ def tokenize_to_parquet(
     if work.exists():
         previous = json.loads((work / MANIFEST).read_text()) if (work / MANIFEST).is_file() else {}
         if previous.get("identity") != identity:
-            raise TokenizerError(f"{work} holds an unfinished run with other settings; remove it to start over")
+            raise TokenizerError(f"{work} holds an unfinished run with other settings or of another version of the "
+                                 "input (size, modification time, first MiB); remove it to start over")
         manifest = previous
     work.mkdir(parents=True, exist_ok=True)
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from harness.data.batching import Batch, collate
+from models.errors import UsageError
 from models.registry import Variant
 
 REAL_MEDIAN_GENES = 1209  # celltypist sample, shared/data/scrna/PROVENANCE.md
@@ -37,7 +38,7 @@ def cell_lengths(n: int, max_len: int, gen: torch.Generator, context: int) -> li
 def rank_value_cells(variant: Variant, n: int, max_len: int, seed: int, full: bool = False) -> list[list[int]]:
     """``n`` cells of realistic lengths up to ``max_len`` (or all exactly ``max_len`` when ``full``)."""
     if max_len > variant.context:
-        raise ValueError(f"{variant.name} takes at most {variant.context} tokens per cell, not {max_len}")
+        raise UsageError(f"{variant.name} takes at most {variant.context} tokens per cell, not {max_len}")
     gen = torch.Generator().manual_seed(seed)
     first_gene = len(variant.special_tokens)
     n_genes = variant.vocab_size - first_gene
@@ -115,7 +116,7 @@ def synthetic_anndata(
         by_level = np.argsort(-baseline)
         free = by_level[~np.isin(by_level, programs.ravel())]
         if positive + negative > len(free) // 4:
-            raise ValueError(f"{len(genes)} genes are too few for {positive}+{negative} labelled genes")
+            raise UsageError(f"{len(genes)} genes are too few for {positive}+{negative} labelled genes")
         pos, neg = free[-positive:], free[len(free) // 4: len(free) // 4 + negative]
         on = rng.random((n_cells, positive)) < 0.1
         profile[:, pos] = np.where(on, 50.0 * baseline.max(), 0.0)
@@ -126,7 +127,7 @@ def synthetic_anndata(
     X = sp.csr_matrix(counts.astype(np.int32))
     names = state_names or tuple(f"state_{s}" for s in range(n_states))
     if len(names) != n_states:
-        raise ValueError(f"{n_states} states but {len(names)} state names")
+        raise UsageError(f"{n_states} states but {len(names)} state names")
     obs = pd.DataFrame(
         {
             "cell_state": [names[s] for s in states],

@@ -34,12 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
+from models.errors import GfqualError
 from models.registry import Variant
 
 TARGET_SUM = 10_000
 
 
-class TokenizerError(ValueError):
+class TokenizerError(GfqualError, ValueError):
     """Input the tokenizer cannot encode honestly, with the reason."""
 
 
@@ -96,7 +97,7 @@ class Dictionaries:
         if (folder / family).is_dir():
             folder = folder / family
         files = {k: folder / f"{stem}_{family}.pkl" for k, stem in cls.FILES.items()}
-        missing = [str(p) for k, p in files.items() if k != "symbols" and not p.is_file()]
+        missing = [str(p) for k, p in files.items() if k in ("token_ids", "medians") and not p.is_file()]
         if missing:
             raise TokenizerError(f"{family} dictionaries not found: {', '.join(missing)}")
         tokens = {str(k): int(v) for k, v in load_pickle_dict(files["token_ids"]).items()}

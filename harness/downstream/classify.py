@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.errors import UsageError
+
 
 @dataclass
 class Folds:
@@ -33,7 +35,7 @@ def gene_folds(y: np.ndarray, folds: int = 5, seed: int = 0) -> Folds:
 
     counts = np.bincount(y)
     if counts.min() < folds:
-        raise ValueError(f"each class needs at least {folds} items for {folds}-fold cross-validation; "
+        raise UsageError(f"each class needs at least {folds} items for {folds}-fold cross-validation; "
                          f"class sizes are {counts.tolist()}")
     fold_of = np.empty(len(y), dtype=int)
     for k, (_, test) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)):
@@ -47,7 +49,7 @@ def individual_folds(y: np.ndarray, individuals: np.ndarray, folds: int = 5, see
 
     donors = np.unique(individuals)
     if len(donors) < folds:
-        raise ValueError(f"{len(donors)} individuals cannot be split into {folds} folds by individual; "
+        raise UsageError(f"{len(donors)} individuals cannot be split into {folds} folds by individual; "
                          f"lower --folds or add individuals")
     fold_of = np.empty(len(y), dtype=int)
     splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.errors import UsageError
+
 
 @dataclass
 class GeneLabels:
@@ -23,12 +25,12 @@ def load_labels(path: str | Path) -> GeneLabels:
     frame = pd.read_csv(path)
     expected = {"dosage_sensitive", "dosage_insensitive"}
     if not expected <= set(frame.columns):
-        raise ValueError(f"{path}: expected columns {sorted(expected)}, found {list(frame.columns)}")
+        raise UsageError(f"{path}: expected columns {sorted(expected)}, found {list(frame.columns)}")
     sensitive = [str(g) for g in frame["dosage_sensitive"].dropna()]
     insensitive = [str(g) for g in frame["dosage_insensitive"].dropna()]
     both = set(sensitive) & set(insensitive)
     if both:
-        raise ValueError(f"{path}: {len(both)} genes are labelled both ways (e.g. {sorted(both)[0]})")
+        raise UsageError(f"{path}: {len(both)} genes are labelled both ways (e.g. {sorted(both)[0]})")
     return GeneLabels(sensitive + insensitive, np.array([1] * len(sensitive) + [0] * len(insensitive)))
 
 

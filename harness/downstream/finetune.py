@@ -25,6 +25,7 @@ from harness.backends import Backend
 from harness.data.batching import collate
 from harness.embeddings import length_batches
 from harness.parity.engine import mean_over_genes
+from models.errors import UsageError
 from models.registry import Variant
 
 
@@ -42,7 +43,7 @@ def _trainable(backend: Backend, n_classes: int, cfg: FineTuneConfig) -> tuple[n
     model = backend.model
     layers = list(model.bert.encoder.layer)
     if not 0 <= cfg.freeze_layers <= len(layers):
-        raise ValueError(f"--freeze-layers must be between 0 and {len(layers)}, not {cfg.freeze_layers}")
+        raise UsageError(f"--freeze-layers must be between 0 and {len(layers)}, not {cfg.freeze_layers}")
     model.requires_grad_(False)
     for layer in layers[cfg.freeze_layers:]:
         layer.requires_grad_(True)

@@ -31,6 +31,7 @@ import torch
 
 from harness.backends import Backend
 from harness.embeddings import default_token_budget, encode_cells, layers_to_run, to_device
+from models.errors import UsageError
 from models.registry import Variant
 
 MODES = ("delete", "overexpress")
@@ -61,7 +62,7 @@ def perturbed_copy(cell: list[int], position: int, mode: str, variant: Variant) 
         first = 1 if variant.has_cls_eos else 0  # after <cls>
         rest = cell[:position] + cell[position + 1:]
         return rest[:first] + [cell[position]] + rest[first:]
-    raise ValueError(f"perturbation mode must be one of {MODES}, not {mode!r}")
+    raise UsageError(f"perturbation mode must be one of {MODES}, not {mode!r}")
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -95,7 +96,7 @@ def perturb(
 ) -> PerturbResult:
     """Perturb each of ``genes`` in every cell that expresses it; ``goal`` is a cell embedding."""
     if mode not in MODES:
-        raise ValueError(f"perturbation mode must be one of {MODES}, not {mode!r}")
+        raise UsageError(f"perturbation mode must be one of {MODES}, not {mode!r}")
     n_layers = layers_to_run(variant, emb_layer)
     budget = max_tokens or default_token_budget(backend, variant)
     device = backend.device

@@ -32,7 +32,9 @@ from harness.downstream.classify import (
 from harness.downstream.dosage import gene_matrix
 from harness.downstream.finetune import FineTuneConfig, finetune_cells, finetune_genes
 from harness.downstream.tasks import CellTaskData, GeneTaskData
+from harness.progress import progress_bar
 from harness.tolerances import downstream_bound
+from models.errors import UsageError
 from models.registry import Variant
 
 PUBLISHED = {  # Geneformer example runs, gf-6L-30M (V1-10M) fine-tuned
@@ -64,11 +66,11 @@ class EvalRun:
 
         backend, sep, precision = text.partition("@")
         if not sep:
-            raise ValueError(f"a run is BACKEND@PRECISION (e.g. te@bf16), not {text!r}")
+            raise UsageError(f"a run is BACKEND@PRECISION (e.g. te@bf16), not {text!r}")
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r} in {text!r}; known: {', '.join(BACKENDS)}")
+            raise UsageError(f"unknown backend {backend!r} in {text!r}; known: {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r} in {text!r}; known: {', '.join(PRECISIONS)}")
+            raise UsageError(f"unknown precision {precision!r} in {text!r}; known: {', '.join(PRECISIONS)}")
         return cls(backend, precision)
 
 
@@ -203,7 +205,8 @@ def evaluate_genes(
     for run in runner.runnable(runs, task, mode, records, progress):
         start = time.perf_counter()
         if mode == "probe":
-            emb = extract(runner.backend(run), data.cells, variant, "gene", emb_layer)
+            with progress_bar(len(data.cells), f"{run.name} gene embeddings") as bar:
+                emb = extract(runner.backend(run), data.cells, variant, "gene", emb_layer, progress=bar.update)
             X, y_run, genes_run, missing = gene_matrix(emb.gene_tokens, emb.vectors, data.labels, data.token_ids)
             if genes is not None and genes_run != genes:
                 raise RuntimeError(f"{run.name} saw different genes than the first run")
@@ -264,7 +267,9 @@ def evaluate_cells(
     for run in runner.runnable(runs, task, mode, records, progress):
         start = time.perf_counter()
         if mode == "probe":
-            vectors[run] = extract(runner.backend(run), data.cells, variant, "cell", emb_layer).vectors
+            with progress_bar(len(data.cells), f"{run.name} cell embeddings") as bar:
+                vectors[run] = extract(runner.backend(run), data.cells, variant, "cell", emb_layer,
+                                       progress=bar.update).vectors
             probas[run] = probe_scores(vectors[run], data.y, folds, n_classes)
         else:
             cfg = finetune or FineTuneConfig(seed=seed)
@@ -301,7 +306,7 @@ def evaluate_perturbation(
     variant, task, mode = runner.variant, "perturb", perturbation
     for name in (start_class, goal_class):
         if name not in data.classes:
-            raise ValueError(f"class {name!r} is not in the data (classes: {', '.join(data.classes)})")
+            raise UsageError(f"class {name!r} is not in the data (classes: {', '.join(data.classes)})")
     start_cells = [data.cells[i] for i in np.flatnonzero(data.y == data.classes.index(start_class))[:max_cells]]
     goal_cells = [data.cells[i] for i in np.flatnonzero(data.y == data.classes.index(goal_class))]
     specials = set(variant.special_tokens.values())

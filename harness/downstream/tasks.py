@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.downstream.dosage import GeneLabels, load_labels
+from models.errors import UsageError
 from models.registry import Variant
 
 CARDIOMYOPATHY_CLASSES = ("non-failing", "hypertrophic", "dilated")
@@ -40,7 +41,7 @@ def _dictionaries(dicts: str | None, variant: Variant):
     from harness.data.tokenizer import Dictionaries
 
     if dicts is None:
-        raise ValueError("--dicts (the Geneformer dictionary folder) is needed to tokenize a real .h5ad")
+        raise UsageError("--dicts (the Geneformer dictionary folder) is needed to tokenize a real .h5ad")
     return synthetic_dictionaries(variant) if dicts == "synthetic" else Dictionaries.load(dicts, variant.dictionary_family)
 
 
@@ -63,7 +64,7 @@ def gene_task_data(
 
     if h5ad is None:
         if labels is not None:
-            raise ValueError("--labels needs the cells they refer to: pass --h5ad and --dicts too")
+            raise UsageError("--labels needs the cells they refer to: pass --h5ad and --dicts too")
         d = synthetic_dictionaries(variant, seed)
         adata = synthetic_anndata(d, n_cells=max_cells or 120, n_genes=3000, seed=seed, labelled_genes=(100, 300))
         planted = adata.uns["synthetic"]["gene_labels"]
@@ -73,7 +74,7 @@ def gene_task_data(
                   f"300 'insensitive' genes further down (seed {seed})")
         return GeneTaskData(_encode(adata, variant, d, max_len).cells, gene_labels, d.token_ids, source)
     if labels is None:
-        raise ValueError("--labels (the dosage-sensitivity CSV) is needed with --h5ad")
+        raise UsageError("--labels (the dosage-sensitivity CSV) is needed with --h5ad")
     d = _dictionaries(dicts, variant)
     tok = _encode(open_anndata(h5ad), variant, d, max_len, max_cells)
     return GeneTaskData(tok.cells, load_labels(labels), d.token_ids,
@@ -104,13 +105,13 @@ def cell_task_data(
         source = f"{Path(h5ad).name}: classes from obs['{label_column}'], split by obs['{individual_column}']"
     missing = [c for c in (label_column, individual_column) if c not in adata.obs]
     if missing:
-        raise ValueError(f"{h5ad}: obs has no column {', '.join(map(repr, missing))} "
+        raise UsageError(f"{h5ad}: obs has no column {', '.join(map(repr, missing))} "
                          f"(columns: {', '.join(map(str, adata.obs.columns))})")
     tok = _encode(adata, variant, d, max_len, max_cells if h5ad is not None else None)
     labels = adata.obs[label_column].astype(str).to_numpy()[tok.cell_index]
     classes = sorted(set(labels), key=lambda c: (CARDIOMYOPATHY_CLASSES.index(c) if c in CARDIOMYOPATHY_CLASSES else 99, c))
     if len(classes) < 2:
-        raise ValueError(f"obs['{label_column}'] has {len(classes)} class; a classifier needs two or more")
+        raise UsageError(f"obs['{label_column}'] has {len(classes)} class; a classifier needs two or more")
     y = np.array([classes.index(c) for c in labels])
     individuals = adata.obs[individual_column].astype(str).to_numpy()[tok.cell_index]
     return CellTaskData(tok.cells, y, classes, individuals, source)

@@ -19,6 +19,7 @@ from harness.backends import Backend, hooks
 from harness.data.batching import Batch
 from harness.parity.metrics import StageStats
 from harness.tolerances import bounds_for, stage_class
+from models.errors import UsageError
 
 GATED_ORDER_LAST = ("cell_embedding",)  # derived, so judged after the forward chain
 
@@ -27,7 +28,7 @@ def cell_embedding_stage(num_layers: int, emb_layer: int = -1) -> str:
     """Geneformer's ``emb_layer`` (−1: second-to-last layer, 0: last) as a stage name."""
     index = num_layers - 1 + emb_layer
     if not 0 <= index < num_layers:
-        raise ValueError(f"emb_layer {emb_layer} is outside a {num_layers}-layer model")
+        raise UsageError(f"--layer (emb_layer) {emb_layer} is outside a {num_layers}-layer model: use -1 to {-(num_layers - 1)}")
     return f"layer.{index}.output"
 
 

@@ -17,6 +17,7 @@ from harness.data.tokenizer import Dictionaries, tokenize_h5ad
 from harness.parity.engine import compare, judge
 from harness.precision import get_precision
 from harness.tolerances import needs_peer, table_as_dict
+from models.errors import UsageError
 from models.registry import Variant
 
 
@@ -49,11 +50,11 @@ def make_batch(spec: ParitySpec, variant: Variant, multiple: int) -> Batch:
     if not spec.h5ad:
         return synthetic_batch(variant, spec.n_cells, spec.max_len, spec.seed, multiple=multiple)
     if not spec.dicts:
-        raise ValueError("real cells need the Geneformer dictionaries: give the dictionary folder too")
+        raise UsageError("real cells need the Geneformer dictionaries: give the dictionary folder too")
     dicts = Dictionaries.load(spec.dicts, variant.dictionary_family)
     tokenized = tokenize_h5ad(spec.h5ad, variant, dicts, max_len=spec.max_len)
     if len(tokenized.cells) < spec.n_cells:
-        raise ValueError(f"{spec.h5ad}: {len(tokenized.cells)} usable cells, {spec.n_cells} asked for")
+        raise UsageError(f"{spec.h5ad}: {len(tokenized.cells)} usable cells, {spec.n_cells} asked for")
     by_length = sorted(tokenized.cells, key=len)
     picks = [by_length[round(i * (len(by_length) - 1) / max(1, spec.n_cells - 1))] for i in range(spec.n_cells)]
     if all(len(c) == spec.max_len for c in picks):

@@ -9,6 +9,8 @@ behind a loose threshold.
 
 from __future__ import annotations
 
+from models.errors import GfqualError
+
 KEY = ("variant", "backend", "precision", "layout", "batch", "seq_len", "world_size")
 
 
@@ -16,12 +18,12 @@ def _key(r: dict) -> tuple:
     return tuple(r.get(k, 1 if k == "world_size" else None) for k in KEY)  # rows before torchrun: one GPU
 
 
-class GateError(ValueError):
+class GateError(GfqualError, ValueError):
     pass
 
 
 def compare(baseline: dict, run: dict, max_slowdown: float = 0.05) -> list[dict]:
-    gpu_b, gpu_r = baseline["env"].get("gpu_name"), run["env"].get("gpu_name")
+    gpu_b, gpu_r = (r["env"].get("gpu_name") or "a CPU (no GPU)" for r in (baseline, run))
     if gpu_b != gpu_r:
         raise GateError(f"baseline is from {gpu_b}, this run from {gpu_r}: compare like with like")
     ok = lambda r: r.get("record") == "point" and r.get("status") == "ok"  # noqa: E731

@@ -45,6 +45,7 @@ from harness.perf.flops import batch_flops, useful_flops
 from harness.perf.telemetry import Telemetry
 from harness.perf.timing import time_batches, warm
 from harness.precision import get_precision
+from models.errors import UsageError
 from models.registry import Variant, get_variant
 
 LAYOUTS = ("full", "padded-context", "bucketed", "packed")
@@ -90,15 +91,15 @@ class Sweep:
             path = SWEEP_DIR / f"{spec}.json"
         if not path.is_file():
             shipped = ", ".join(sorted(p.stem for p in SWEEP_DIR.glob("*.json")))
-            raise ValueError(f"no sweep file {spec!r} (shipped sweeps: {shipped})")
+            raise UsageError(f"no sweep file {spec!r} (shipped sweeps: {shipped})")
         data = json.loads(path.read_text())
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"{path}: unknown sweep keys {sorted(unknown)}")
+            raise UsageError(f"{path}: unknown sweep keys {sorted(unknown)}")
         sweep = cls(**data)
         bad = [lay for lay in sweep.layouts if lay not in LAYOUTS]
         if bad:
-            raise ValueError(f"{path}: unknown layouts {bad} (known: {', '.join(LAYOUTS)})")
+            raise UsageError(f"{path}: unknown layouts {bad} (known: {', '.join(LAYOUTS)})")
         for v in sweep.variants:
             get_variant(v)
         return sweep
@@ -132,7 +133,7 @@ def cell_pool(variant: Variant, seq_len: int, n: int, seed: int, cells_from: str
 
     real = [list(c) for c in read_tokenized(cells_from, variant)["input_ids"]]
     if not real:
-        raise ValueError(f"{cells_from} holds no cells")
+        raise UsageError(f"{cells_from} holds no cells")
     picks = np.random.default_rng(seed).choice(len(real), size=n, replace=n > len(real))
     cells = [_truncate(real[i], seq_len, variant) for i in picks]
     return CellPool(cells, f"real: {len(real)} tokenized cells of {cells_from}, {n} drawn"
@@ -151,7 +152,7 @@ def layout_batches(point: Point, variant: Variant, seed: int, pool: CellPool | N
     if point.layout == "full":
         return [collate(rank_value_cells(variant, point.batch, point.seq_len, seed, full=True), variant, multiple)]
     if pool is None:
-        raise ValueError(f"the {point.layout} layout cuts its batches from a cell pool (cell_pool)")
+        raise UsageError(f"the {point.layout} layout cuts its batches from a cell pool (cell_pool)")
     cells = pool.cells
     if point.layout == "packed":
         return pack_to_budget(cells, variant, point.batch * point.seq_len, multiple)

@@ -1,0 +1,180 @@
+"""The command-line contract a CI relies on: 0 pass / done, 1 fail, 2 bad input (one line naming
+the option or file and the fix), 3 cannot run here, 4 internal error (traceback kept); no output
+replaced without --overwrite, and outputs checked before any work."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from harness.capability import probe
+from harness.cli import main
+
+pytestmark = pytest.mark.skipif(probe().cuda, reason="the CPU side of the contract (a GPU runs TE instead)")
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    assert main(["init", "--variant", "V1-10M", "--out", str(root / "hf")]) == 0
+    assert main(["convert", "--from", str(root / "hf"), "--to", "te", "--out", str(root / "te")]) == 0
+    return root
+
+
+def _parity(ckpts, *extra):
+    return main(["parity", "--reference", str(ckpts / "hf"), "--candidate", str(ckpts / "te"), "--cells", "2",
+                 "--length", "16", *extra])
+
+
+def test_cuda_asked_on_a_cpu_cannot_run_here(ckpts, capsys):
+    assert _parity(ckpts, "--device", "cuda", "--backend", "te-format-torch") == 3
+    assert "no CUDA GPU is visible" in capsys.readouterr().err
+
+
+def test_parity_defaults_on_a_cpu_name_the_backend_that_can(ckpts, capsys):
+    assert _parity(ckpts) == 3
+    assert "--backend te-format-torch" in capsys.readouterr().err
+
+
+def test_results_outputs_are_checked_before_work_and_never_replaced(ckpts, tmp_path, capsys):
+    other = tmp_path / "notes.json"
+    other.write_text("not a results file")
+    assert _parity(ckpts, "--backend", "te-format-torch", "--json", str(other)) == 2
+    err = capsys.readouterr()
+    assert "--json" in err.err and "--overwrite" in err.err and "PASS" not in err.out
+    assert other.read_text() == "not a results file"
+    a_file = tmp_path / "plain"
+    a_file.write_text("x")
+    assert _parity(ckpts, "--backend", "te-format-torch", "--json", str(a_file / "r.json")) == 2
+    assert "cannot write in" in capsys.readouterr().err
+    assert _parity(ckpts, "--backend", "te-format-torch", "--json", str(other), "--overwrite") == 0
+    assert other.read_text().startswith("{")
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--cells", "0"], "--cells"), (["--length", "-5"], "--length"), (["--length", "0"], "--length"),
+    (["--micro-batch", "two"], "--micro-batch"),
+])
+def test_counts_must_be_positive(ckpts, capsys, argv, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(["parity", "--reference", str(ckpts / "hf"), "--candidate", str(ckpts / "te"), *argv])
+    assert exit_.value.code == 2 and option in capsys.readouterr().err
+
+
+def test_te_embedding_on_a_cpu_cannot_run_here(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "4", "--genes", "800"]) == 0
+    assert main(["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts", "synthetic",
+                 "--out", str(tmp_path / "tok"), "--max-len", "32"]) == 0
+    capsys.readouterr()
+    assert main(["embed", "--input", str(tmp_path / "tok"), "--variant", "V1-10M", "--backend", "te",
+                 "--out", str(tmp_path / "e.h5ad")]) == 3
+    assert "te-format-torch" in capsys.readouterr().err and not (tmp_path / "e.h5ad").exists()
+
+
+def test_synth_never_replaces_a_file(tmp_path, capsys):
+    out = tmp_path / "real.h5ad"
+    out.write_bytes(b"a copy of real data")
+    argv = ["synth", "--out", str(out), "--cells", "4", "--genes", "800"]
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"a copy of real data"
+    assert main([*argv, "--overwrite"]) == 0 and out.read_bytes() != b"a copy of real data"
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("payload", [pickle.dumps({"a": print}), pickle.dumps({"a": 1})[:7]], ids=["code", "truncated"])
+def test_a_refused_dictionary_pickle_names_the_file(tmp_path, capsys, payload):
+    folder = tmp_path / "dicts" / "gc30M"
+    folder.mkdir(parents=True)
+    for stem in ("token_dictionary", "gene_median_dictionary"):
+        (folder / f"{stem}_gc30M.pkl").write_bytes(payload)
+    assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "4", "--genes", "800"]) == 0
+    capsys.readouterr()
+    assert main(["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts",
+                 str(tmp_path / "dicts"), "--out", str(tmp_path / "tok")]) == 2
+    err = capsys.readouterr().err
+    assert "token_dictionary_gc30M.pkl is not a readable Geneformer dictionary" in err and "Traceback" not in err
+
+
+def test_a_crash_is_exit_4_with_its_traceback(monkeypatch, capsys):
+    import harness.cli as cli
+
+    def broken(args):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(cli, "cmd_variants", broken)
+    assert main(["variants"]) == 4
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "simulated bug" in err and "internal error (exit 4)" in err
+
+
+def test_a_gpu_sweep_on_a_cpu_is_refused_with_an_estimate(capsys):
+    assert main(["bench", "--sweep", "gpu-baseline", "--out", "/tmp/never-written.json"]) == 2
+    err = capsys.readouterr().err
+    assert "GPU sweep" in err and " h; run it on a GPU, or pass --force" in err
+
+
+def test_every_option_has_help():
+    import argparse
+
+    from harness.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        assert "exit codes: 0" in (sub.epilog or ""), name
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"gfqual {name} {action.option_strings or action.dest} has no help text"
+
+
+def test_a_resume_notices_an_input_edited_in_place(tmp_path, interrupt_second_chunk):
+    """Same size, same settings, other bytes: the finished chunks came from another input."""
+    import os
+
+    from harness.data.stream import tokenize_to_parquet
+    from harness.data.synthetic import synthetic_dictionaries
+    from harness.data.tokenizer import TokenizerError
+    from models.registry import get_variant
+
+    v1 = get_variant("V1-10M")
+    h5ad = tmp_path / "s.h5ad"
+    assert main(["synth", "--out", str(h5ad), "--cells", "64", "--genes", "800"]) == 0
+    dicts = synthetic_dictionaries(v1)
+    with pytest.raises(TokenizerError, match="interrupted"):
+        tokenize_to_parquet(h5ad, v1, dicts, tmp_path / "tok", chunk_size=32, progress=False)
+    interrupt_second_chunk()  # the real encoder again
+    stat = h5ad.stat()
+    data = bytearray(h5ad.read_bytes())
+    data[100] ^= 0xFF  # edited in place: same size, and the modification time put back
+    h5ad.write_bytes(bytes(data))
+    os.utime(h5ad, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(TokenizerError, match="another version of the input"):
+        tokenize_to_parquet(h5ad, v1, dicts, tmp_path / "tok", chunk_size=32, progress=False)
+
+
+def test_shareable_checkpoints_and_one_count_in_the_convert_summary(tmp_path, capsys):
+    assert main(["init", "--variant", "V1-10M", "--out", str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    assert main(["convert", "--from", str(tmp_path / "hf"), "--to", "te", "--out", str(tmp_path / "te")]) == 0
+    line = capsys.readouterr().out
+    written = sum(int(n) for n in __import__("re").findall(r"'\w+': (\d+)", line))
+    assert f"into {written} (dtypes" in line
+    for folder in (tmp_path / "hf", tmp_path / "te"):
+        assert folder.stat().st_mode & 0o777 == 0o755
+        assert {f.stat().st_mode & 0o777 for f in folder.iterdir()} == {0o644}
+
+
+def test_perf_gate_names_a_cpu_run(tmp_path, capsys):
+    import json
+
+    from harness.results import make_result, write_result
+
+    gpu = make_result("perf", [], {"source": "random-init"}, {}, env={"gpu_name": "NVIDIA H100 80GB HBM3"})
+    cpu = make_result("perf", [], {"source": "random-init"}, {}, env={"gpu_name": None})
+    write_result(gpu, tmp_path / "gpu.json")
+    write_result(cpu, tmp_path / "cpu.json")
+    assert main(["perf-gate", "--baseline", str(tmp_path / "gpu.json"), "--run", str(tmp_path / "cpu.json")]) == 2
+    err = capsys.readouterr().err
+    assert "a CPU (no GPU)" in err and "None" not in err
+    assert json.loads((tmp_path / "gpu.json").read_text())["kind"] == "perf"
