@@ -239,6 +239,7 @@ def cmd_run(args) -> int:
     print(f"torch compiler messages (TE's compiled helpers): {log}")
     print(f"{len(gating)} checks: {gating.count('fail')} failed"
           + (f"; {skipped} skipped on this machine (reasons above)" if skipped else "")
+          + ("; TE itself not run: no CUDA GPU" if not cap.cuda else "")
           + (f"; TE beta FP8 attention, reported and not gating: {beta_failed} of {len(beta)} failed" if beta else ""))
     return 1 if "fail" in gating else 0
 

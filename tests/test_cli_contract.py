@@ -178,3 +178,28 @@ def test_perf_gate_names_a_cpu_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "a CPU (no GPU)" in err and "None" not in err
     assert json.loads((tmp_path / "gpu.json").read_text())["kind"] == "perf"
+
+
+def test_an_unwritable_results_folder_is_refused_before_work(ckpts, tmp_path, monkeypatch, capsys):
+    """A read-only folder (simulated: the suite may run as root, who can write anywhere)."""
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(locked) else real_access(path, mode))
+    assert _parity(ckpts, "--backend", "te-format-torch", "--json", str(locked)) == 2
+    captured = capsys.readouterr()
+    assert f"cannot write in {locked}" in captured.err and "PASS" not in captured.out and not list(locked.iterdir())
+
+
+def test_compiler_messages_go_to_a_log_not_the_terminal(tmp_path, capsys):
+    import logging
+
+    from harness.cli import compiler_log_to_file
+
+    path = compiler_log_to_file(str(tmp_path))
+    logging.getLogger("torch._dynamo").warning("torch._dynamo hit config.recompile_limit (8)")
+    for handler in logging.getLogger("torch._dynamo").handlers:
+        handler.flush()
+    assert "recompile_limit" in open(path).read() and "recompile_limit" not in capsys.readouterr().err

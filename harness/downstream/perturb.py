@@ -92,9 +92,10 @@ def _chunks(cells: list[list[int]], jobs: dict[int, list[int]], limit: int):
 @torch.no_grad()
 def perturb(
     backend: Backend, cells: list[list[int]], variant: Variant, genes: list[int], goal: np.ndarray,
-    mode: str = "delete", emb_layer: int = -1, max_tokens: int | None = None,
+    mode: str = "delete", emb_layer: int = -1, max_tokens: int | None = None, progress=None,
 ) -> PerturbResult:
-    """Perturb each of ``genes`` in every cell that expresses it; ``goal`` is a cell embedding."""
+    """Perturb each of ``genes`` in every cell that expresses it; ``goal`` is a cell embedding;
+    ``progress(n)`` is told of each perturbation queued."""
     if mode not in MODES:
         raise UsageError(f"perturbation mode must be one of {MODES}, not {mode!r}")
     n_layers = layers_to_run(variant, emb_layer)
@@ -113,6 +114,8 @@ def perturb(
         leave = [None] * len(piece) + [moved if mode == "overexpress" else None] * len(todo)
         pooled = encode_cells(backend, rows, variant, n_layers, budget, leave_out=leave,
                               pick=[(where[c], p) for c, p in todo])
+        if progress is not None:
+            progress(len(todo))
         k = len(piece)
         means = pooled.means().float()
         originals.index_copy_(0, to_device(piece, device), means[:k])
