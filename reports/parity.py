@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from reports.layout import series_style  # noqa: E402
 
 ZERO_FLOOR = 1e-9  # exact agreement has no logarithm: drawn at this floor, said in the label
 
@@ -27,8 +28,9 @@ def _verdict_table(verdicts: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for v in verdicts:
-        if v["status"] == "skipped":
-            lines.append(f"| {v['variant']} | {v['backend']} | {v['precision']} | skipped | | | | | {v['reason']} |")
+        if v["status"] in ("skipped", "error") or "worst_stage" not in v:  # every status renders, none crashes
+            lines.append(f"| {v['variant']} | {v['backend']} | {v['precision']} | **{v['status']}** | | | | | "
+                         f"{v.get('reason', '')} |")
             continue
         lines.append(
             f"| {v['variant']} | {v['backend']} | {v['precision']} | **{v['status']}** | {v['worst_stage']} | "
@@ -49,7 +51,8 @@ def plot_error_vs_layer(stages: list[dict], variant: str, out: Path) -> Path:
             key=lambda r: r["layer"],
         )
         values = [max(r["rel_l2"], ZERO_FLOOR) for r in rows]
-        ax.plot([r["layer"] for r in rows], values, marker="o", ms=3, label=f"{backend} {precision}")
+        ax.plot([r["layer"] for r in rows], values, ms=5, label=f"{backend} {precision}",
+                **series_style(backend, precision))
     ax.set_yscale("log")
     ax.set_xlabel("encoder layer (output)")
     ax.set_ylabel(f"relative L2 error vs HF reference\n(exact = {ZERO_FLOOR:g})")

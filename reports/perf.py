@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.precision import PRECISIONS  # noqa: E402
-from reports.layout import _png, _records  # noqa: E402
+from reports.layout import _png, _records, figure_legend, series_style  # noqa: E402
 
 VS_BATCH = {  # file stem -> (record field, axis label)
     "throughput-vs-batch": ("cells_per_s", "throughput (cells/s)"),
@@ -42,11 +42,11 @@ def _variant_axes(variants: list[str], height: float = 3.8):
     return fig, axes[0]
 
 
-def _style(gpu: str) -> str:
-    return "-" if gpu == "H100" else "--"
-
-
 def metric_vs_batch(points: dict, metric: str, label: str) -> bytes:
+    return _png(draw_metric_vs_batch(points, metric, label))
+
+
+def draw_metric_vs_batch(points: dict, metric: str, label: str):
     """One panel per variant, one line per (GPU, backend, precision); full-context cells only."""
     variants = sorted({k[0] for k in points if k[3] == "full"})
     fig, axes = _variant_axes(variants)
@@ -61,16 +61,20 @@ def metric_vs_batch(points: dict, metric: str, label: str) -> bytes:
                     series[(gpu, key[1], key[2])].append((key[4], value / 2**30 if metric == "peak_mem_bytes" else value))
         for (gpu, backend, precision), xy in sorted(series.items()):
             xy.sort()
-            ax.plot(*zip(*xy), _style(gpu), marker="o", ms=3, label=f"{gpu} {backend} {precision}")
+            ax.plot(*zip(*xy), ms=5, label=f"{gpu} {backend} {precision}", **series_style(backend, precision, gpu))
         ax.set(title=variant, xlabel="batch (cells)")
         ax.set_xscale("log", base=2)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel(label)
-    axes[-1].legend(fontsize=6)
-    return _png(fig)
+    figure_legend(fig, axes)
+    return fig
 
 
 def fp8_speedup(points: dict) -> bytes:
+    return _png(draw_fp8_speedup(points))
+
+
+def draw_fp8_speedup(points: dict):
     """Each FP8 recipe's cells/s over the same backend's bf16, per batch (full context)."""
     variants = sorted({k[0] for k in points if k[3] == "full" and PRECISIONS[k[2]].is_fp8})
     fig, axes = _variant_axes(variants)
@@ -86,14 +90,14 @@ def fp8_speedup(points: dict) -> bytes:
                     series[(gpu, backend, precision)].append((batch, rec["cells_per_s"] / bf16[gpu]["cells_per_s"]))
         for (gpu, backend, precision), xy in sorted(series.items()):
             xy.sort()
-            ax.plot(*zip(*xy), _style(gpu), marker="o", ms=3, label=f"{gpu} {backend} {precision}")
+            ax.plot(*zip(*xy), ms=5, label=f"{gpu} {backend} {precision}", **series_style(backend, precision, gpu))
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set(title=variant, xlabel="batch (cells)")
         ax.set_xscale("log", base=2)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("cells/s over the same backend in bf16")
-    axes[-1].legend(fontsize=6)
-    return _png(fig)
+    figure_legend(fig, axes)
+    return fig
 
 
 def layouts(points: dict) -> bytes:
@@ -108,13 +112,15 @@ def layouts(points: dict) -> bytes:
             heights = [next((points[k][gpu]["cells_per_s"] for k in keys if k[0] == variant and k[1] == backend
                              and k[2] == precision and k[3] == lay and k[4] == batch and gpu in points[k]), 0.0)
                        for lay in LAYOUT_ORDER]
-            ax.bar([j + i * width for j in range(len(LAYOUT_ORDER))], heights, width,
-                   label=f"{gpu} {backend} {precision} B={batch}", hatch="" if gpu == "H100" else "//")
+            style = series_style(backend, precision, gpu)
+            ax.bar([j + i * width for j in range(len(LAYOUT_ORDER))], heights, width, color=style["color"],
+                   label=f"{gpu} {backend} {precision} B={batch}", edgecolor="black", linewidth=0.4,
+                   hatch=("" if gpu == "H100" else "//") + "." * sorted({b[3] for b in bars}).index(batch))
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(LAYOUT_ORDER))], LAYOUT_ORDER)
         ax.set(title=f"{variant}: realistic cells")
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("cells/s (0: layout not run by that backend)")
-    axes[-1].legend(fontsize=6)
+    figure_legend(fig, axes)
     return _png(fig)
 
 
