@@ -429,9 +429,11 @@ def cmd_report(args) -> int:
     results = sorted((r for folder in args.results for r in read_results(folder)), key=lambda r: r["created"])
     if not results:
         raise UsageError(f"no results files under {', '.join(args.results)}")
-    page, md = render_report(results, args.out)
-    print(f"wrote {page} and {md} from {len(results)} results files")
-    return 0
+    page, md, verdict = render_report(results, args.out)
+    print(f"wrote {page}, {md} and verdict.json from {len(results)} results files: {verdict['overall'].upper()}")
+    if verdict["overall"] == "fail":
+        return 1
+    return 0 if verdict["overall"] == "pass" or args.allow_incomplete else 1
 
 
 def _dictionaries(spec: str, variant):
@@ -826,7 +828,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="hardware qualification report (HTML + markdown) from results files", **fmt)
     p.add_argument("--results", required=True, nargs="+", help="folders of results files (searched recursively)")
-    p.add_argument("--out", required=True, help="report folder (its report files are regenerated)")
+    p.add_argument("--out", required=True, help="report folder: report.html, report.md, verdict.json (regenerated)")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="exit 0 when nothing failed but the verdict does not cover everything (else exit 1)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("report-downstream", help="render the downstream report (markdown + plots) from results", **fmt)

@@ -156,6 +156,16 @@ def validate(result: dict, where: str = "result") -> None:
             raise ResultsError(f"{where}: record {i} is not flat ({', '.join(nested)})")
 
 
+def tested_identity(result: dict) -> str:
+    """What a results file tested beyond its GPU and configuration: the candidate checkpoint (its
+    weights' sha256) or the random weights' seed. A verdict for one never stands in for another."""
+    weights = result.get("weights", {})
+    if weights.get("source") == "random-init":
+        return f"random weights, seed {weights.get('seed')}"
+    sha = weights.get("candidate", weights).get("sha256")
+    return f"checkpoint {sha[:12]}" if sha else "checkpoint (sha256 not recorded)"
+
+
 def gate_status(record: dict) -> str | None:
     """What one judged record counts as in a gate: nothing (None) when it was skipped on this
     machine or its precision is TE beta; "fail" for an error (a case that should have run and did

@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from harness.precision import PRECISIONS
-from harness.results import gate_status
+from harness.results import gate_status, tested_identity
 from reports.downstream import downstream_section
 from reports.layout import GPU_COLUMNS, NOT_MEASURED, Figure, Section, Table, _fmt, _records, gpu_class
 from reports.parity import plot_error_vs_layer
@@ -50,16 +50,18 @@ def environment_section(results: list[dict]) -> Section:
 
 
 def _newest(results: list[dict], record: str) -> dict[tuple, dict]:
-    """The newest parity record of a kind for each (GPU, variant, backend, precision): later runs
-    replace earlier ones."""
-    return {(gpu, r["variant"], r["backend"], r["precision"]): r for gpu, _r, r in _records(results, "parity", record)}
+    """The newest parity record of a kind for each (GPU, what was tested, variant, backend,
+    precision): a later run replaces an earlier one of the same checkpoint (or random seed) only,
+    so a FAIL for one checkpoint is never hidden by a PASS for another."""
+    return {(gpu, tested_identity(res), r["variant"], r["backend"], r["precision"]): r
+            for gpu, res, r in _records(results, "parity", record)}
 
 
 def parity_section(results: list[dict]) -> tuple[Section, dict]:
     by_gpu: dict[str, dict] = defaultdict(dict)
     stages: dict[str, list] = defaultdict(list)
     for (gpu, *key), v in _newest(results, "verdict").items():
-        by_gpu[gpu][tuple(key)] = v
+        by_gpu[gpu][tuple(key)] = v  # (tested, variant, backend, precision)
     latest_run: dict[tuple, str] = {}  # each (GPU, variant, backend, precision) plots its newest run only
     for gpu, r, s in _records(results, "parity", "stage"):
         latest_run[(gpu, s["variant"], s["backend"], s["precision"])] = r["created"]
@@ -70,12 +72,13 @@ def parity_section(results: list[dict]) -> tuple[Section, dict]:
     statuses = []
     for gpu in sorted(by_gpu):
         cells = by_gpu[gpu]
-        precisions = sorted({k[2] for k in cells}, key=_precision_order)
+        precisions = sorted({k[3] for k in cells}, key=_precision_order)
+        several = len({k[0] for k in cells}) > 1  # more than one checkpoint / seed tested on this GPU
         rows = []
-        for variant, backend in sorted({k[:2] for k in cells}):
-            row = [variant, backend]
+        for tested, variant, backend in sorted({k[:3] for k in cells}):
+            row = [f"{variant} · {tested}" if several else variant, backend]
             for p in precisions:
-                v = cells.get((variant, backend, p))
+                v = cells.get((tested, variant, backend, p))
                 beta = p in PRECISIONS and PRECISIONS[p].experimental
                 if v is None:
                     row.append(NOT_MEASURED)
@@ -118,8 +121,8 @@ def _attention_kernel_table(results: list[dict]) -> tuple[Table | None, list[str
     GPU, head shape and precision; FP8 attention is TE beta and does not gate."""
     rows, statuses = [], []
     newest = _newest(results, "attention_kernel")
-    for (gpu, variant, _backend, precision), k in sorted(newest.items(),
-                                                         key=lambda kv: (*kv[0][:2], _precision_order(kv[0][3]))):
+    for (gpu, _tested, variant, _backend, precision), k in sorted(
+            newest.items(), key=lambda kv: (kv[0][0], kv[0][2], _precision_order(kv[0][4]))):
         beta = PRECISIONS[precision].experimental
         if k["status"] in ("skipped", "error"):
             verdict = f"{k['status']}: {k['reason']}"
@@ -319,8 +322,8 @@ def _failed_parity(results: list[dict]) -> set[tuple]:
     is the speed of a wrong answer, and the speed-up tables say so. A failed attention kernel check
     (backend None) counts against every TE build of that variant and precision there."""
     failed = ("fail", "error")
-    return ({key for key, r in _newest(results, "verdict").items() if r["status"] in failed}
-            | {(gpu, variant, None, p) for (gpu, variant, _b, p), r in _newest(results, "attention_kernel").items()
+    return ({(gpu, *key) for (gpu, _tested, *key), r in _newest(results, "verdict").items() if r["status"] in failed}
+            | {(gpu, variant, None, p) for (gpu, _t, variant, _b, p), r in _newest(results, "attention_kernel").items()
                if r["status"] in failed})
 
 
@@ -366,25 +369,81 @@ def _gate(name: str, statuses: list[str]) -> dict:
             "detail": f"{failed} of {len(statuses)} failed" if failed else f"{len(statuses)} passed"}
 
 
-def verdict_section(gates: list[dict]) -> Section:
+def per_gpu_verdicts(results: list[dict]) -> dict[str, str]:
+    """Each GPU's own verdict from its gating parity and embedding records (newest per what was
+    tested): fail if any failed, pass if some passed, else not measured."""
+    statuses = defaultdict(list)
+    for (gpu, *_key), r in _newest(results, "verdict").items():
+        statuses[gpu].append(gate_status(r))
+    for gpu, _res, e in _records(results, "parity", "embedding"):
+        statuses[gpu].append(gate_status(e))
+    gpus = {gpu_class(r["env"].get("gpu_name")) for r in results}
+    return {gpu: "fail" if "fail" in statuses[gpu] else ("pass" if "pass" in statuses[gpu] else "not measured")
+            for gpu in sorted(gpus)}
+
+
+def not_covered(results: list[dict]) -> list[str]:
+    """What a reader might assume the verdict covers and it does not, found from what is missing."""
+    gpus = {gpu_class(r["env"].get("gpu_name")) for r in results} - {"CPU"}
+    missing = [f"{g}: no results" for g in GPU_COLUMNS if g not in gpus]
+    verdicts = _newest(results, "verdict")
+    from models.registry import VARIANTS
+
+    for gpu in sorted(gpus):
+        checked = {k[2] for k in verdicts if k[0] == gpu}
+        if absent := [v for v in VARIANTS if v not in checked]:
+            missing.append(f"{gpu}: no parity for {', '.join(absent)}")
+        if not any(gpu_class(r["env"].get("gpu_name")) == gpu for r in results if r["kind"] == "downstream"):
+            missing.append(f"{gpu}: downstream tasks")
+        if not any(gpu_class(r["env"].get("gpu_name")) == gpu and "workload" in w
+                   for r in results if r["kind"] == "perf" for w in r["records"]):
+            missing.append(f"{gpu}: end-to-end workloads")
+    by_precision = defaultdict(set)
+    for key, r in verdicts.items():
+        by_precision[key[4]].add(r["status"])
+    missing += [f"{p}: skipped wherever asked ({next(r['reason'] for k, r in verdicts.items() if k[4] == p)})"
+                for p, seen in sorted(by_precision.items()) if seen == {"skipped"}]
+    if not any(r["weights"].get("source") == "checkpoint" for r in results):
+        missing.append("Geneformer's trained weights: every result here uses seeded random weights of the "
+                       "published configs, so no number here carries learned biology")
+    return missing
+
+
+def verdict_of(gates: list[dict], results: list[dict]) -> dict:
+    """The machine-readable verdict (``verdict.json``): overall, per GPU, per gate, not covered."""
     failed = [g["gate"] for g in gates if g["status"] == "fail"]
     open_ = [g["gate"] for g in gates if g["status"] in ("not measured", "not evaluated")]
-    overall = "FAIL" if failed else ("PASS (incomplete)" if open_ else "PASS")
-    text = [f"**Overall: {overall}**"]
+    gaps = not_covered(results)
+    overall = "fail" if failed else ("incomplete" if open_ or gaps else "pass")
+    return {"overall": overall, "per_gpu": per_gpu_verdicts(results), "gates": gates, "not_covered": gaps,
+            "results_files": len(results)}
+
+
+def verdict_section(verdict: dict) -> Section:
+    gates = verdict["gates"]
+    overall = {"fail": "FAIL", "incomplete": "PASS (incomplete)", "pass": "PASS"}[verdict["overall"]]
+    text = [f"**Overall: {overall}**",
+            "Per GPU: " + "; ".join(f"{g} {v.upper()}" for g, v in verdict["per_gpu"].items()) + "."]
+    failed = [g["gate"] for g in gates if g["status"] == "fail"]
+    open_ = [g["gate"] for g in gates if g["status"] in ("not measured", "not evaluated")]
     if failed:
         text.append(f"Failed: {', '.join(failed)}.")
     if open_:
         text.append(f"Not measured or not evaluated: {', '.join(open_)}.")
+    if verdict["not_covered"]:
+        text.append("Not covered by this verdict: " + "; ".join(verdict["not_covered"]) + ".")
     table = Table(["gate", "verdict", "detail"], [[g["gate"], g["status"].upper(), g["detail"]] for g in gates])
     return Section("Verdict", text, [table])
 
 
-def build_report(results: list[dict]) -> list[Section]:
+def build_report(results: list[dict]) -> tuple[list[Section], dict]:
     parity, parity_gate = parity_section(results)
     embeddings, embedding_gate = embedding_section(results)
     downstream, downstream_gate = downstream_section(results)
-    gates = [parity_gate, embedding_gate, perf_gate(results), downstream_gate]
-    return [verdict_section(gates), environment_section(results), parity, embeddings, perf_section(results), downstream]
+    verdict = verdict_of([parity_gate, embedding_gate, perf_gate(results), downstream_gate], results)
+    sections = [verdict_section(verdict), environment_section(results), parity, embeddings, perf_section(results),
+                downstream]
+    return sections, verdict
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -411,6 +470,8 @@ def to_markdown(sections: list[Section], image_dir: Path, title: str = TITLE) ->
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:0.8em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
 th{background:#f0f0f0}td.pass{background:#e6f4e6}td.fail{background:#f8d7d7}td.na{color:#888;background:#fafafa}
+p.overall{font-size:20px;font-weight:bold;padding:6px 10px;display:inline-block}p.pass{background:#cdeccd}
+p.fail{background:#f4b6b6}p.na{background:#fdf0c4}
 figure{display:inline-block;margin:0.5em;vertical-align:top}img.half{width:600px}img.wide{width:100%;max-width:1350px}figcaption{font-size:12px;color:#555}"""
 
 
@@ -431,8 +492,10 @@ def to_html(sections: list[Section]) -> str:
     for s in sections:
         out.append(f"<h2>{html.escape(s.title)}</h2>")
         for t in s.text:
+            overall = t.startswith("**Overall:")
             t = html.escape(t).replace("**", "")
-            out.append(f"<p>{t}</p>")
+            out.append(f"<p class='overall {_cell_class(t.removeprefix('Overall: ')) or 'na'}'>{t}</p>" if overall
+                       else f"<p>{t}</p>")
         for t in s.tables:
             out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.headers) + "</tr>")
             for row in t.rows:
@@ -448,12 +511,16 @@ def to_html(sections: list[Section]) -> str:
     return "\n".join(out)
 
 
-def render_report(results: list[dict], out_dir: str | Path) -> tuple[Path, Path]:
+def render_report(results: list[dict], out_dir: str | Path) -> tuple[Path, Path, dict]:
+    """report.html, report.md and verdict.json (for CI) into ``out_dir``; returns the verdict."""
+    import json
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = build_report(results)
+    sections, verdict = build_report(results)
     md = out_dir / "report.md"
     md.write_text(to_markdown(sections, out_dir))
     page = out_dir / "report.html"
     page.write_text(to_html(sections))
-    return page, md
+    (out_dir / "verdict.json").write_text(json.dumps(verdict, indent=1) + "\n")
+    return page, md, verdict

@@ -225,5 +225,5 @@ def test_downstream_report_renders_from_results(v1_runner, tmp_path):
     assert "TransformerEngine needs a CUDA GPU" in md  # the skipped TE row keeps its reason
     assert "published reference (not ours)" in md and "0.9142" in md
     assert (tmp_path / "d" / "downstream-roc.png").stat().st_size > 10_000
-    _page, qual = render_report([result], tmp_path / "q")
+    _page, qual, _ = render_report([result], tmp_path / "q")
     assert "| downstream | PASS |" in qual.read_text()

@@ -43,7 +43,7 @@ def test_gpu_classes():
 
 def test_report_content_from_fixtures(tmp_path):
     results = [_parity("NVIDIA H100 80GB HBM3"), _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)]
-    page, md_path = render_report(results, tmp_path)
+    page, md_path, _ = render_report(results, tmp_path)
     md, page_html = md_path.read_text(), page.read_text()
     assert "**Overall: PASS (incomplete)**" in md
     assert "| parity | PASS | 1 passed |" in md
@@ -190,10 +190,51 @@ def test_workload_tables_lead_and_pair_rows_of_one_run(tmp_path):
     cli = make_result("perf", [{"workload": "embed", "variant": "V2-104M", "backend": "te-packed", "precision": "bf16",
                                 "cells": 5031, "cells_per_s": 1000.0, "startup_s": 21.0, "startup_imports_s": 19.0,
                                 "gpu_util_mean": 90.0}], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
-    _, md_path = render_report([run, other, cli, _perf("NVIDIA H100 80GB HBM3", 220.0)], tmp_path)
+    _, md_path, _ = render_report([run, other, cli, _perf("NVIDIA H100 80GB HBM3", 220.0)], tmp_path)
     md = md_path.read_text()
     perf = md[md.index("## Performance"):]
     assert perf.index("embedding end to end") < perf.index("| variant | backend | precision | layout | batch |")
     assert "| te-packed | bf16 | 1e+03 | 2.50× | 93% |" in perf  # 1000 / 400 from the same file, not / 100
     assert "| te-packed | fp8-delayed | skipped: no GPU |" in perf and "| hf-sdpa | fp8-delayed |" not in perf
     assert "| gfqual embed: GPU |" in perf and "| 21 | 19 |" in perf
+
+
+def test_a_pass_for_one_checkpoint_never_hides_a_fail_for_another(tmp_path):
+    gpu = "NVIDIA H100 80GB HBM3"
+    failed = _parity(gpu, status="fail")
+    failed["weights"] = {"source": "checkpoint", "candidate": {"sha256": "a" * 64}}
+    passed = _parity(gpu, status="pass")
+    passed["weights"] = {"source": "checkpoint", "candidate": {"sha256": "b" * 64}}
+    passed["created"] = "2099-01-01T00:00:00+0000"  # the newer run
+    _, md_path, _ = render_report([failed, passed], tmp_path)
+    md = md_path.read_text()
+    assert "| V2-104M · checkpoint aaaaaaaaaaaa | te | FAIL" in md and "| V2-104M · checkpoint bbbbbbbbbbbb | te | PASS" in md
+    assert "**Overall: FAIL**" in md
+    again = _parity(gpu, status="pass")  # the same checkpoint fixed and run again: it does replace the FAIL
+    again["weights"], again["created"] = failed["weights"], "2099-01-02T00:00:00+0000"
+    _, md_path, _ = render_report([failed, passed, again], tmp_path)
+    assert "FAIL" not in md_path.read_text().split("## Parity")[1].split("##")[0]
+
+
+def test_gfqual_report_exits_with_the_verdict_and_writes_verdict_json(tmp_path, capsys):
+    """CI reads the verdict: 1 on FAIL, 1 on an incomplete PASS unless --allow-incomplete, else 0."""
+    import json
+    from pathlib import Path
+
+    from harness.cli import main
+    from harness.results import write_result
+
+    repo = Path(__file__).resolve().parents[1]
+    committed = ["--results", str(repo / "results" / "h100"), str(repo / "results" / "h200")]
+    assert main(["report", *committed, "--out", str(tmp_path / "a")]) == 1
+    verdict = json.loads((tmp_path / "a" / "verdict.json").read_text())
+    assert verdict["overall"] == "incomplete" and verdict["per_gpu"] == {"H100": "pass", "H200": "pass"}
+    assert "A100: no results" in verdict["not_covered"] and any("trained weights" in n for n in verdict["not_covered"])
+    assert main(["report", *committed, "--out", str(tmp_path / "b"), "--allow-incomplete"]) == 0
+    write_result(_parity("NVIDIA H100 80GB HBM3", status="fail"), tmp_path / "failed" / "parity.json")
+    assert main(["report", "--results", str(tmp_path / "failed"), "--out", str(tmp_path / "c"),
+                 "--allow-incomplete"]) == 1
+    verdict = json.loads((tmp_path / "c" / "verdict.json").read_text())
+    assert verdict["overall"] == "fail" and verdict["per_gpu"] == {"H100": "fail"}
+    assert "**Overall: FAIL**" in (tmp_path / "c" / "report.md").read_text()
+    assert "<p class='overall fail'>Overall: FAIL</p>" in (tmp_path / "c" / "report.html").read_text()
