@@ -238,11 +238,14 @@ def perf_section(results: list[dict]) -> Section:
         section.tables.append(scaling)
     if profile:
         section.tables.append(profile)
-    max_rows = [[gpu, m["variant"], m["backend"], m["precision"], m["seq_len"],
-                 m.get("max_batch"), m["status"] + (f": {m['reason']}" if m.get("reason") else "")]
+    max_rows = [[gpu, m["variant"], m["backend"], m["precision"], m["seq_len"], m.get("max_batch"),
+                 "largest that fits (the next batch ran out of memory)" if m["status"] == "ok" else
+                 f"FAIL: the search stopped on an error, not on memory; {m.get('max_batch')} is only the largest "
+                 f"that ran: {m.get('reason')}"]
                 for gpu, _r, m in _records(results, "perf", "max_batch")]
     if max_rows:
-        section.tables.append(Table(["largest batch: GPU", "variant", "backend", "precision", "tokens", "cells", "status"], max_rows))
+        section.tables.append(Table(["largest batch: GPU", "variant", "backend", "precision", "tokens", "cells",
+                                     "what stopped the search"], max_rows))
     not_run = defaultdict(lambda: (set(), set()))  # one row per reason: the variants and batches it hit
     for gpu, _r, p in _records(results, "perf", "point"):
         if p.get("status") != "ok":
@@ -361,6 +364,28 @@ def perf_gate(results: list[dict]) -> dict:
     return {"gate": "performance regression", "status": "fail" if regressed else "pass", "detail": "; ".join(regressed)}
 
 
+CRASH_SIGNS = ("CUDA error", "illegal memory access", "AcceleratorError", "CUBLAS_STATUS", "cuDNN error")
+
+
+def _crashes(results: list[dict]) -> list[tuple[str, str]]:
+    """(GPU, what crashed) for every perf record that died on a kernel fault (TE beta aside)."""
+    return [(gpu, f"{r['variant']} {r['backend']} {r['precision']}: {r.get('reason')}")
+            for res in results if res["kind"] == "perf"
+            for gpu in [gpu_class(res["env"].get("gpu_name"))] for r in res["records"]
+            if r.get("status") == "error" and any(sign in str(r.get("reason")) for sign in CRASH_SIGNS)
+            and not (r.get("precision") in PRECISIONS and PRECISIONS[r["precision"]].experimental)]
+
+
+def reliability_gate(results: list[dict]) -> dict:
+    """A kernel that crashes is a failure wherever it happens (a perf point or the largest-batch
+    search included), outside TE beta features: a speed table must not sit quietly beside it."""
+    crashes = sorted({f"{gpu} {text}" for gpu, text in _crashes(results)})
+    if not any(res["kind"] == "perf" for res in results):
+        return {"gate": "reliability (no kernel crash)", "status": "not measured", "detail": ""}
+    return {"gate": "reliability (no kernel crash)", "status": "fail" if crashes else "pass",
+            "detail": "; ".join(crashes) if crashes else "no crash in any perf run"}
+
+
 def _gate(name: str, statuses: list[str]) -> dict:
     if not statuses:
         return {"gate": name, "status": "not measured", "detail": ""}
@@ -371,8 +396,10 @@ def _gate(name: str, statuses: list[str]) -> dict:
 
 def per_gpu_verdicts(results: list[dict]) -> dict[str, str]:
     """Each GPU's own verdict from its gating parity and embedding records (newest per what was
-    tested): fail if any failed, pass if some passed, else not measured."""
+    tested) and its kernel crashes: fail if any failed, pass if some passed, else not measured."""
     statuses = defaultdict(list)
+    for gpu, _what in _crashes(results):
+        statuses[gpu].append("fail")
     for (gpu, *_key), r in _newest(results, "verdict").items():
         statuses[gpu].append(gate_status(r))
     for gpu, _res, e in _records(results, "parity", "embedding"):
@@ -440,7 +467,8 @@ def build_report(results: list[dict]) -> tuple[list[Section], dict]:
     parity, parity_gate = parity_section(results)
     embeddings, embedding_gate = embedding_section(results)
     downstream, downstream_gate = downstream_section(results)
-    verdict = verdict_of([parity_gate, embedding_gate, perf_gate(results), downstream_gate], results)
+    verdict = verdict_of([parity_gate, embedding_gate, reliability_gate(results), perf_gate(results), downstream_gate],
+                         results)
     sections = [verdict_section(verdict), environment_section(results), parity, embeddings, perf_section(results),
                 downstream]
     return sections, verdict
