@@ -108,6 +108,13 @@ def downstream_section(results: list[dict]) -> tuple[Section, dict]:
     if not (summaries or perturb_rows):
         section.text.append(f"{NOT_MEASURED}: no downstream results in this folder (run `gfqual eval`).")
         return section, {"gate": "downstream", "status": "not measured", "detail": "run gfqual eval to add them"}
+    random = [r for r in results if r["kind"] == "downstream" and r["weights"].get("source") == "random-init"]
+    if random:
+        section.text.append(
+            f"**Caveat: {len(random)} of these runs use seeded random weights, not Geneformer's trained ones.** Their "
+            "AUCs and accuracies say nothing about biology or about the published model; they measure only whether "
+            "TE answers as HF does on the same inputs. Synthetic tasks carry a planted signal any encoder can find. "
+            "Compare the published rows below only with runs of the trained checkpoints.")
     section.text.append("Every run of a task sees the same cells and folds; a TE run is judged against HF at its "
                         "precision (HF bf16 for FP8). Intervals are paired bootstrap 95%, cells resampled by individual.")
     section.tables.append(Table(["GPU", "task", "variant", "mode", "run", "ROC AUC", "accuracy", "macro-F1",
@@ -120,7 +127,8 @@ def downstream_section(results: list[dict]) -> tuple[Section, dict]:
     if skipped:
         section.tables.append(Table(["skipped: GPU", "task", "variant", "run", "reason"], skipped))
     if published:
-        section.tables.append(Table(["published reference (not ours)", "numbers", "source"],
+        section.tables.append(Table(["published reference (not ours; gf-6L-30M, the V1-10M model, fine-tuned)",
+                                     "numbers", "source"],
                                     [[task, ", ".join(f"{k} {v}" for k, v in rec.items() if isinstance(v, float)),
                                       rec["note"]] for task, rec in sorted(published.items())]))
     for name, png, caption in (("downstream-roc.png", _roc_figure(results), "Dosage task: out-of-fold ROC per run"),

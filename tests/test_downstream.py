@@ -223,7 +223,9 @@ def test_downstream_report_renders_from_results(v1_runner, tmp_path):
     md = render_downstream_report([result], tmp_path / "d").read_text()
     assert "verdict: PASS" in md and "| CPU | cardiomyopathy | V1-10M | te-format-torch@fp32 | hf-sdpa@fp32 |" in md
     assert "TransformerEngine needs a CUDA GPU" in md  # the skipped TE row keeps its reason
-    assert "published reference (not ours)" in md and "0.9142" in md
+    assert "published reference (not ours; gf-6L-30M" in md and "0.9142" in md
+    assert "**Caveat: 1 of these runs use seeded random weights" in md  # above every number a reader could quote
+    assert md.index("Caveat") < md.index("| GPU | task |")
     assert (tmp_path / "d" / "downstream-roc.png").stat().st_size > 10_000
     _page, qual, _ = render_report([result], tmp_path / "q")
     assert "| downstream | PASS |" in qual.read_text()
