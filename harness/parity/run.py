@@ -138,19 +138,28 @@ def random_weights_block(seed: int) -> dict:
 
 def run_specs(specs: list[ParitySpec], reference_source, candidate_source, progress=print) -> list[dict]:
     """Run specs (of one variant) over the same sources, printing each verdict as it comes."""
-    from models.registry import get_variant
+    from harness.progress import progress_bar
 
     records = []
-    for spec in specs:
-        try:
-            recs, verdict = run_parity(spec, get_variant(spec.variant), reference_source, candidate_source)
-        except Exception as exc:  # a kernel that cannot run this case is a finding: recorded, and the run goes on
-            verdict = {"record": "verdict", "variant": spec.variant, "backend": spec.candidate,
-                       "precision": spec.precision, "status": "error",
-                       "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-            recs = [verdict]
-        records += recs
-        progress(format_verdict(verdict))
+    with progress_bar(len(specs), "parity cases", unit="case") as bar:
+        for spec in specs:
+            records += _run_one(spec, reference_source, candidate_source, progress)
+            bar.update(1)
+    return records
+
+
+def _run_one(spec: ParitySpec, reference_source, candidate_source, progress) -> list[dict]:
+    """One case's records; a case that raises becomes an error verdict (printed as it comes)."""
+    from models.registry import get_variant
+
+    try:
+        records, verdict = run_parity(spec, get_variant(spec.variant), reference_source, candidate_source)
+    except Exception as exc:  # a kernel that cannot run this case is a finding: recorded, and the run goes on
+        verdict = {"record": "verdict", "variant": spec.variant, "backend": spec.candidate,
+                   "precision": spec.precision, "status": "error",
+                   "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        records = [verdict]
+    progress(format_verdict(verdict))
     return records
 
 

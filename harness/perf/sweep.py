@@ -45,6 +45,7 @@ from harness.perf.flops import batch_flops, useful_flops
 from harness.perf.telemetry import Telemetry
 from harness.perf.timing import time_batches, warm
 from harness.precision import get_precision
+from harness.progress import progress_bar
 from models.errors import UsageError
 from models.registry import Variant, get_variant
 
@@ -301,10 +302,10 @@ def run_sweep(sweep: Sweep, out: Path, progress=print) -> list[dict]:
             jobs.append((f"max_batch/{v}/{b}/{pr}/{seq}", lambda a=(v, b, pr, seq): runner.max_batch(*a)))
     ctx = context()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(partial, "a") if ctx.is_main else contextlib.nullcontext() as log:
-        for key, job in jobs:
-            if key in done:
-                continue
+    todo = [(key, job) for key, job in jobs if key not in done]
+    with (open(partial, "a") if ctx.is_main else contextlib.nullcontext()) as log, \
+            progress_bar(len(todo), f"sweep {sweep.name}", unit="point") as bar:
+        for key, job in todo:
             row = {**job(), "key": key}
             if ctx.distributed:
                 row = combine_ranks(all_ranks(row))
@@ -313,6 +314,7 @@ def run_sweep(sweep: Sweep, out: Path, progress=print) -> list[dict]:
                 log.flush()
                 progress(format_row(row))
             done[key] = row
+            bar.update(1)
     return [done[k] for k, _ in jobs]
 
 
