@@ -29,8 +29,8 @@ def _verdict_table(verdicts: list[dict]) -> list[str]:
     ]
     for v in verdicts:
         if v["status"] in ("skipped", "error") or "worst_stage" not in v:  # every status renders, none crashes
-            lines.append(f"| {v['variant']} | {v['backend']} | {v['precision']} | **{v['status']}** | | | | | "
-                         f"{v.get('reason', '')} |")
+            status = v["status"] if v["status"] == "skipped" else f"**{v['status']}**"
+            lines.append(f"| {v['variant']} | {v['backend']} | {v['precision']} | {status} | | | | | {v.get('reason', '')} |")
             continue
         lines.append(
             f"| {v['variant']} | {v['backend']} | {v['precision']} | **{v['status']}** | {v['worst_stage']} | "
