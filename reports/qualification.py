@@ -96,6 +96,10 @@ def parity_section(results: list[dict]) -> tuple[Section, dict]:
                 row.append(text + (" · TE beta, not gating" if beta else ""))
             rows.append(row)
         section.tables.append(Table([f"{gpu}: variant", "backend", *precisions], rows))
+        sizes = sorted({(v["n_cells"], v["seq_len"]) for v in cells.values() if "n_cells" in v and "seq_len" in v})
+        if sizes:  # how much each verdict rests on: a parity case is a few cells, not a dataset
+            section.text.append(f"{gpu}: each parity case is judged on "
+                                + ", ".join(f"{n} cells of up to {s:,} tokens" for n, s in sizes) + ".")
         for variant in sorted({s["variant"] for s in stages[gpu]}):
             own = [s for s in stages[gpu] if s["variant"] == variant]
             path = io.BytesIO()

@@ -244,3 +244,12 @@ def test_gfqual_report_exits_with_the_verdict_and_writes_verdict_json(tmp_path, 
     assert verdict["overall"] == "fail" and verdict["per_gpu"] == {"H100": "fail"}
     assert "**Overall: FAIL**" in (tmp_path / "c" / "report.md").read_text()
     assert "<p class='overall fail'>Overall: FAIL</p>" in (tmp_path / "c" / "report.html").read_text()
+
+
+def test_parity_tables_say_how_many_cells_and_tokens_a_case_rests_on(tmp_path):
+    result = _parity("NVIDIA H100 80GB HBM3")
+    for r in result["records"]:
+        if r.get("record") == "verdict" and r["status"] != "skipped":
+            r.update(n_cells=4, seq_len=4096)
+    md = render_report([result], tmp_path)[1].read_text()
+    assert "H100: each parity case is judged on 4 cells of up to 4,096 tokens." in md
