@@ -436,6 +436,14 @@ def cmd_report(args) -> int:
     return 0 if verdict["overall"] == "pass" or args.allow_incomplete else 1
 
 
+def cmd_regenerate_reports(args) -> int:
+    from reports.regenerate import regenerate
+
+    for folder in regenerate(args.root):
+        print(f"wrote {folder}")
+    return 0
+
+
 def _dictionaries(spec: str, variant):
     """``--dicts DIR`` (the real Geneformer dictionaries) or ``--dicts synthetic``."""
     from harness.data.tokenizer import Dictionaries
@@ -832,6 +840,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-incomplete", action="store_true",
                    help="exit 0 when nothing failed but the verdict does not cover everything (else exit 1)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("regenerate-reports", help="re-render every committed report and plot from results/", **fmt)
+    p.add_argument("--root", default=".", help="repository root to write them under")
+    p.set_defaults(func=cmd_regenerate_reports)
 
     p = sub.add_parser("report-downstream", help="render the downstream report (markdown + plots) from results", **fmt)
     p.add_argument("--results", required=True, help="folder of results files")

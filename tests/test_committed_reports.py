@@ -1,0 +1,20 @@
+"""No stale report can land: re-rendering every committed artefact from the committed results gives
+the committed text, and the same set of files (figures by name: PNG bytes depend on font builds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reports.regenerate import REPO, artefacts, regenerate
+
+
+def test_committed_reports_are_what_the_committed_results_render(tmp_path):
+    regenerate(tmp_path)
+    for _renderer, _folders, out in artefacts():
+        fresh, committed = tmp_path / out, REPO / out
+        made = sorted(p.name for p in fresh.iterdir())
+        kept = sorted(p.name for p in committed.iterdir() if p.suffix in (".md", ".png", ".html", ".json"))
+        assert made == kept, f"{out}: stale or missing files: {sorted(set(made) ^ set(kept))}"
+        for name in made:
+            if name.endswith((".md", ".json")):
+                assert (fresh / name).read_text() == (committed / name).read_text(), f"{out}/{name} is stale"
