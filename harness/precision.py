@@ -42,6 +42,12 @@ class Precision:
         return FP8_TOKEN_MULTIPLE if self.is_fp8 else 1
 
     @property
+    def peer(self) -> str:
+        """The HF precision a candidate at this precision is judged against: its own, or bf16 for
+        FP8 (HF has no FP8 path)."""
+        return "bf16" if self.is_fp8 else self.name
+
+    @property
     def experimental(self) -> bool:
         """TE marks FP8 attention (fp8_dpa) a beta feature: its verdicts are reported, never gating."""
         return self.fp8_attention

@@ -117,4 +117,6 @@ DOWNSTREAM_MAX_METRIC_DIFF = {"fp32": 0.005, "bf16": 0.01, "fp8": 0.02}
 
 
 def downstream_bound(precision: str) -> float:
-    return DOWNSTREAM_MAX_METRIC_DIFF["fp8" if "fp8" in precision else precision]
+    from harness.precision import get_precision
+
+    return DOWNSTREAM_MAX_METRIC_DIFF["fp8" if get_precision(precision).is_fp8 else precision]

@@ -32,6 +32,7 @@ from harness.downstream.classify import (
 from harness.downstream.dosage import gene_matrix
 from harness.downstream.finetune import FineTuneConfig, finetune_cells, finetune_genes
 from harness.downstream.tasks import CellTaskData, GeneTaskData
+from harness.precision import PRECISIONS
 from harness.progress import progress_bar
 from harness.tolerances import downstream_bound
 from models.errors import UsageError
@@ -62,7 +63,6 @@ class EvalRun:
     @classmethod
     def parse(cls, text: str) -> "EvalRun":
         from harness.backends import BACKENDS
-        from harness.precision import PRECISIONS
 
         backend, sep, precision = text.partition("@")
         if not sep:
@@ -94,7 +94,7 @@ def with_reference(runs: list[EvalRun]) -> list[EvalRun]:
 def _peer(run: EvalRun, runs: list[EvalRun]) -> EvalRun | None:
     """The HF run a non-HF run is judged against: HF at its precision (HF bf16 for FP8)."""
     hf = {r.precision: r for r in runs if r.is_hf}
-    return hf.get(run.precision) or (hf.get("bf16") if "fp8" in run.precision else None)
+    return hf.get(PRECISIONS[run.precision].peer)
 
 
 def comparisons(runs: list[EvalRun]) -> list[tuple[EvalRun, EvalRun, bool]]:

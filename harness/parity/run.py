@@ -94,7 +94,7 @@ def run_parity(spec: ParitySpec, variant: Variant, reference_source, candidate_s
     candidate = build_backend(spec.candidate, candidate_source, precision, device)
     peer = None
     if needs_peer(spec.precision):
-        peer = build_backend(spec.reference, reference_source, get_precision("bf16"), device)
+        peer = build_backend(spec.reference, reference_source, get_precision(precision.peer), device)
     comparisons = compare(reference, candidate, batch.split(spec.micro_batch), peer, spec.emb_layer)
     rows, verdict = judge(comparisons, spec.precision)
     del reference, candidate, peer
