@@ -444,27 +444,17 @@ def cmd_regenerate_reports(args) -> int:
     return 0
 
 
-def _dictionaries(spec: str, variant):
-    """``--dicts DIR`` (the real Geneformer dictionaries) or ``--dicts synthetic``."""
-    from harness.data.tokenizer import Dictionaries
-
-    if spec == "synthetic":
-        from harness.data.synthetic import synthetic_dictionaries  # imports torch: only when asked
-
-        return synthetic_dictionaries(variant)
-    return Dictionaries.load(spec, variant.dictionary_family)
-
-
 def cmd_synth(args) -> int:
     import os
     from pathlib import Path
 
     from harness.data.synthetic import synthetic_anndata
+    from harness.data.tokenizer import resolve_dictionaries
     from models.registry import get_variant
 
     check_output(args.out, args.overwrite)
     variant = get_variant(args.variant)
-    adata = synthetic_anndata(_dictionaries(args.dicts, variant), n_cells=args.cells, n_states=args.states,
+    adata = synthetic_anndata(resolve_dictionaries(args.dicts, variant), n_cells=args.cells, n_states=args.states,
                               n_genes=args.genes, seed=args.seed)
     out = Path(args.out)
     tmp = out.with_name(f".{out.name}.partial")
@@ -476,11 +466,12 @@ def cmd_synth(args) -> int:
 
 def cmd_tokenize(args) -> int:
     from harness.data.stream import tokenize_to_parquet
+    from harness.data.tokenizer import resolve_dictionaries
     from models.registry import get_variant
 
     variant = get_variant(args.variant)
     summary = tokenize_to_parquet(
-        args.input, variant, _dictionaries(args.dicts, variant), args.out, chunk_size=args.chunk_size,
+        args.input, variant, resolve_dictionaries(args.dicts, variant), args.out, chunk_size=args.chunk_size,
         gene_column=args.gene_column, layer=args.layer, obs_columns=tuple(args.obs_columns),
         filter_pass=not args.no_filter_pass, max_len=args.max_len, map_genes=not args.no_gene_mapping,
         recompute_n_counts=args.recompute_n_counts,

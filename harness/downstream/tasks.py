@@ -37,12 +37,11 @@ class CellTaskData:
 
 
 def _dictionaries(dicts: str | None, variant: Variant):
-    from harness.data.synthetic import synthetic_dictionaries
-    from harness.data.tokenizer import Dictionaries
+    from harness.data.tokenizer import resolve_dictionaries
 
     if dicts is None:
         raise UsageError("--dicts (the Geneformer dictionary folder) is needed to tokenize a real .h5ad")
-    return synthetic_dictionaries(variant) if dicts == "synthetic" else Dictionaries.load(dicts, variant.dictionary_family)
+    return resolve_dictionaries(dicts, variant)
 
 
 def _encode(adata, variant: Variant, dicts, max_len: int | None, max_cells: int | None = None):
