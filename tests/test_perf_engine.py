@@ -225,7 +225,7 @@ def test_cell_pool_draws_real_tokenized_cells(tmp_path):
 
 
 def test_kernel_kinds_come_from_names_and_nothing_is_dropped():
-    from harness.perf.kernel_profile import OTHER, kernel_kind
+    from harness.perf.kernel_kinds import OTHER, kernel_kind
 
     names = {
         "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_32_64x256x64": "attention",

@@ -12,6 +12,8 @@ file without merges; exact ties), and the tests check those are the only cells t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -197,8 +199,10 @@ def test_tokenize_cli_metadata_errors_and_versioned_ids(tmp_path, capsys):
     assert not (tmp_path / "t3").exists() and not (tmp_path / "t3.partial").exists()
 
 
-def test_tokenize_imports_neither_torch_nor_transformers(tmp_path):
-    """Tokenizing never runs a model: its command must start without torch and transformers."""
+def test_commands_that_run_no_model_import_neither_torch_nor_transformers(tmp_path):
+    """Tokenizing, synthetic counts, the registry and the figures never run a model: they must start
+    without torch and transformers (seconds of imports; the qualification report too, checked by hand:
+    it renders ~40 files, too slow for this test)."""
     import pickle
     import subprocess
     import sys
@@ -212,8 +216,11 @@ def test_tokenize_imports_neither_torch_nor_transformers(tmp_path):
     h5ad = _h5ad(tmp_path / "c.h5ad", genes[:3], n_counts=[4.0, 7.0])
     code = ("import sys\nfrom harness.cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n"
             "    rc = e.code\nprint('rc', rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    repo = str(Path(__file__).resolve().parents[1] / "results" / "h100")
     for argv in (["tokenize", "--help"],
                  ["tokenize", "--input", str(h5ad), "--variant", "V1-10M", "--dicts", str(tmp_path / "dicts"),
-                  "--out", str(tmp_path / "tok")]):
+                  "--out", str(tmp_path / "tok")],
+                 ["variants"], ["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "4", "--genes", "300"],
+                 ["report-perf", "--results", repo, "--out", str(tmp_path / "plots")]):
         done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
         assert done.stdout.strip().splitlines()[-1] == "rc 0 False False", done.stdout + done.stderr

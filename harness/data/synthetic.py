@@ -14,9 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
-from harness.data.batching import Batch, collate
 from models.errors import UsageError
 from models.registry import Variant
 
@@ -24,8 +22,11 @@ REAL_MEDIAN_GENES = 1209  # celltypist sample, shared/data/scrna/PROVENANCE.md
 LENGTH_SIGMA = 0.45  # log-normal spread that puts the 5th-95th percentile near 0.5x-2x the median
 
 
-def cell_lengths(n: int, max_len: int, gen: torch.Generator, context: int) -> list[int]:
-    """Token counts per cell (specials included), realistic in shape, capped at ``max_len``."""
+def cell_lengths(n: int, max_len: int, gen, context: int) -> list[int]:
+    """Token counts per cell (specials included), realistic in shape, capped at ``max_len``
+    (``gen``: a torch.Generator)."""
+    import torch  # here, not at the top: gfqual synth writes counts with numpy alone
+
     median = REAL_MEDIAN_GENES * max_len / context
     z = torch.randn(n, generator=gen)
     lengths = [int(min(max_len, max(8, round(median * math.exp(LENGTH_SIGMA * float(x)))))) for x in z]
@@ -37,6 +38,8 @@ def cell_lengths(n: int, max_len: int, gen: torch.Generator, context: int) -> li
 
 def rank_value_cells(variant: Variant, n: int, max_len: int, seed: int, full: bool = False) -> list[list[int]]:
     """``n`` cells of realistic lengths up to ``max_len`` (or all exactly ``max_len`` when ``full``)."""
+    import torch
+
     if max_len > variant.context:
         raise UsageError(f"{variant.name} takes at most {variant.context} tokens per cell, not {max_len}")
     gen = torch.Generator().manual_seed(seed)
@@ -56,8 +59,10 @@ def rank_value_cells(variant: Variant, n: int, max_len: int, seed: int, full: bo
     return cells
 
 
-def synthetic_batch(variant: Variant, n: int, max_len: int, seed: int, multiple: int = 1) -> Batch:
+def synthetic_batch(variant: Variant, n: int, max_len: int, seed: int, multiple: int = 1):
     """``n`` synthetic cells padded to the longest (= ``max_len``), rounded up to ``multiple``."""
+    from harness.data.batching import collate
+
     return collate(rank_value_cells(variant, n, max_len, seed), variant, multiple)
 
 

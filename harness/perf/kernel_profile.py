@@ -9,36 +9,18 @@ a kernel no rule matches counts as ``other``, never dropped.
 from __future__ import annotations
 
 import collections
-import re
 
 import torch
 
 from harness.backends import build_backend
 from harness.capability import probe
+from harness.perf.kernel_kinds import KERNEL_KINDS, OTHER, kernel_kind, kind_key
 from harness.perf.sweep import Point, layout_batches
 from harness.perf.timing import warm
 from harness.precision import get_precision
 from models.registry import get_variant
 
-# First match wins: attention kernels contain GEMM-like words ("wgmma"), so attention is tested first.
-KERNEL_KINDS = (
-    ("attention", ("fmha", "flash", "attn", "attention", "sdpa")),
-    ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul")),
-    ("layernorm", ("norm",)),
-    ("fp8 cast/amax", ("cast", "quantize", "amax", "transpose", "fp8")),
-)
-OTHER = "other"
 TOP_KERNELS = 8
-
-
-def kind_key(kind: str) -> str:
-    """The flat record key holding a kind's milliseconds: ``ms_attention``, ``ms_fp8_cast_amax``."""
-    return "ms_" + re.sub(r"\W+", "_", kind).strip("_")
-
-
-def kernel_kind(name: str) -> str:
-    lowered = name.lower()
-    return next((kind for kind, words in KERNEL_KINDS if any(w in lowered for w in words)), OTHER)
 
 
 def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
