@@ -274,7 +274,7 @@ def perf_section(results: list[dict]) -> Section:
 
 def _kernel_profile_table(results) -> Table | None:
     """gfqual profile: each kind's share of the kernel time of one forward (what caps a speed-up)."""
-    from harness.perf.kernel_profile import KERNEL_KINDS, OTHER, kind_key
+    from harness.perf.kernel_kinds import KERNEL_KINDS, OTHER, kind_key
 
     kinds = [k for k, _ in KERNEL_KINDS] + [OTHER]
     rows = []
