@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from reports.layout import NOT_MEASURED, Figure, Section, Table, _fmt, _png, _records
+from reports.document import NOT_MEASURED, Figure, Section, Table, _fmt, _png, _records, to_markdown
 
 
 def _run(rec: dict) -> str:
@@ -145,8 +145,6 @@ def downstream_section(results: list[dict]) -> tuple[Section, dict]:
 
 def render_downstream_report(results: list[dict], out_dir: str | Path) -> Path:
     """Markdown + PNGs of the downstream section alone (``gfqual report-downstream``)."""
-    from reports.qualification import to_markdown
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     section, gate = downstream_section(results)

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from reports.layout import series_style  # noqa: E402
+from reports.document import series_style  # noqa: E402
 
 ZERO_FLOOR = 1e-9  # exact agreement has no logarithm: drawn at this floor, said in the label
 

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.precision import PRECISIONS  # noqa: E402
-from reports.layout import _png, _records, figure_legend, series_style  # noqa: E402
+from reports.document import _png, _records, figure_legend, series_style  # noqa: E402
 
 VS_BATCH = {  # file stem -> (record field, axis label)
     "throughput-vs-batch": ("cells_per_s", "throughput (cells/s)"),

@@ -8,16 +8,16 @@ embedded as base64 in the HTML (no network, no CDN), written beside the markdown
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 from collections import defaultdict
 from pathlib import Path
 
 from harness.precision import PRECISIONS
 from harness.results import gate_status, tested_identity
+from reports.document import (
+    GPU_COLUMNS, NOT_MEASURED, Figure, Section, Table, _fmt, _records, gpu_class, to_html, to_markdown,
+)
 from reports.downstream import downstream_section
-from reports.layout import GPU_COLUMNS, NOT_MEASURED, Figure, Section, Table, _fmt, _records, gpu_class
 from reports.parity import plot_error_vs_layer
 from reports.perf import perf_figures, perf_points
 
@@ -476,71 +476,6 @@ def build_report(results: list[dict]) -> tuple[list[Section], dict]:
     sections = [verdict_section(verdict), environment_section(results), parity, embeddings, perf_section(results),
                 downstream]
     return sections, verdict
-
-
-# --- rendering ------------------------------------------------------------------------------
-
-
-TITLE = "Geneformer on TransformerEngine: hardware qualification report"
-
-
-def to_markdown(sections: list[Section], image_dir: Path, title: str = TITLE) -> str:
-    lines = [f"# {title}", ""]
-    for s in sections:
-        lines += [f"## {s.title}", ""] + [t + "\n" for t in s.text]
-        for t in s.tables:
-            lines.append("| " + " | ".join(t.headers) + " |")
-            lines.append("|" + "---|" * len(t.headers))
-            lines += ["| " + " | ".join(_fmt(c).replace("|", "/") for c in row) + " |" for row in t.rows]
-            lines.append("")
-        for f in s.figures:
-            (image_dir / f.name).write_bytes(f.png)
-            lines += [f"![{f.caption}]({f.name})", ""]
-    return "\n".join(lines) + "\n"
-
-
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:0.8em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
-th{background:#f0f0f0}td.pass{background:#e6f4e6}td.fail{background:#f8d7d7}td.na{color:#888;background:#fafafa}
-p.overall{font-size:20px;font-weight:bold;padding:6px 10px;display:inline-block}p.pass{background:#cdeccd}
-p.fail{background:#f4b6b6}p.na{background:#fdf0c4}
-figure{display:inline-block;margin:0.5em;vertical-align:top}img.half{width:600px}img.wide{width:100%;max-width:1350px}figcaption{font-size:12px;color:#555}"""
-
-
-def _cell_class(text: str) -> str:
-    t = text.upper()
-    if t.startswith("FAIL"):
-        return "fail"
-    if t.startswith("PASS"):
-        return "pass"
-    if t.startswith(("NOT MEASURED", "SKIPPED", "NOT EVALUATED")):
-        return "na"
-    return ""
-
-
-def to_html(sections: list[Section]) -> str:
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>Geneformer TE qualification</title>"
-           f"<style>{CSS}</style></head><body><h1>Geneformer on TransformerEngine: hardware qualification report</h1>"]
-    for s in sections:
-        out.append(f"<h2>{html.escape(s.title)}</h2>")
-        for t in s.text:
-            overall = t.startswith("**Overall:")
-            t = html.escape(t).replace("**", "")
-            out.append(f"<p class='overall {_cell_class(t.removeprefix('Overall: ')) or 'na'}'>{t}</p>" if overall
-                       else f"<p>{t}</p>")
-        for t in s.tables:
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.headers) + "</tr>")
-            for row in t.rows:
-                cells = [_fmt(c) for c in row]
-                out.append("<tr>" + "".join(f"<td class='{_cell_class(c)}'>{html.escape(c)}</td>" for c in cells) + "</tr>")
-            out.append("</table>")
-        for f in s.figures:
-            data = base64.b64encode(f.png).decode()
-            out.append(f"<figure><img class='{'wide' if f.wide else 'half'}' alt='{html.escape(f.caption)}' "
-                       f"src='data:image/png;base64,{data}'>"
-                       f"<figcaption>{html.escape(f.caption)}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out)
 
 
 def render_report(results: list[dict], out_dir: str | Path) -> tuple[Path, Path, dict]:

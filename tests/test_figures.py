@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from harness.results import read_results
-from reports.layout import series_style
+from reports.document import series_style
 from reports.parity import render_parity_report
 from reports.perf import draw_fp8_speedup, draw_metric_vs_batch
 
