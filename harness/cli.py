@@ -556,7 +556,7 @@ EMBED_OUTPUTS = (".parquet", ".h5ad")
 
 def embed_defaults(backend: str, precision: str) -> tuple[str, str]:
     """``auto``: the backend measured fastest for embedding where it can run (``te-packed`` at bf16
-    on a GPU with TE; results/*/embed-*.json), else HF sdpa (bf16 on a GPU, fp32 on a CPU)."""
+    on a GPU with TE; results/h100/workload-embed-*.json), else HF sdpa (bf16 on a GPU, fp32 on a CPU)."""
     from harness.capability import probe
 
     cap = probe()
@@ -588,8 +588,7 @@ def cmd_embed(args) -> int:
     out = Path(args.out)
     if out.suffix not in EMBED_OUTPUTS:
         raise UsageError(f"--out {out}: write embeddings to a {' or '.join(EMBED_OUTPUTS)} file")
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"--out {out} exists; choose another path or pass --overwrite")
+    check_output(args.out, args.overwrite)
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: folder {out.parent} does not exist")
     check_output(args.json, args.overwrite, "--json")

@@ -21,7 +21,6 @@ gets the whole result (``harness.distributed``).
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,9 +29,9 @@ import numpy as np
 import torch
 
 from harness.backends import Backend, hooks
-from harness.data.batching import budget_batches
+from harness.data.batching import budget_batches, budget_groups
 from harness.distributed import context, reassemble, run_on_every_rank, shard, sum_across_ranks
-from harness.parity.engine import cell_embedding_stage
+from harness.parity.engine import cell_embedding_stage, embedding_layer_index
 from models.errors import UsageError
 from models.registry import Variant
 
@@ -53,22 +52,12 @@ class Embeddings:
 
 def length_batches(cells: list[list[int]], max_tokens: int) -> list[list[int]]:
     """Indices of cells grouped longest-first so that batch size × longest length ≤ max_tokens."""
-    order = sorted(range(len(cells)), key=lambda i: -len(cells[i]))
-    groups, current = [], []
-    for i in order:
-        longest = len(cells[current[0]]) if current else len(cells[i])
-        if current and (len(current) + 1) * longest > max_tokens:
-            groups.append(current)
-            current = []
-        current.append(i)
-    if current:
-        groups.append(current)
-    return groups
+    return budget_groups([len(c) for c in cells], max_tokens)
 
 
 def layers_to_run(variant: Variant, emb_layer: int) -> int:
     """How many encoder layers produce Geneformer's ``emb_layer`` (−1: all but the last)."""
-    return int(cell_embedding_stage(variant.num_hidden_layers, emb_layer).split(".")[1]) + 1
+    return embedding_layer_index(variant.num_hidden_layers, emb_layer) + 1
 
 
 def default_token_budget(backend: Backend, variant: Variant) -> int:
@@ -120,7 +109,6 @@ def encode_cells(
     ``leave_out[i]``: a position of cell i kept out of its gene sum (a moved gene); ``pick``:
     (cell, position) pairs whose states are returned as they are (``<cls>``, a deleted gene).
     Everything stays on the device; ``progress(n_cells)`` is called as batches are queued."""
-    layout = layout or backend.input_layout
     n, H = len(cells), variant.hidden_size
     device = backend.device
     acc = torch.float64 if backend.precision.dtype == torch.float64 else torch.float32
@@ -137,7 +125,7 @@ def encode_cells(
         """Host side of one batch (worker thread): masks, scatter indices, page-locked copies."""
         batch, rows = item
         gene = batch.gene_mask
-        starts = _row_starts(batch)
+        starts = batch.row_starts()
         for r, i in enumerate(rows):
             if leave_out is not None and leave_out[i] is not None:
                 gene.view(-1)[starts[r] + leave_out[i]] = False
@@ -178,32 +166,29 @@ def to_device(values, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def batch_plan(backend: Backend, cells: list, variant: Variant, layout: str, budget: int) -> list:
-    """The workload's batches for this backend: its precision's token multiple, fixed shapes
-    unless its attention materializes scores."""
-    return budget_batches(cells, variant, layout, budget, backend.precision.token_multiple,
+def batch_plan(backend: Backend, cells: list, variant: Variant, layout: str | None, budget: int) -> list:
+    """The workload's batches for this backend: its fastest layout unless ``layout`` says, its
+    precision's token multiple, fixed shapes unless its attention materializes scores."""
+    return budget_batches(cells, variant, layout or backend.input_layout, budget, backend.precision.token_multiple,
                           fixed_shape=not backend.materializes_attention)
 
 
-def _row_starts(batch) -> list[int]:
-    """Flat index of each cell's first token: row × length (padded) or the cumulative lengths (packed)."""
-    if hasattr(batch, "cu_seqlens"):
-        return batch.cu_seqlens.tolist()
-    B, S = batch.input_ids.shape
-    return [r * S for r in range(B)]
+def synchronize(device) -> None:
+    """Wait for the device's queued work (timing a pass end to end); nothing on a CPU."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def gene_sums(backend: Backend, cells: list[list[int]], variant: Variant, n_layers: int, budget: int,
               layout: str | None = None, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per token id, the sum of its contextual states over every position it holds, and how many."""
-    layout = layout or backend.input_layout
     sums = torch.zeros(variant.vocab_size + 1, variant.hidden_size, dtype=torch.float64, device=backend.device)
     counts = torch.zeros(variant.vocab_size, dtype=torch.long)
     for batch, rows in batch_plan(backend, cells, variant, layout, budget):
         ids = batch.input_ids.reshape(-1)
         gene = batch.gene_mask.reshape(-1)
         counts += torch.bincount(ids[gene], minlength=variant.vocab_size)
-        into = torch.where(gene, ids, variant.vocab_size).to(backend.device, non_blocking=True)
+        into = to_device(torch.where(gene, ids, variant.vocab_size), backend.device)
         hidden = backend.encode(batch, n_layers)
         sums.index_add_(0, into, hidden.reshape(-1, variant.hidden_size).double())
         if progress is not None:

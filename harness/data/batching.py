@@ -42,6 +42,11 @@ class Batch:
         """The first ``k`` cells alone (a small batch to calibrate FP8 scales on)."""
         return Batch(self.input_ids[:k], self.attention_mask[:k], self.gene_mask[:k], self.full)
 
+    def row_starts(self) -> list[int]:
+        """Flat index of each cell's first token: row × length."""
+        B, S = self.input_ids.shape
+        return [r * S for r in range(B)]
+
     def row_ids(self) -> torch.Tensor:
         """[B*S] the cell each flattened position belongs to (on the batch's device)."""
         B, S = self.input_ids.shape
@@ -127,6 +132,10 @@ class PackedBatch:
         end = sum(lengths)
         return _packed(self.input_ids[:end], self.gene_mask[:end], lengths, multiple, self.input_ids.device)
 
+    def row_starts(self) -> list[int]:
+        """Flat index of each cell's first token: the cumulative lengths (a host list)."""
+        return self.cu_seqlens.tolist()
+
     def row_ids(self) -> torch.Tensor:
         """[T] the cell each token belongs to (the filler segment, if any, is row ``n_cells``)."""
         return self.segment_ids
@@ -196,6 +205,25 @@ def _round_up(n: int, multiple: int) -> int:
 SHAPE_MULTIPLE = 128  # padded batches are rounded up to this length: a few shapes, kernels planned once
 
 
+def budget_groups(lengths: list[int], budget: int, padded: bool = True, step: int = 1) -> list[list[int]]:
+    """Indices grouped longest first, greedily, each group within ``budget`` tokens: padded, every
+    row costs the group's first (longest) length rounded up to ``step``; packed, each cell its own
+    rounded length. A cell longer than the budget gets a group of its own."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups, current, used = [], [], 0
+    for i in order:
+        cost = _round_up(lengths[current[0]] if current and padded else lengths[i], step)
+        if current and used + cost > budget:
+            groups.append(current)
+            current, used = [], 0
+            cost = _round_up(lengths[i], step)
+        current.append(i)
+        used += cost
+    if current:
+        groups.append(current)
+    return groups
+
+
 def budget_batches(cells: list[list[int]], variant: Variant, layout: str, budget: int,
                    multiple: int = 1, fixed_shape: bool = True) -> list[tuple[Batch | PackedBatch, list[int]]]:
     """Cells batched for throughput, longest first, each batch within ``budget`` tokens (the same
@@ -207,21 +235,8 @@ def budget_batches(cells: list[list[int]], variant: Variant, layout: str, budget
     may be given. A cell longer than the budget gets a batch of its own."""
     if layout not in ("padded", "packed"):
         raise ValueError(f"batch layout must be 'padded' or 'packed', not {layout!r}")
-    order = sorted(range(len(cells)), key=lambda i: -len(cells[i]))
     step = math.lcm(SHAPE_MULTIPLE, multiple) if layout == "padded" else multiple
-    groups, current, used = [], [], 0
-    for i in order:
-        n = len(cells[i])
-        # padded: every row costs the first (longest) cell's rounded length; packed: its own
-        cost = _round_up(len(cells[current[0]]) if current and layout == "padded" else n, step)
-        if current and used + cost > budget:
-            groups.append(current)
-            current, used = [], 0
-            cost = _round_up(n, step)
-        current.append(i)
-        used += cost
-    if current:
-        groups.append(current)
+    groups = budget_groups([len(c) for c in cells], budget, padded=layout == "padded", step=step)
     if layout == "padded":
         return [(collate([cells[i] for i in g], variant, step), g) for g in groups]
     if not fixed_shape:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from harness.backends import Backend
-from harness.embeddings import default_token_budget, encode_cells, layers_to_run, to_device
+from harness.embeddings import default_token_budget, encode_cells, layers_to_run, synchronize, to_device
 from models.errors import UsageError
 from models.registry import Variant
 
@@ -129,8 +129,7 @@ def perturb(
         perturbed = means[k:]
         shifts.append(torch.stack([1 - _cos(without, perturbed), _cos(perturbed, goal_t) - _cos(without, goal_t)]))
         done += todo
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     null = encode_cells(backend, cells, variant, n_layers, max(variant.context, budget // 2)).means().float()
     null_cos, null_goal = 1 - _cos(originals, null), _cos(null, goal_t) - _cos(originals, goal_t)

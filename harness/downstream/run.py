@@ -317,7 +317,8 @@ def evaluate_perturbation(
         backend = runner.backend(run)
         goal = extract(backend, goal_cells, variant, "cell", emb_layer).vectors.mean(axis=0)
         perturb(backend, start_cells[:1], variant, genes[:2], goal, perturbation, emb_layer)  # warm-up
-        n_jobs = sum(t in set(genes) for c in start_cells for t in c)
+        wanted = set(genes)
+        n_jobs = sum(t in wanted for c in start_cells for t in c)
         with progress_bar(n_jobs, f"{run.name} perturbations", unit="perturbation") as bar:
             res = results[run] = perturb(backend, start_cells, variant, genes, goal, perturbation, emb_layer,
                                          progress=bar.update)

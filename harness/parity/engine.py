@@ -24,12 +24,17 @@ from models.errors import UsageError
 GATED_ORDER_LAST = ("cell_embedding",)  # derived, so judged after the forward chain
 
 
-def cell_embedding_stage(num_layers: int, emb_layer: int = -1) -> str:
-    """Geneformer's ``emb_layer`` (−1: second-to-last layer, 0: last) as a stage name."""
+def embedding_layer_index(num_layers: int, emb_layer: int = -1) -> int:
+    """Geneformer's ``emb_layer`` (−1: second-to-last layer, 0: last) as a 0-based layer index."""
     index = num_layers - 1 + emb_layer
     if not 0 <= index < num_layers:
         raise UsageError(f"--layer (emb_layer) {emb_layer} is outside a {num_layers}-layer model: use -1 to {-(num_layers - 1)}")
-    return f"layer.{index}.output"
+    return index
+
+
+def cell_embedding_stage(num_layers: int, emb_layer: int = -1) -> str:
+    """Geneformer's ``emb_layer`` as a stage name."""
+    return f"layer.{embedding_layer_index(num_layers, emb_layer)}.output"
 
 
 def mean_over_genes(hidden: torch.Tensor, gene_mask: torch.Tensor) -> torch.Tensor:

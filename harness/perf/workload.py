@@ -21,18 +21,18 @@ import torch
 
 from harness.backends import build_backend
 from harness.capability import probe
-from harness.embeddings import batch_plan, default_token_budget, extract, layers_to_run
+from harness.embeddings import batch_plan, default_token_budget, extract, layers_to_run, synchronize
 from harness.perf.telemetry import Telemetry
 from harness.precision import get_precision
 from models.registry import Variant
 
-WORKLOADS = ("embed", "perturb")
 PROJECTION_CELLS = 1500  # the Geneformer paper's perturbation scale: ≈ 60 h on an A100 with the original code
 
 
-def _sync(device) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize(device)
+def _free_cached_memory() -> None:
+    """Give a released backend's GPU memory back before the next row builds its own."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _skipped(base: dict, backend: str, precision: str) -> dict | None:
@@ -50,7 +50,7 @@ def embed_workload(variant: Variant, backend_name: str, precision: str, cells: l
         return skipped
     start = time.perf_counter()
     backend = build_backend(backend_name, source, get_precision(precision))
-    _sync(backend.device)
+    synchronize(backend.device)
     build_s = time.perf_counter() - start
     budget = max_tokens or default_token_budget(backend, variant)
     extract(backend, cells[:2], variant, max_tokens=budget)
@@ -62,7 +62,7 @@ def embed_workload(variant: Variant, backend_name: str, precision: str, cells: l
     static_s = static_seconds(backend, cells, variant, budget)
     util = telemetry.summary().get("gpu_util")
     del backend
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    _free_cached_memory()
     return {**base, "status": "ok", "max_tokens": budget, "build_s": build_s, "tokens": tokens, "seconds": seconds,
             "cells_per_s": len(cells) / seconds, "tokens_per_s": tokens / seconds, "gpu_util_mean": util,
             "static_seconds": static_s, "static_tokens_per_s": tokens / static_s,
@@ -71,15 +71,15 @@ def embed_workload(variant: Variant, backend_name: str, precision: str, cells: l
 
 def static_seconds(backend, cells: list, variant: Variant, budget: int) -> float:
     """The forward passes alone: the workload's own batches, already on the device, back to back."""
-    plan = batch_plan(backend, cells, variant, backend.input_layout, budget)
+    plan = batch_plan(backend, cells, variant, None, budget)
     batches = [batch.to(backend.device) for batch, _ in plan]
     n_layers = layers_to_run(variant, -1)
     backend.encode(batches[-1], n_layers)  # every shape has been met by the end-to-end pass already
-    _sync(backend.device)
+    synchronize(backend.device)
     start = time.perf_counter()
     for batch in batches:
         backend.encode(batch, n_layers)
-    _sync(backend.device)
+    synchronize(backend.device)
     return time.perf_counter() - start
 
 
@@ -102,7 +102,7 @@ def perturb_workload(variant: Variant, backend_name: str, precision: str, cells:
     perturb(backend, cells[:1], variant, genes[:8], goal, mode, max_tokens=max_tokens)  # warm-up
     result = perturb(backend, cells, variant, genes, goal, mode, max_tokens=max_tokens)
     del backend
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    _free_cached_memory()
     n = len(result.cell)
     tokens_per_s = result.padded_tokens / result.seconds
     n_specials = 2 if variant.has_cls_eos else 0
