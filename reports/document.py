@@ -33,6 +33,11 @@ def gpu_class(name: str | None) -> str:
     return name
 
 
+def result_gpu(result: dict) -> str:
+    """The GPU column a results file belongs to."""
+    return gpu_class(result["env"].get("gpu_name"))
+
+
 @dataclass
 class Table:
     headers: list[str]
@@ -99,7 +104,7 @@ def _records(results, kind, record):
             continue
         for rec in r["records"]:
             if rec.get("record") == record:
-                yield gpu_class(r["env"].get("gpu_name")), r, rec
+                yield result_gpu(r), r, rec
 
 
 TITLE = "Geneformer on TransformerEngine: hardware qualification report"
@@ -141,7 +146,7 @@ def _cell_class(text: str) -> str:
 
 def to_html(sections: list[Section]) -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>Geneformer TE qualification</title>"
-           f"<style>{CSS}</style></head><body><h1>Geneformer on TransformerEngine: hardware qualification report</h1>"]
+           f"<style>{CSS}</style></head><body><h1>{TITLE}</h1>"]
     for s in sections:
         out.append(f"<h2>{html.escape(s.title)}</h2>")
         for t in s.text:

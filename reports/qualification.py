@@ -14,8 +14,10 @@ from pathlib import Path
 
 from harness.precision import PRECISIONS
 from harness.results import gate_status, tested_identity
+from models.registry import VARIANTS
 from reports.document import (
-    GPU_COLUMNS, NOT_MEASURED, Figure, Section, Table, _fmt, _records, gpu_class, to_html, to_markdown,
+    GPU_COLUMNS, NOT_MEASURED, Figure, Section, Table, _fmt, _records, gpu_class, result_gpu, to_html,
+    to_markdown,
 )
 from reports.downstream import downstream_section
 from reports.parity import plot_error_vs_layer
@@ -171,7 +173,7 @@ def _workload_tables(results: list[dict]) -> list[Table]:
     for r in results:
         if r["kind"] != "perf":
             continue
-        gpu = gpu_class(r["env"].get("gpu_name"))
+        gpu = result_gpu(r)
         rows = [w for w in r["records"] if "workload" in w and "record" not in w]
         ok = {(w["variant"], w["backend"], w["precision"]): w for w in rows if w.get("status") == "ok"}
         for w in rows:
@@ -358,7 +360,7 @@ def perf_gate(results: list[dict]) -> dict:
     for r in results:
         if r["kind"] == "perf" and "sweep" in r["config"]:
             gpus = r["config"].get("world_size", 1)
-            groups[(gpu_class(r["env"].get("gpu_name")), r["config"]["sweep"]["name"], gpus)].append(r)
+            groups[(result_gpu(r), r["config"]["sweep"]["name"], gpus)].append(r)
     pairs = [(g, rs[0], rs[-1]) for g, rs in groups.items() if len(rs) > 1]
     if not pairs:
         return {"gate": "performance regression", "status": "not evaluated",
@@ -375,7 +377,7 @@ def _crashes(results: list[dict]) -> list[tuple[str, str]]:
     """(GPU, what crashed) for every perf record that died on a kernel fault (TE beta aside)."""
     return [(gpu, f"{r['variant']} {r['backend']} {r['precision']}: {r.get('reason')}")
             for res in results if res["kind"] == "perf"
-            for gpu in [gpu_class(res["env"].get("gpu_name"))] for r in res["records"]
+            for gpu in [result_gpu(res)] for r in res["records"]
             if r.get("status") == "error" and any(sign in str(r.get("reason")) for sign in CRASH_SIGNS)
             and not (r.get("precision") in PRECISIONS and PRECISIONS[r["precision"]].experimental)]
 
@@ -408,25 +410,23 @@ def per_gpu_verdicts(results: list[dict]) -> dict[str, str]:
         statuses[gpu].append(gate_status(r))
     for gpu, _res, e in _records(results, "parity", "embedding"):
         statuses[gpu].append(gate_status(e))
-    gpus = {gpu_class(r["env"].get("gpu_name")) for r in results}
+    gpus = {result_gpu(r) for r in results}
     return {gpu: "fail" if "fail" in statuses[gpu] else ("pass" if "pass" in statuses[gpu] else "not measured")
             for gpu in sorted(gpus)}
 
 
 def not_covered(results: list[dict]) -> list[str]:
     """What a reader might assume the verdict covers and it does not, found from what is missing."""
-    gpus = {gpu_class(r["env"].get("gpu_name")) for r in results} - {"CPU"}
+    gpus = {result_gpu(r) for r in results} - {"CPU"}
     missing = [f"{g}: no results" for g in GPU_COLUMNS if g not in gpus]
     verdicts = _newest(results, "verdict")
-    from models.registry import VARIANTS
-
     for gpu in sorted(gpus):
         checked = {k[2] for k in verdicts if k[0] == gpu}
         if absent := [v for v in VARIANTS if v not in checked]:
             missing.append(f"{gpu}: no parity for {', '.join(absent)}")
-        if not any(gpu_class(r["env"].get("gpu_name")) == gpu for r in results if r["kind"] == "downstream"):
+        if not any(result_gpu(r) == gpu for r in results if r["kind"] == "downstream"):
             missing.append(f"{gpu}: downstream tasks")
-        if not any(gpu_class(r["env"].get("gpu_name")) == gpu and "workload" in w
+        if not any(result_gpu(r) == gpu and "workload" in w
                    for r in results if r["kind"] == "perf" for w in r["records"]):
             missing.append(f"{gpu}: end-to-end workloads")
     by_precision = defaultdict(set)
@@ -440,10 +440,15 @@ def not_covered(results: list[dict]) -> list[str]:
     return missing
 
 
+def _failed_and_open(gates: list[dict]) -> tuple[list[str], list[str]]:
+    """The gates that failed, and those not measured or not evaluated."""
+    return ([g["gate"] for g in gates if g["status"] == "fail"],
+            [g["gate"] for g in gates if g["status"] in ("not measured", "not evaluated")])
+
+
 def verdict_of(gates: list[dict], results: list[dict]) -> dict:
     """The machine-readable verdict (``verdict.json``): overall, per GPU, per gate, not covered."""
-    failed = [g["gate"] for g in gates if g["status"] == "fail"]
-    open_ = [g["gate"] for g in gates if g["status"] in ("not measured", "not evaluated")]
+    failed, open_ = _failed_and_open(gates)
     gaps = not_covered(results)
     overall = "fail" if failed else ("incomplete" if open_ or gaps else "pass")
     return {"overall": overall, "per_gpu": per_gpu_verdicts(results), "gates": gates, "not_covered": gaps,
@@ -455,8 +460,7 @@ def verdict_section(verdict: dict) -> Section:
     overall = {"fail": "FAIL", "incomplete": "PASS (incomplete)", "pass": "PASS"}[verdict["overall"]]
     text = [f"**Overall: {overall}**",
             "Per GPU: " + "; ".join(f"{g} {v.upper()}" for g, v in verdict["per_gpu"].items()) + "."]
-    failed = [g["gate"] for g in gates if g["status"] == "fail"]
-    open_ = [g["gate"] for g in gates if g["status"] in ("not measured", "not evaluated")]
+    failed, open_ = _failed_and_open(gates)
     if failed:
         text.append(f"Failed: {', '.join(failed)}.")
     if open_:
