@@ -158,8 +158,10 @@ class Backend:
         taps.append(Tap("logits", self.model.cls))
         return taps
 
-    def describe(self) -> dict:
-        return {"backend": self.name, "precision": self.precision.name, "device": self.device}
+    @property
+    def attention_backend(self) -> str | None:
+        """The attention kernel the last forward ran, as the library reports it (None: not known)."""
+        return "torch (unfused: scores materialized)"
 
 
 class HFBackend(Backend):
@@ -179,6 +181,11 @@ class HFBackend(Backend):
     def attention_bytes_per_token(self, variant) -> int:
         """eager: the scores; sdpa: the [B, 1, S, S] mask transformers expands a padding mask into."""
         return super().attention_bytes_per_token(variant) or 4 * variant.context
+
+    @property
+    def attention_backend(self) -> str | None:
+        """eager materializes the scores; sdpa leaves the kernel to PyTorch's dispatcher."""
+        return "torch eager (scores materialized)" if self.materializes_attention else "torch sdpa (kernel chosen by PyTorch)"
 
     @staticmethod
     def _mask(batch: Batch):
@@ -245,6 +252,23 @@ class TEBackend(TEFormatTorchBackend):
     def _call(self, batch) -> torch.Tensor:
         batch = self._padded_only(batch)
         return super()._call(batch)
+
+    @property
+    def attention_backend(self) -> str | None:
+        """The backend TE's DotProductAttention selected for the last forward: FlashAttention (with
+        its version), FusedAttention (cuDNN, with its sub-backend) or the unfused PyTorch path."""
+        if self.precision.dtype == torch.float32:
+            return super().attention_backend
+        from transformer_engine.pytorch.attention.dot_product_attention import _attention_backends as chosen
+
+        if chosen.get("use_flash_attention"):
+            return f"TE FlashAttention {chosen.get('flash_attention_backend')}"
+        if chosen.get("use_fused_attention"):
+            sub = chosen.get("fused_attention_backend")
+            return f"TE FusedAttention (cuDNN {getattr(sub, 'name', sub)})"
+        if chosen.get("use_unfused_attention"):
+            return "TE UnfusedDotProductAttention"
+        return None
 
     def _encode(self, batch, n_layers):
         batch = self._padded_only(batch)

@@ -154,7 +154,7 @@ def cmd_parity(args) -> int:
         print("note: the candidate stores bf16 tensors (TE export default); its fp32 parity includes that rounding")
     _write("parity", records, weights, run_config([spec]), args.json)
     # 0: within tolerance; 1: not; 3: this machine cannot run it (the reason is printed)
-    return {"pass": 0, "fail": 1, "unjudged": 1}.get(verdict["status"], 3)
+    return {"pass": 0, "fail": 1, "reported": 1}.get(verdict["status"], 3)
 
 
 def compiler_log_to_file(folder: str = "results/local") -> str:
@@ -344,7 +344,7 @@ def cmd_bench_workload(args) -> int:
 
 def _workload_line(row: dict) -> str:
     head = f"{row['workload']:7s} {row['variant']:10s} {row['backend']:15s} {row['precision']:12s}"
-    if row["status"] != "ok":
+    if row["status"] != "reported":
         return f"{head} {row['status'].upper()}: {row['reason']}"
     if row["workload"] == "perturb":
         return (f"{head} {row['perturbations']} perturbations of {row['cells']} cells: {row['perturbations_per_s']:.0f}/s, "
@@ -625,7 +625,8 @@ def cmd_embed(args) -> int:
           f"on {ctx.world_size} rank(s), {budget} tokens per batch: {len(cells) / seconds:.1f} cells/s, "
           f"{tokens / seconds:.0f} tokens/s" + (f", GPU busy {util:.0f}%" if util is not None else "")
           + f"; start-up {startup:.1f} s; wrote {out}")
-    record = {"variant": variant.name, "backend": backend_name, "precision": precision, "workload": "embed",
+    record = {"record": "run", "status": "reported", "variant": variant.name, "backend": backend_name,
+              "precision": precision, "workload": "embed", "attention_backend": backend.attention_backend,
               "world_size": ctx.world_size, "launcher": "torchrun" if ctx.distributed else "one process",
               "max_tokens": budget, "budget_from": "--max-tokens" if args.max_tokens else "free GPU memory",
               "input_layout": backend.input_layout, "mode": args.mode, "cells": len(cells), "tokens": tokens,

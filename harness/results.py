@@ -2,13 +2,20 @@
 
 One JSON file per run::
 
-    {"schema_version": 1, "kind": "parity" | "perf" | "downstream" | ...,
+    {"schema_version": 2, "kind": "parity" | "perf" | "downstream",
      "created": ISO-8601 UTC, "env": {...}, "weights": {...}, "config": {...},
-     "records": [ {"variant": ..., "backend": ..., "precision": ..., <metrics>}, ... ]}
+     "records": [ {"record": <record kind>, "variant": ..., "backend": ..., "precision": ...,
+                   "status": ..., "gating": ..., <metrics>}, ... ]}
 
-``records`` are flat (scalar values only) so that a report can put them straight into a table.
-``env`` names the hardware and every version that can change a number, and the git commit; it
-never names the host. Reports read only what ``read_result`` accepts.
+The schema is data: ``RECORD_KINDS`` names every record kind, the file kind it belongs to, the
+fields it must carry, the statuses it may take and whether it gates. One status vocabulary
+(``STATUSES``) holds for every kind; every record with a status carries ``gating``, stamped here
+from one rule (``gates``), so a report or a CI job reads whether a record counts instead of
+re-deriving it. Records are flat (scalar values only); non-finite numbers are written as null.
+``env`` names the hardware and every version that can change a number (cuDNN included) and the
+git commit with whether the tree was dirty; it never names the host. Reports read only what
+``read_result`` accepts; files of schema 1 are upgraded on read (``upgrade_v1``), never rewritten.
+RESULTS.md documents the format with one example per record kind.
 """
 
 from __future__ import annotations
@@ -19,15 +26,93 @@ import math
 import os
 import platform
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import GfqualError
 
-SCHEMA_VERSION = 1
-KINDS = ("parity", "perf", "downstream", "smoke")
-REQUIRED_RECORD_KEYS = ("variant", "backend", "precision")
+SCHEMA_VERSION = 2
+KINDS = ("parity", "perf", "downstream")
+REQUIRED_RECORD_KEYS = ("record", "variant", "backend", "precision")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS_DIR = REPO_ROOT / "results" / "local"
+
+STATUSES = ("pass", "fail", "error", "skipped", "reported")
+JUDGED = ("pass", "fail", "error", "skipped", "reported")  # a judged record may also be shown unjudged
+MEASURED = ("reported", "error", "skipped")  # a measurement ran (reported), died (error) or could not run here
+# What marks an error as a kernel fault rather than a missing feature: the reliability gate's test.
+CRASH_SIGNS = ("CUDA error", "illegal memory access", "AcceleratorError", "CUBLAS_STATUS", "cuDNN error")
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """One kind of record: where it lives, what it must hold, and how it gates.
+
+    ``gates``: "verdict" (a judged outcome: counts unless skipped, unjudged or a TE beta
+    precision); "crash" (a measurement: counts only when it died on a kernel fault); "never"."""
+
+    kind: str
+    required: tuple[str, ...]
+    statuses: tuple[str, ...]  # empty: a data row without a status
+    gates: str
+    meaning: str
+
+
+RECORD_KINDS = {
+    "stage": RecordKind("parity", ("stage", "rel_l2", "status"), JUDGED, "never",
+                        "one stage of a parity case against its tolerance; the case's verdict gates"),
+    "verdict": RecordKind("parity", ("status",), JUDGED, "verdict",
+                          "a parity case's outcome, with its worst and first diverging stage"),
+    "embedding": RecordKind("parity", ("status", "n_cells", "rel_l2"), JUDGED, "verdict",
+                            "cell embeddings of tokenized cells, candidate against the HF reference"),
+    "attention_kernel": RecordKind("parity", ("status", "heads", "head_dim", "seq_len"), JUDGED, "verdict",
+                                   "TE's attention kernel alone against SDPA in fp64"),
+    "point": RecordKind("perf", ("status", "layout", "batch", "seq_len"), MEASURED, "crash",
+                        "one point of a static sweep: timed forward passes of fixed batches"),
+    "max_batch": RecordKind("perf", ("status", "seq_len", "max_batch"), MEASURED, "crash",
+                            "the largest batch of full-length cells one forward fits"),
+    "kernel_profile": RecordKind("perf", ("status", "batch"), MEASURED, "crash",
+                                 "each kernel kind's share of one forward (gfqual profile)"),
+    "workload": RecordKind("perf", ("status", "workload", "cells"), MEASURED, "crash",
+                           "a pipeline end to end against its own static forward (gfqual bench --workload)"),
+    "run": RecordKind("perf", ("status", "workload", "cells", "cells_per_s"), MEASURED, "crash",
+                      "a user command itself (gfqual embed), with its start-up"),
+    "impl": RecordKind("perf", ("median_ms", "cells_per_s"), (), "never",
+                       "schema 1 only: static timings of the retired implementation comparison"),
+    "summary": RecordKind("downstream", ("status", "task", "mode"), MEASURED, "never",
+                          "one downstream run's scores"),
+    "agreement": RecordKind("downstream", ("status", "task", "judged"), JUDGED, "verdict",
+                            "a candidate's downstream outputs against the reference's"),
+    "skipped": RecordKind("downstream", ("status", "task", "reason"), ("skipped",), "never",
+                          "a downstream run this machine cannot do, with the reason"),
+    "fold": RecordKind("downstream", ("task", "fold"), (), "never", "one cross-validation fold's scores"),
+    "prediction": RecordKind("downstream", ("task", "item", "predicted"), (), "never", "one item's prediction"),
+    "confusion": RecordKind("downstream", ("task", "true", "predicted", "count"), (), "never",
+                            "one cell of a confusion matrix"),
+    "shift": RecordKind("downstream", ("task", "cell", "gene_token"), (), "never",
+                        "one in-silico perturbation's embedding shift"),
+    "published": RecordKind("downstream", ("task", "note"), (), "never", "a published reference number"),
+}
+
+
+def gates(record: dict) -> bool:
+    """Whether a record counts in a gate: the one rule behind every record's ``gating`` flag."""
+    from harness.precision import PRECISIONS
+
+    spec = RECORD_KINDS[record["record"]]
+    status = record.get("status")
+    precision = PRECISIONS.get(record["precision"])
+    if status not in ("pass", "fail", "error") or (precision is not None and precision.experimental):
+        return False
+    if spec.gates == "verdict":
+        return bool(record.get("judged", True))
+    if spec.gates == "crash":
+        return status == "error" and is_kernel_crash(record.get("reason"))
+    return False
+
+
+def is_kernel_crash(reason) -> bool:
+    return any(sign in str(reason) for sign in CRASH_SIGNS)
 
 
 class ResultsError(GfqualError, ValueError):
@@ -45,15 +130,17 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> dict:
-    """Commit of the code that ran. GFQUAL_COMMIT, when set, wins: a copied working tree (the GPU
-    machine's) may carry a stale .git whose HEAD is not the code that ran."""
+    """Commit of the code that ran, and whether tracked files differed from it. GFQUAL_COMMIT
+    (and GFQUAL_GIT_DIRTY, 0 or 1), when set, win: a copied working tree (the GPU machine's) may
+    carry a stale .git whose HEAD is not the code that ran; unset there, dirtiness is unknown."""
     if os.environ.get("GFQUAL_COMMIT"):
-        return {"git_commit": os.environ["GFQUAL_COMMIT"], "git_dirty": None}
+        dirty = os.environ.get("GFQUAL_GIT_DIRTY")
+        return {"git_commit": os.environ["GFQUAL_COMMIT"], "git_dirty": None if dirty is None else dirty == "1"}
     commit = _git("rev-parse", "HEAD")
-    if commit:
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
-        return {"git_commit": commit, "git_dirty": dirty}
-    return {"git_commit": "unknown", "git_dirty": None}
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    if commit and status is not None:
+        return {"git_commit": commit, "git_dirty": bool(status)}
+    return {"git_commit": commit or "unknown", "git_dirty": None}
 
 
 def _driver_version() -> str | None:
@@ -83,6 +170,7 @@ def environment() -> dict:
         "driver": _driver_version(),
         "cuda": torch.version.cuda,
         "torch": torch.__version__,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "transformers": transformers.__version__,
         "te": cap.te_version,
         "python": platform.python_version(),
@@ -98,10 +186,18 @@ def now_utc() -> str:
 
 
 def _clean(value):
-    """JSON cannot hold NaN/inf: write them as strings a reader turns back into floats."""
+    """JSON cannot hold NaN or infinity: a number that is not finite is written as null."""
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return None
     return value
+
+
+def stamp(kind: str, record: dict) -> dict:
+    """A record as written: non-finite numbers as null, and ``gating`` where it has a status."""
+    record = {k: _clean(v) for k, v in record.items()}
+    if record.get("record") in RECORD_KINDS and RECORD_KINDS[record["record"]].statuses:
+        record["gating"] = gates(record)
+    return record
 
 
 def make_result(kind: str, records: list[dict], weights: dict, config: dict, env: dict | None = None) -> dict:
@@ -112,7 +208,7 @@ def make_result(kind: str, records: list[dict], weights: dict, config: dict, env
         "env": env if env is not None else environment(),
         "weights": weights,
         "config": config,
-        "records": [{k: _clean(v) for k, v in r.items()} for r in records],
+        "records": [stamp(kind, r) for r in records],
     }
     validate(result)
     return result
@@ -133,6 +229,8 @@ def write_result(result: dict, out: str | os.PathLike | None = None) -> Path:
 
 
 def validate(result: dict, where: str = "result") -> None:
+    """Raise ResultsError unless ``result`` follows the schema: the file's keys, and each record
+    against its kind in RECORD_KINDS."""
     if not isinstance(result, dict):
         raise ResultsError(f"{where}: not a JSON object")
     version = result.get("schema_version")
@@ -148,12 +246,62 @@ def validate(result: dict, where: str = "result") -> None:
     if not isinstance(result["records"], list):
         raise ResultsError(f"{where}: records must be a list")
     for i, rec in enumerate(result["records"]):
-        missing = [k for k in REQUIRED_RECORD_KEYS if k not in rec]
-        if missing:
-            raise ResultsError(f"{where}: record {i} lacks {', '.join(missing)}")
-        nested = [k for k, v in rec.items() if isinstance(v, (dict, list))]
-        if nested:
-            raise ResultsError(f"{where}: record {i} is not flat ({', '.join(nested)})")
+        problem = _record_problem(result["kind"], rec)
+        if problem:
+            raise ResultsError(f"{where}: record {i} {problem}")
+
+
+def _record_problem(kind: str, rec: dict) -> str | None:
+    missing = [k for k in REQUIRED_RECORD_KEYS if k not in rec]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    spec = RECORD_KINDS.get(rec["record"])
+    if spec is None or spec.kind != kind:
+        known = ", ".join(name for name, s in RECORD_KINDS.items() if s.kind == kind)
+        return f"is of record kind {rec['record']!r}, not one of a {kind} file ({known})"
+    nested = [k for k, v in rec.items() if isinstance(v, (dict, list))]
+    if nested:
+        return f"is not flat ({', '.join(nested)})"
+    not_finite = [k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v)]
+    if not_finite:
+        return f"holds non-finite numbers ({', '.join(not_finite)}): write them as null"
+    if spec.statuses and rec.get("status") not in spec.statuses:
+        return f"({rec['record']}) has status {rec.get('status')!r}; it takes one of {', '.join(spec.statuses)}"
+    if not spec.statuses and "status" in rec:
+        return f"({rec['record']}) is a data row and takes no status"
+    lacking = [k for k in spec.required if k not in rec] + (["gating"] if spec.statuses and "gating" not in rec else [])
+    if lacking:
+        return f"({rec['record']}) lacks {', '.join(lacking)}"
+    return None
+
+
+V1_STATUS = {"ok": "reported", "unjudged": "reported", None: "reported"}
+
+
+def upgrade_v1(result: dict) -> dict:
+    """A schema-1 file as schema 2, in memory: the record kind named where it was implicit
+    (workload rows, ``gfqual embed`` rows, the retired implementation timings), one status
+    vocabulary (ok and unjudged become reported, an out-of-memory point is skipped with its
+    reason), null for the strings "nan"/"inf", and ``gating`` from the one rule."""
+    def record_kind(rec: dict) -> str:
+        if "record" in rec:
+            return rec["record"]
+        if "workload" in rec:
+            return "workload" if "status" in rec else "run"
+        return "impl"
+
+    records = []
+    for rec in result.get("records", []):
+        rec = {k: (None if v in ("nan", "inf", "-inf") else v) for k, v in rec.items()}
+        rec["record"] = record_kind(rec)
+        if RECORD_KINDS.get(rec["record"]) and RECORD_KINDS[rec["record"]].statuses:
+            status = rec.get("status")
+            if status == "oom":
+                rec["status"], rec["reason"] = "skipped", f"out of memory: {rec.get('reason')}"
+            else:
+                rec["status"] = V1_STATUS.get(status, status)
+        records.append(stamp(result.get("kind"), rec))
+    return {**result, "schema_version": SCHEMA_VERSION, "records": records}
 
 
 def tested_identity(result: dict) -> str:
@@ -167,13 +315,10 @@ def tested_identity(result: dict) -> str:
 
 
 def gate_status(record: dict) -> str | None:
-    """What one judged record counts as in a gate: nothing (None) when it was skipped on this
-    machine or its precision is TE beta; "fail" for an error (a case that should have run and did
-    not); else its own status. ``gfqual run`` and the qualification report both gate through it."""
-    from harness.precision import PRECISIONS
-
-    precision = PRECISIONS.get(record["precision"])
-    if record["status"] == "skipped" or (precision is not None and precision.experimental):
+    """What one record counts as in a gate: nothing (None) unless it gates; "fail" for an error
+    (a case that should have run and did not, or a kernel crash); else its own status.
+    ``gfqual run`` and the qualification report both gate through it."""
+    if not record.get("gating"):
         return None
     return "fail" if record["status"] == "error" else record["status"]
 
@@ -184,6 +329,8 @@ def read_result(path: str | os.PathLike) -> dict:
         result = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ResultsError(f"{path}: cannot read results: {exc}") from exc
+    if isinstance(result, dict) and result.get("schema_version") == 1:
+        result = upgrade_v1(result)
     validate(result, where=str(path))
     return result
 

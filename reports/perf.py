@@ -1,9 +1,11 @@
 """Performance figures, drawn from perf results alone (never by running a model).
 
 ``gfqual report-perf`` writes them as PNG files beside a GPU's results; the qualification report
-embeds the same figures. Four are asked for by hardware qualification — throughput vs batch,
-peak memory vs batch, the FP8 speed-up over bf16 and energy per cell — and one shows what the
-input layout (padding, bucketing, packing) does to cells/s on realistic cells.
+embeds the same figures. Four are asked for by hardware qualification — throughput vs batch, peak
+memory vs batch, the FP8 speed-up over bf16 and energy per cell — and one shows what the input
+layout (padding, bucketing, packing) does to cells/s on realistic cells. A ratio divides two points
+of one run; energy is drawn only where GPU telemetry covered at least MIN_TELEMETRY_S
+(harness/perf/noise.py).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from harness.perf.noise import energy_covered  # noqa: E402
 from harness.precision import PRECISIONS  # noqa: E402
-from reports.document import _png, _records, figure_legend, series_style  # noqa: E402
+from reports.document import _png, _records, figure_legend, result_gpu, series_style  # noqa: E402
 
 VS_BATCH = {  # file stem -> (record field, axis label)
     "throughput-vs-batch": ("cells_per_s", "throughput (cells/s)"),
@@ -27,14 +30,47 @@ VS_BATCH = {  # file stem -> (record field, axis label)
 LAYOUT_ORDER = ("padded-context", "bucketed", "packed")
 
 
-def perf_points(results: list[dict], world_size: int = 1) -> dict:
+def _key(p: dict) -> tuple:
+    return p["variant"], p["backend"], p["precision"], p["layout"], p["batch"], p["seq_len"]
+
+
+def _measured(p: dict, world_size: int, forward: str = "mlm") -> bool:
+    """Measured, on ``world_size`` GPUs, running ``forward`` (records before the encoder-alone
+    points ran the full forward)."""
+    return (p.get("status") == "reported" and p.get("world_size", 1) == world_size
+            and p.get("forward", "mlm") == forward)
+
+
+def perf_points(results: list[dict], world_size: int = 1, forward: str = "mlm") -> dict:
     """(variant, backend, precision, layout, batch, seq_len) -> GPU -> the measured record, for
-    runs on ``world_size`` GPUs (one unless a torchrun sweep says otherwise)."""
+    runs on ``world_size`` GPUs (one unless a torchrun sweep says otherwise) of the full forward
+    (or of ``forward``); the newest run wins."""
     points = defaultdict(dict)
     for gpu, _r, p in _records(results, "perf", "point"):
-        if p.get("status") == "ok" and p.get("world_size", 1) == world_size:
-            points[(p["variant"], p["backend"], p["precision"], p["layout"], p["batch"], p["seq_len"])][gpu] = p
+        if _measured(p, world_size, forward):
+            points[_key(p)][gpu] = p
     return points
+
+
+def same_run_ratios(results: list[dict], over) -> dict:
+    """point key -> GPU -> its cells/s over that of the point ``over(key)`` names (None: no ratio),
+    both points from one run (one results file): a speed-up never divides two runs' numbers. The
+    newest run holding both wins."""
+    ratios = defaultdict(dict)
+    for r in results:  # oldest first
+        if r["kind"] != "perf":
+            continue
+        run = {_key(p): p for p in r["records"] if p.get("record") == "point" and _measured(p, 1)}
+        for key, p in run.items():
+            other = run.get(over(key) or ())
+            if other:
+                ratios[key][result_gpu(r)] = p["cells_per_s"] / other["cells_per_s"]
+    return ratios
+
+
+def fp8_over_bf16(key: tuple):
+    """The bf16 point of the same backend and shape, for an FP8 point."""
+    return (key[0], key[1], "bf16", *key[3:]) if PRECISIONS[key[2]].is_fp8 else None
 
 
 def _variant_axes(variants: list[str], height: float = 3.8):
@@ -44,6 +80,14 @@ def _variant_axes(variants: list[str], height: float = 3.8):
 
 def metric_vs_batch(points: dict, metric: str, label: str) -> bytes:
     return _png(draw_metric_vs_batch(points, metric, label))
+
+
+def _value(rec: dict, metric: str):
+    """A point's value for a figure; energy only where telemetry covered MIN_TELEMETRY_S."""
+    if metric == "energy_per_cell_j" and not energy_covered(rec):
+        return None
+    value = rec.get(metric)
+    return value / 2**30 if value is not None and metric == "peak_mem_bytes" else value
 
 
 def draw_metric_vs_batch(points: dict, metric: str, label: str):
@@ -56,9 +100,9 @@ def draw_metric_vs_batch(points: dict, metric: str, label: str):
             if key[0] != variant or key[3] != "full":
                 continue
             for gpu, rec in by_gpu.items():
-                value = rec.get(metric)
+                value = _value(rec, metric)
                 if value is not None:
-                    series[(gpu, key[1], key[2])].append((key[4], value / 2**30 if metric == "peak_mem_bytes" else value))
+                    series[(gpu, key[1], key[2])].append((key[4], value))
         for (gpu, backend, precision), xy in sorted(series.items()):
             xy.sort()
             ax.plot(*zip(*xy), ms=5, label=f"{gpu} {backend} {precision}", **series_style(backend, precision, gpu))
@@ -70,24 +114,21 @@ def draw_metric_vs_batch(points: dict, metric: str, label: str):
     return fig
 
 
-def fp8_speedup(points: dict) -> bytes:
-    return _png(draw_fp8_speedup(points))
+def fp8_speedup(results: list[dict]) -> bytes:
+    return _png(draw_fp8_speedup(results))
 
 
-def draw_fp8_speedup(points: dict):
-    """Each FP8 recipe's cells/s over the same backend's bf16, per batch (full context)."""
-    variants = sorted({k[0] for k in points if k[3] == "full" and PRECISIONS[k[2]].is_fp8})
+def draw_fp8_speedup(results: list[dict]):
+    """Each FP8 recipe's cells/s over the same backend's bf16 in the same run, per batch (full context)."""
+    ratios = {k: v for k, v in same_run_ratios(results, fp8_over_bf16).items() if k[3] == "full"}
+    variants = sorted({k[0] for k in ratios})
     fig, axes = _variant_axes(variants)
     for ax, variant in zip(axes, variants):
         series = defaultdict(list)
-        for key, by_gpu in points.items():
-            v, backend, precision, layout, batch, seq = key
-            if v != variant or layout != "full" or not PRECISIONS[precision].is_fp8:
-                continue
-            bf16 = points.get((v, backend, "bf16", layout, batch, seq), {})
-            for gpu, rec in by_gpu.items():
-                if gpu in bf16:
-                    series[(gpu, backend, precision)].append((batch, rec["cells_per_s"] / bf16[gpu]["cells_per_s"]))
+        for (v, backend, precision, _layout, batch, _seq), by_gpu in ratios.items():
+            if v == variant:
+                for gpu, ratio in by_gpu.items():
+                    series[(gpu, backend, precision)].append((batch, ratio))
         for (gpu, backend, precision), xy in sorted(series.items()):
             xy.sort()
             ax.plot(*zip(*xy), ms=5, label=f"{gpu} {backend} {precision}", **series_style(backend, precision, gpu))
@@ -130,8 +171,8 @@ def perf_figures(results: list[dict]) -> dict[str, bytes]:
     figures = {}
     if any(k[3] == "full" for k in points):
         figures.update({stem: metric_vs_batch(points, *spec) for stem, spec in VS_BATCH.items()})
-    if any(k[3] == "full" and PRECISIONS[k[2]].is_fp8 for k in points):
-        figures["fp8-speedup"] = fp8_speedup(points)
+    if any(k[3] == "full" for k in same_run_ratios(results, fp8_over_bf16)):
+        figures["fp8-speedup"] = fp8_speedup(results)
     if any(k[3] in LAYOUT_ORDER for k in points):
         figures["layouts"] = layouts(points)
     return figures

@@ -21,7 +21,8 @@ from reports.document import (
 )
 from reports.downstream import downstream_section
 from reports.parity import plot_error_vs_layer
-from reports.perf import perf_figures, perf_points
+from harness.perf.noise import MIN_TELEMETRY_S, NOISE_LIMIT, energy_covered, is_noisy
+from reports.perf import perf_figures, perf_points, same_run_ratios
 
 ENV_KEYS = ("gpu_name", "driver", "cuda", "torch", "te", "transformers", "git_commit")
 
@@ -174,16 +175,16 @@ def _workload_tables(results: list[dict]) -> list[Table]:
         if r["kind"] != "perf":
             continue
         gpu = result_gpu(r)
-        rows = [w for w in r["records"] if "workload" in w and "record" not in w]
-        ok = {(w["variant"], w["backend"], w["precision"]): w for w in rows if w.get("status") == "ok"}
+        rows = [w for w in r["records"] if w["record"] in ("workload", "run")]
+        ok = {(w["variant"], w["backend"], w["precision"]): w for w in rows if w.get("status") == "reported"}
         for w in rows:
-            if "status" not in w:  # gfqual embed itself
+            if w["record"] == "run":  # gfqual embed itself
                 cli.append([gpu, w["variant"], w["backend"], w["precision"], w.get("world_size", 1), w["cells"],
                             _fmt(w["cells_per_s"]), _fmt(w.get("gpu_util_mean")), _fmt(w.get("startup_s")),
                             _fmt(w.get("startup_imports_s")), r["env"].get("git_commit", "unknown")[:7]])
                 continue
             hf = ok.get((w["variant"], "hf-sdpa", "bf16"))
-            if w["status"] != "ok":
+            if w["status"] != "reported":
                 if w["backend"].startswith("hf-"):
                     continue  # an FP8 recipe asked of HF: it has no FP8 path, nothing to show
                 measured = [f"{w['status']}: {w['reason']}"] + [NOT_MEASURED] * 4
@@ -230,31 +231,42 @@ def perf_section(results: list[dict]) -> Section:
         section.tables += [profile] if profile else []
         return section
     gpus = [g for g in GPU_COLUMNS] + sorted({g for v in points.values() for g in v} - set(GPU_COLUMNS))
-    rows = [[*key[:5], *(_fmt(points[key][g]["cells_per_s"]) if g in points[key] else NOT_MEASURED for g in gpus)]
+    rows = [[*key[:5], *(_with_noise(points[key][g]) if g in points[key] else NOT_MEASURED for g in gpus)]
             for key in sorted(points)]
     section.tables.append(Table(["variant", "backend", "precision", "layout", "batch", *(f"{g} cells/s" for g in gpus)], rows))
-    section.tables.append(_speedup_table(points, gpus, ("te", "bf16"), ("hf-sdpa", "bf16"), "TE bf16 vs HF sdpa bf16"))
+    noisy = sum(is_noisy(p) for by_gpu in points.values() for p in by_gpu.values())
+    section.text.append(
+        f"Each cells/s is the median of n timed repeats, with their range ((max − min) / median). ⚠ marks "
+        f"the {noisy} of {sum(map(len, points.values()))} points whose repeats vary by more than {NOISE_LIMIT:.0%}: "
+        "read them as approximate. Sweeps now time such a point again with three times the repeats before "
+        "recording it (harness/perf/noise.py); points recorded before that rule show their first measurement.")
+    section.tables.append(_speedup_table(results, points, gpus, ("te", "bf16"), ("hf-sdpa", "bf16"),
+                                         "TE bf16 vs HF sdpa bf16"))
     failed_parity = _failed_parity(results)
     for recipe in ("fp8-delayed", "fp8-current", "fp8-delayed-dpa"):
-        section.tables.append(_speedup_table(points, gpus, ("te", recipe), ("te", "bf16"), f"TE {recipe} vs TE bf16",
-                                             failed_parity))
+        section.tables.append(_speedup_table(results, points, gpus, ("te", recipe), ("te", "bf16"),
+                                             f"TE {recipe} vs TE bf16", failed_parity))
     section.tables.append(_layout_table(points, gpus))
     scaling = _scaling_table(results, points)
     if scaling:
         section.tables.append(scaling)
     if profile:
         section.tables.append(profile)
-    max_rows = [[gpu, m["variant"], m["backend"], m["precision"], m["seq_len"], m.get("max_batch"),
-                 "largest that fits (the next batch ran out of memory)" if m["status"] == "ok" else
+    memory = _memory_table(results)
+    if memory:
+        section.tables.append(memory)
+    max_rows = [[gpu, m["variant"], m["backend"], m["precision"], FORWARD_NAMES[m.get("forward", "mlm")],
+                 m["seq_len"], m.get("max_batch"),
+                 "largest that fits (the next batch ran out of memory)" if m["status"] == "reported" else
                  f"FAIL: the search stopped on an error, not on memory; {m.get('max_batch')} is only the largest "
                  f"that ran: {m.get('reason')}"]
                 for gpu, _r, m in _records(results, "perf", "max_batch")]
     if max_rows:
-        section.tables.append(Table(["largest batch: GPU", "variant", "backend", "precision", "tokens", "cells",
-                                     "what stopped the search"], max_rows))
+        section.tables.append(Table(["largest batch: GPU", "variant", "backend", "precision", "forward", "tokens",
+                                     "cells", "what stopped the search"], max_rows))
     not_run = defaultdict(lambda: (set(), set()))  # one row per reason: the variants and batches it hit
     for gpu, _r, p in _records(results, "perf", "point"):
-        if p.get("status") != "ok":
+        if p.get("status") != "reported":
             variants, batches = not_run[(gpu, p["backend"], p["precision"], p["layout"], f"{p['status']}: {p.get('reason')}")]
             variants.add(p["variant"])
             batches.add(p["batch"])
@@ -268,10 +280,37 @@ def perf_section(results: list[dict]) -> Section:
     for stem, png in perf_figures(results).items():
         section.figures.append(Figure(f"perf-{stem}.png", png, f"{captions[stem]} (solid / plain: H100; dashed / "
                                       "hatched: other GPUs)", wide=True))
+    short = sum(p.get("energy_per_cell_j") is not None and not energy_covered(p)
+                for by_gpu in points.values() for p in by_gpu.values())
+    if short:
+        section.text.append(f"Energy per cell is drawn only where GPU telemetry covered at least {MIN_TELEMETRY_S:.0f} s; "
+                            f"{short} points measured over less are left out of that figure.")
     section.text.append("Throughput is cells per second at each model's full context unless the layout says otherwise "
                         "(padded-context: realistic cells padded to the context; packed: end to end, no padding (TE THD); bucketed: sorted by length, padded "
                         "to each batch's longest). Timing: CUDA events, median of repeats after warm-up.")
     return section
+
+
+FORWARD_NAMES = {"mlm": "to MLM logits", "encoder": "encoder output (embedding)"}
+
+
+def _memory_table(results) -> Table | None:
+    """Peak memory of the full forward (MLM logits) beside the encoder alone (what embedding and
+    perturbation run), at the same shape: how much of the memory figures the logits are."""
+    encoder = perf_points(results, forward="encoder")
+    mlm = perf_points(results)
+    rows = []
+    for key in sorted(encoder):
+        for gpu, e in sorted(encoder[key].items()):
+            m = mlm.get(key, {}).get(gpu)
+            if e.get("peak_mem_bytes") is None or m is None or m.get("peak_mem_bytes") is None:
+                continue
+            rows.append([gpu, key[0], key[1], key[2], key[4], key[5], f"{m['peak_mem_bytes'] / 2**30:.2f}",
+                         f"{e['peak_mem_bytes'] / 2**30:.2f}", f"{1 - e['peak_mem_bytes'] / m['peak_mem_bytes']:.0%}"])
+    if not rows:
+        return None
+    return Table(["peak memory: GPU", "variant", "backend", "precision", "batch", "tokens", "to MLM logits GiB",
+                  "encoder output GiB", "share of the peak the logits take"], rows)
 
 
 def _kernel_profile_table(results) -> Table | None:
@@ -282,7 +321,7 @@ def _kernel_profile_table(results) -> Table | None:
     rows = []
     for gpu, _r, p in _records(results, "perf", "kernel_profile"):
         head = [gpu, p["variant"], p["backend"], p["precision"], p["batch"]]
-        if p["status"] != "ok":
+        if p["status"] != "reported":
             rows.append([*head, f"{p['status']}: {p['reason']}", *[NOT_MEASURED] * len(kinds)])
             continue
         rows.append([*head, _fmt(p["kernel_ms"]),
@@ -298,7 +337,7 @@ def _scaling_table(results, one_gpu) -> Table | None:
     rows = []
     for gpu, _r, p in _records(results, "perf", "point"):
         n = p.get("world_size", 1)
-        if n == 1 or p.get("status") != "ok":
+        if n == 1 or p.get("status") != "reported":
             continue
         key = (p["variant"], p["backend"], p["precision"], p["layout"], p["batch"], p["seq_len"])
         single = one_gpu.get(key, {}).get(gpu)
@@ -336,20 +375,27 @@ def _failed_parity(results: list[dict]) -> set[tuple]:
                if r["status"] in failed})
 
 
-def _speedup_table(points, gpus, num, den, title, failed_parity=frozenset()) -> Table:
+def _with_noise(p: dict) -> str:
+    """A point's cells/s with its repeat count and range; ⚠ where the range exceeds the noise limit."""
+    text = f"{_fmt(p['cells_per_s'])} (n={p.get('repeats', '?')}, range {p.get('spread') or 0.0:.0%})"
+    return ("⚠ " if is_noisy(p) else "") + text
+
+
+def _speedup_table(results, points, gpus, num, den, title, failed_parity=frozenset()) -> Table:
+    """One row per point of ``num``: its cells/s over ``den``'s at the same shape, in one run."""
+    ratios = same_run_ratios(results, lambda k: (k[0], *den, *k[3:]) if k[1:3] == num else None)
     rows = []
     for key in sorted(points):
         variant, backend, precision, layout, batch, seq = key
         if (backend, precision) != num:
             continue
-        other = points.get((variant, *den, layout, batch, seq), {})
         rows.append([variant, layout, batch, *(
-            (_fmt(points[key][g]["cells_per_s"] / other[g]["cells_per_s"])
+            (_fmt(ratios[key][g])
              + (" (fails parity: not counted)" if {(g, variant, backend, precision), (g, variant, None, precision)}
                 & failed_parity else ""))
-            if g in points[key] and g in other else NOT_MEASURED
+            if g in ratios.get(key, {}) else NOT_MEASURED
             for g in gpus)])
-    return Table([f"{title}: variant", "layout", "batch", *(f"{g} speed-up" for g in gpus)], rows)
+    return Table([f"{title}: variant", "layout", "batch", *(f"{g} speed-up (one run)" for g in gpus)], rows)
 
 
 def perf_gate(results: list[dict]) -> dict:
@@ -370,16 +416,12 @@ def perf_gate(results: list[dict]) -> dict:
     return {"gate": "performance regression", "status": "fail" if regressed else "pass", "detail": "; ".join(regressed)}
 
 
-CRASH_SIGNS = ("CUDA error", "illegal memory access", "AcceleratorError", "CUBLAS_STATUS", "cuDNN error")
-
-
 def _crashes(results: list[dict]) -> list[tuple[str, str]]:
-    """(GPU, what crashed) for every perf record that died on a kernel fault (TE beta aside)."""
+    """(GPU, what crashed) for every perf record that gates: a measurement gates only when it died
+    on a kernel fault outside TE beta features (harness.results.gates)."""
     return [(gpu, f"{r['variant']} {r['backend']} {r['precision']}: {r.get('reason')}")
             for res in results if res["kind"] == "perf"
-            for gpu in [result_gpu(res)] for r in res["records"]
-            if r.get("status") == "error" and any(sign in str(r.get("reason")) for sign in CRASH_SIGNS)
-            and not (r.get("precision") in PRECISIONS and PRECISIONS[r["precision"]].experimental)]
+            for gpu in [result_gpu(res)] for r in res["records"] if r.get("gating")]
 
 
 def reliability_gate(results: list[dict]) -> dict:
@@ -426,7 +468,7 @@ def not_covered(results: list[dict]) -> list[str]:
             missing.append(f"{gpu}: no parity for {', '.join(absent)}")
         if not any(result_gpu(r) == gpu for r in results if r["kind"] == "downstream"):
             missing.append(f"{gpu}: downstream tasks")
-        if not any(result_gpu(r) == gpu and "workload" in w
+        if not any(result_gpu(r) == gpu and w["record"] in ("workload", "run")
                    for r in results if r["kind"] == "perf" for w in r["records"]):
             missing.append(f"{gpu}: end-to-end workloads")
     by_precision = defaultdict(set)

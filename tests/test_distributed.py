@@ -120,7 +120,7 @@ def test_a_sweep_under_torchrun_records_one_row_for_all_ranks(tmp_path):
     result = json.loads((tmp_path / "dp-out.json").read_text())
     assert result["config"]["world_size"] == 2
     hf, te = result["records"]
-    assert hf["status"] == "ok" and hf["world_size"] == 2 and hf["cells"] == 2 * 2
+    assert hf["status"] == "reported" and hf["world_size"] == 2 and hf["cells"] == 2 * 2
     assert hf["slowest_rank_cells_per_s"] <= hf["fastest_rank_cells_per_s"]
     assert hf["cells_per_s"] >= 2 * hf["slowest_rank_cells_per_s"]
     assert te["status"] == "skipped" and "CUDA GPU" in te["reason"]
@@ -130,15 +130,17 @@ def test_a_sweep_under_torchrun_records_one_row_for_all_ranks(tmp_path):
 def test_combined_rows_add_throughput_and_name_a_failed_rank():
     from harness.perf.sweep import combine_ranks
 
-    base = {"record": "point", "status": "ok", "cells": 8, "cells_per_s": 100.0, "tokens_per_s": 1e5,
+    base = {"record": "point", "status": "reported", "cells": 8, "cells_per_s": 100.0, "tokens_per_s": 1e5,
             "padded_tokens_per_s": 1e5, "tflops": 50.0, "shape_tflops": 50.0, "ceiling_tflops": 100.0,
             "median_ms": 80.0, "min_ms": 79.0, "max_ms": 81.0, "spread": 0.025, "peak_mem_bytes": 2**30,
-            "energy_per_cell_j": 2.0}
-    row = combine_ranks([base, {**base, "cells_per_s": 90.0, "median_ms": 89.0, "max_ms": 90.0, "spread": 0.03}])
+            "energy_per_cell_j": 2.0, "repeats": 10, "remeasured": False, "noisy": False}
+    row = combine_ranks([base, {**base, "cells_per_s": 90.0, "median_ms": 89.0, "max_ms": 90.0, "spread": 0.03,
+                                "repeats": 30, "remeasured": True}])
     assert row["cells_per_s"] == 190.0 and row["median_ms"] == 89.0 and row["spread"] == 0.03
+    assert (row["repeats"], row["remeasured"], row["noisy"]) == (10, True, False)  # any rank's re-measure shows
     assert row["ceiling_fraction"] == 100.0 / 200.0 and row["world_size"] == 2
-    failed = combine_ranks([base, {**base, "status": "oom", "reason": "CUDA out of memory"}])
-    assert failed["status"] == "oom" and failed["reason"] == "rank 1 of 2: CUDA out of memory"
+    failed = combine_ranks([base, {**base, "status": "skipped", "reason": "CUDA out of memory"}])
+    assert failed["status"] == "skipped" and failed["reason"] == "rank 1 of 2: CUDA out of memory"
 
 
 def test_eval_under_torchrun_gives_the_one_process_predictions(tmp_path):

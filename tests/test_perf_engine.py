@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from harness.perf import sweep as sweep_mod
 from harness.perf.gate import GateError, compare
 from harness.perf.flops import forward_flops
 from harness.perf.sweep import Sweep, run_sweep
+from harness.perf.noise import needs_remeasure, remeasure_repeats
+from harness.perf.timing import Timing
 from harness.results import make_result
 from models.registry import VARIANTS
 
@@ -37,7 +40,7 @@ def test_points_layouts_and_skips(tmp_path):
     rows = run_sweep(_sweep(tmp_path, seq_lens=[512]), tmp_path / "out.json", progress=lambda _: None)
     assert len(rows) == 6
     hf = {r["layout"]: r for r in rows if r["backend"] == "hf-eager"}
-    assert all(r["status"] == "ok" and r["cells_per_s"] > 0 for r in hf.values())
+    assert all(r["status"] == "reported" and r["cells_per_s"] > 0 for r in hf.values())
     assert hf["full"]["padding_fraction"] == 0 and hf["padded-context"]["padding_fraction"] > 0
     assert hf["bucketed"]["padding_fraction"] < hf["padded-context"]["padding_fraction"]
     te = [r for r in rows if r["backend"] == "te"]
@@ -65,13 +68,13 @@ def test_interrupted_sweep_resumes_and_failures_are_rows(tmp_path, monkeypatch):
     def oom_as_row(self, point):
         calls.append(point.batch)
         if point.batch == 3:
-            return {"record": "point", **point.__dict__, "status": "oom", "reason": "out of memory"}
+            return {"record": "point", **point.__dict__, "status": "skipped", "reason": "out of memory"}
         return real_run(self, point)
 
     monkeypatch.setattr(sweep_mod.Runner, "run", oom_as_row)
     rows = run_sweep(sweep, tmp_path / "o.json", progress=lambda _: None)
     assert calls == [1, 2, 2, 3]  # batch 1 was not measured again
-    assert [r["status"] for r in rows] == ["ok", "ok", "oom"]
+    assert [r["status"] for r in rows] == ["reported", "reported", "skipped"]
 
 
 def test_runner_records_out_of_memory_instead_of_crashing(tmp_path, monkeypatch):
@@ -83,7 +86,43 @@ def test_runner_records_out_of_memory_instead_of_crashing(tmp_path, monkeypatch)
     monkeypatch.setattr(sweep_mod, "time_batches", boom)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     (row,) = run_sweep(sweep, tmp_path / "o.json", progress=lambda _: None)
-    assert row["status"] == "oom" and "out of memory" in row["reason"]
+    assert row["status"] == "skipped" and row["reason"].startswith("out of memory: CUDA out of memory")
+
+
+def test_a_noisy_or_short_point_is_measured_again_with_more_repeats():
+    quiet, noisy = Timing(10.0, 9.8, 10.4, 10), Timing(10.0, 8.0, 14.0, 10)
+    assert not needs_remeasure(quiet, with_telemetry=False)
+    assert needs_remeasure(noisy, with_telemetry=False)  # (14 − 8) / 10 = 60% > 10%
+    assert needs_remeasure(quiet, with_telemetry=True)  # 10 × 10 ms = 0.1 s of telemetry < 1 s
+    assert remeasure_repeats(noisy, with_telemetry=False) == 30
+    assert remeasure_repeats(quiet, with_telemetry=True) == 100  # enough for 1 s
+
+
+def test_a_noisy_point_is_recorded_from_its_remeasurement(tmp_path, monkeypatch):
+    sweep = _sweep(tmp_path, backends=["hf-eager"], layouts=["full"], batches=[1])
+    asked = []
+
+    def fake_time(_backend, _batches, repeats, _step=None):
+        asked.append(repeats)
+        return Timing(10.0, 5.0, 20.0, repeats) if len(asked) == 1 else Timing(10.0, 9.9, 10.2, repeats)
+
+    monkeypatch.setattr(sweep_mod, "time_batches", fake_time)
+    (row,) = run_sweep(sweep, tmp_path / "o.json", progress=lambda _: None)
+    assert asked == [sweep.repeats, 3 * sweep.repeats]
+    assert (row["remeasured"], row["noisy"], row["repeats"]) == (True, False, 3 * sweep.repeats)
+    assert row["spread"] == pytest.approx(0.03)
+
+
+def test_the_encoder_alone_is_a_point_of_its_own(tmp_path):
+    """Embedding runs the encoder without the MLM head: the sweep measures it apart, with its own
+    work count, and its own largest batch."""
+    sweep = _sweep(tmp_path, backends=["hf-sdpa"], layouts=["full"], batches=[2], forwards=["mlm", "encoder"])
+    mlm, encoder = run_sweep(sweep, tmp_path / "o.json", progress=lambda _: None)
+    assert (mlm["forward"], encoder["forward"]) == ("mlm", "encoder") and mlm["key"] != encoder["key"]
+    work = {r["forward"]: r["shape_tflops"] * r["median_ms"] for r in (mlm, encoder)}
+    v = VARIANTS["V1-10M"]
+    head = 2 * 2 * mlm["seq_len"] * (v.hidden_size ** 2 + v.hidden_size * v.vocab_size)
+    assert work["mlm"] - work["encoder"] == pytest.approx(head / 1e9, rel=1e-6)
 
 
 def test_flops_count_by_hand():
@@ -94,7 +133,7 @@ def test_flops_count_by_hand():
 
 
 def _perf(gpu, cells_per_s, spread=0.01):
-    rec = {"record": "point", "status": "ok", "variant": "V2-104M", "backend": "te", "precision": "bf16",
+    rec = {"record": "point", "status": "reported", "variant": "V2-104M", "backend": "te", "precision": "bf16",
            "layout": "full", "batch": 8, "seq_len": 4096, "cells_per_s": cells_per_s, "spread": spread}
     return make_result("perf", [rec], {}, {}, env={"gpu_name": gpu})
 
@@ -116,7 +155,7 @@ def test_max_batch_search_bisects_and_records_kernel_failures(tmp_path, monkeypa
     runner = sweep_mod.Runner(sweep, None)
     limit = {"oom_above": 37, "crash_at": None}
 
-    def fake_warm(backend, batches, passes):
+    def fake_warm(backend, batches, passes, _step=None):
         n = batches[0].input_ids.shape[0]
         if limit["crash_at"] is not None and n >= limit["crash_at"]:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
@@ -125,10 +164,10 @@ def test_max_batch_search_bisects_and_records_kernel_failures(tmp_path, monkeypa
         return batches
 
     monkeypatch.setattr(sweep_mod, "warm", fake_warm)
-    monkeypatch.setattr(sweep_mod.Runner, "_backend_for", lambda self, point: None)
+    monkeypatch.setattr(sweep_mod.Runner, "_backend_for", lambda self, point: SimpleNamespace(forward=None))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     row = runner.max_batch("V1-10M", "hf-eager", "fp32", 8)
-    assert (row["status"], row["max_batch"], row["capped"]) == ("ok", 37, False)
+    assert (row["status"], row["max_batch"], row["capped"]) == ("reported", 37, False)
     limit["crash_at"] = 16
     row = runner.max_batch("V1-10M", "hf-eager", "fp32", 8)
     assert (row["status"], row["max_batch"], row["failed_at_batch"]) == ("error", 8, 16)
@@ -202,7 +241,7 @@ def test_packed_layout_rows_say_which_backend_takes_them_and_where_cells_came_fr
     assert "te-packed" in by["hf-eager", "packed"]["reason"]
     assert by["te-packed", "packed"]["status"] == "skipped" and "CUDA GPU" in by["te-packed", "packed"]["reason"]
     bucketed = by["hf-eager", "bucketed"]
-    assert bucketed["status"] == "ok" and bucketed["cells"] == 8
+    assert bucketed["status"] == "reported" and bucketed["cells"] == 8
     assert bucketed["cells_source"].startswith("synthetic") and 8 <= bucketed["mean_cell_tokens"] <= 64
 
 

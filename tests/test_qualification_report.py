@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.results import make_result
+from harness.results import make_result, stamp
 from reports.qualification import gpu_class, render_report
 
 
@@ -13,7 +13,7 @@ def _env(gpu, commit="c1", te="2.20.2"):
 
 def _parity(gpu, status="pass", commit="c1"):
     stage = {"record": "stage", "variant": "V2-104M", "backend": "te", "precision": "fp32",
-             "stage": "layer.0.output", "layer": 0, "rel_l2": 1e-7}
+             "stage": "layer.0.output", "layer": 0, "rel_l2": 1e-7, "status": "pass"}
     verdict = {"record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "fp32", "status": status,
                "worst_stage": "logits", "worst_rel_l2": 2e-6,
                "first_diverging_stage": "layer.3.attention" if status == "fail" else None}
@@ -23,8 +23,8 @@ def _parity(gpu, status="pass", commit="c1"):
 
 
 def _perf(gpu, cells_per_s, created=None):
-    points = [{"record": "point", "status": "ok", "variant": "V2-104M", "backend": b, "precision": "bf16",
-               "layout": "full", "batch": 8, "seq_len": 4096, "cells_per_s": v, "spread": 0.01,
+    points = [{"record": "point", "status": "reported", "variant": "V2-104M", "backend": b, "precision": "bf16",
+               "layout": "full", "batch": 8, "seq_len": 4096, "cells_per_s": v, "spread": 0.01, "repeats": 10,
                "peak_mem_bytes": 2**31, "energy_per_cell_j": 3.0, "ceiling_fraction": 0.4}
               for b, v in (("te", cells_per_s), ("hf-sdpa", 100.0))]
     points.append({**points[0], "precision": "fp8-delayed", "cells_per_s": cells_per_s * 1.25})
@@ -50,7 +50,7 @@ def test_report_content_from_fixtures(tmp_path):
     assert "| performance regression | NOT EVALUATED |" in md and "| downstream | NOT MEASURED |" in md
     assert "| V2-104M | te | PASS · worst logits 2.00e-06 | skipped: mxfp8 needs compute capability 10.0 (Blackwell) |" in md
     # GPUs side by side, with the ones that have no results saying so
-    assert "| V2-104M | te | bf16 | full | 8 | not measured | 220 | 240 | not measured |" in md
+    assert "| V2-104M | te | bf16 | full | 8 | not measured | 220 (n=10, range 1%) | 240 (n=10, range 1%) | not measured |" in md
     assert "| V2-104M | full | 8 | not measured | 2.2 | 2.4 | not measured |" in md  # TE vs HF speed-up
     # self-contained page: images inline, nothing fetched
     assert "data:image/png;base64," in page_html and "http://" not in page_html and "https://" not in page_html
@@ -103,9 +103,9 @@ def test_report_rejects_unknown_schema(tmp_path, capsys):
 
 def test_fp8_attention_failures_are_shown_but_do_not_gate(tmp_path):
     result = _parity("NVIDIA H100 80GB HBM3")
-    result["records"].append({"record": "verdict", "variant": "V2-104M", "backend": "te",
-                              "precision": "fp8-delayed-dpa", "status": "fail", "worst_stage": "layer.0.attention",
-                              "worst_rel_l2": 0.95, "first_diverging_stage": "layer.0.attention"})
+    result["records"].append(stamp("parity", {
+        "record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "fp8-delayed-dpa", "status": "fail",
+        "worst_stage": "layer.0.attention", "worst_rel_l2": 0.95, "first_diverging_stage": "layer.0.attention"}))
     md = render_report([result], tmp_path)[1].read_text()
     assert "| parity | PASS | 1 passed |" in md
     assert "FAIL · worst layer.0.attention 0.95 (first diverging: layer.0.attention) · TE beta, not gating" in md
@@ -119,22 +119,23 @@ def test_multi_gpu_rows_form_a_scaling_table_not_single_gpu_rows(tmp_path):
         rec["world_size"] = 8
     md = render_report([one, eight], tmp_path)[1].read_text()
     assert "| H200 | V2-104M | te | bf16 | full | 8 | 8 | 1.8e+03 | 7.5 | 0.938 |" in md
-    assert "| V2-104M | te | bf16 | full | 8 | not measured | not measured | 240 | not measured |" in md
+    assert "| V2-104M | te | bf16 | full | 8 | not measured | not measured | 240 (n=10, range 1%) | not measured |" in md
 
 
 def test_a_parity_case_that_errored_fails_the_gate_and_says_why(tmp_path):
     result = _parity("NVIDIA H100 80GB HBM3")
-    result["records"].append({"record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "bf16",
-                              "status": "error", "reason": "ValueError: No dot product attention backend"})
+    result["records"].append(stamp("parity", {"record": "verdict", "variant": "V2-104M", "backend": "te",
+                                              "precision": "bf16", "status": "error",
+                                              "reason": "ValueError: No dot product attention backend"}))
     md = render_report([result], tmp_path)[1].read_text()
     assert "| parity | FAIL | 1 of 2 failed |" in md
     assert "ERROR: ValueError: No dot product attention backend" in md
 
 
 def _kernel(precision, status, violations="", rel_l2=0.05):
-    return {"record": "attention_kernel", "variant": "V2-104M", "backend": "te-attention-kernel",
+    return stamp("parity", {"record": "attention_kernel", "variant": "V2-104M", "backend": "te-attention-kernel",
             "precision": precision, "status": status, "violations": violations, "seq_len": 4096, "heads": 12,
-            "head_dim": 64, "rel_l2": rel_l2, "peer_rel_l2": 2.2e-3, "repeat_max_abs": 0.0}
+            "head_dim": 64, "rel_l2": rel_l2, "peer_rel_l2": 2.2e-3, "repeat_max_abs": 0.0})
 
 
 def test_attention_kernel_rows_gate_outside_fp8_attention(tmp_path):
@@ -150,16 +151,16 @@ def test_attention_kernel_rows_gate_outside_fp8_attention(tmp_path):
 
 def test_fp8_speedups_of_recipes_that_fail_parity_are_marked_not_counted(tmp_path):
     parity = _parity("NVIDIA H100 80GB HBM3")
-    parity["records"].append({"record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "fp8-delayed",
-                              "status": "fail", "worst_stage": "layer.0.attention", "worst_rel_l2": 0.9,
-                              "first_diverging_stage": "layer.0.attention"})
+    parity["records"].append(stamp("parity", {
+        "record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "fp8-delayed", "status": "fail",
+        "worst_stage": "layer.0.attention", "worst_rel_l2": 0.9, "first_diverging_stage": "layer.0.attention"}))
     md = render_report([parity, _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)], tmp_path)[1].read_text()
     # H100's fp8-delayed failed parity there; H200 has no failing verdict
     assert "| V2-104M | full | 8 | not measured | 1.25 (fails parity: not counted) | 1.25 | not measured |" in md
 
 
 def test_kernel_profiles_show_each_kinds_share(tmp_path):
-    profile = {"record": "kernel_profile", "status": "ok", "variant": "V2-316M", "backend": "te-fused",
+    profile = {"record": "kernel_profile", "status": "reported", "variant": "V2-316M", "backend": "te-fused",
                "precision": "fp8-delayed", "layout": "full", "batch": 8, "seq_len": 4096, "kernel_ms": 50.0,
                "ms_attention": 20.0, "ms_gemm": 17.0, "ms_layernorm": 5.0, "ms_fp8_cast_amax": 5.0, "ms_other": 3.0}
     result = make_result("perf", [profile], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
@@ -178,16 +179,17 @@ def test_workload_tables_lead_and_pair_rows_of_one_run(tmp_path):
     """End-to-end rows come first; a speed-up divides two rows of the same file; an FP8 recipe asked
     of HF (no FP8 path) is left out, a TE row that could not run says why."""
     def row(backend, precision, cps, **extra):
-        return {"workload": "embed", "variant": "V2-104M", "backend": backend, "precision": precision, "status": "ok",
+        return {"record": "workload", "workload": "embed", "variant": "V2-104M", "backend": backend, "precision": precision, "status": "reported",
                 "cells": 5031, "mean_length": 1652.0, "cells_per_s": cps, "pipeline_efficiency": 0.93,
                 "gpu_util_mean": 90.0, "max_tokens": 348160, **extra}
-    skipped = {"workload": "embed", "variant": "V2-104M", "precision": "fp8-delayed", "cells": 5031,
+    skipped = {"record": "workload", "workload": "embed", "variant": "V2-104M", "precision": "fp8-delayed", "cells": 5031,
                "mean_length": 1652.0, "status": "skipped", "reason": "no FP8 path"}
     run = make_result("perf", [row("hf-sdpa", "bf16", 400.0), row("te-packed", "bf16", 1000.0),
                                {**skipped, "backend": "hf-sdpa"}, {**skipped, "backend": "te-packed", "reason": "no GPU"}],
                       {"source": "random-init"}, {"workload": "embed"}, env=_env("NVIDIA H100 80GB HBM3"))
     other = make_result("perf", [row("hf-sdpa", "bf16", 100.0)], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
-    cli = make_result("perf", [{"workload": "embed", "variant": "V2-104M", "backend": "te-packed", "precision": "bf16",
+    cli = make_result("perf", [{"record": "run", "status": "reported", "workload": "embed", "variant": "V2-104M",
+                                "backend": "te-packed", "precision": "bf16",
                                 "cells": 5031, "cells_per_s": 1000.0, "startup_s": 21.0, "startup_imports_s": 19.0,
                                 "gpu_util_mean": 90.0}], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
     _, md_path, _ = render_report([run, other, cli, _perf("NVIDIA H100 80GB HBM3", 220.0)], tmp_path)
@@ -253,3 +255,24 @@ def test_parity_tables_say_how_many_cells_and_tokens_a_case_rests_on(tmp_path):
             r.update(n_cells=4, seq_len=4096)
     md = render_report([result], tmp_path)[1].read_text()
     assert "H100: each parity case is judged on 4 cells of up to 4,096 tokens." in md
+
+
+def test_a_noisy_point_is_flagged_with_its_range(tmp_path):
+    noisy = _perf("NVIDIA H100 80GB HBM3", 220.0)
+    noisy["records"][0]["spread"] = 0.3
+    md = render_report([noisy], tmp_path)[1].read_text()
+    assert "| V2-104M | te | bf16 | full | 8 | not measured | ⚠ 220 (n=10, range 30%) |" in md
+    assert "the 1 of 3 points whose repeats vary by more than 10%" in md
+
+
+def test_memory_of_the_encoder_is_shown_beside_the_full_forward(tmp_path):
+    run = _perf("NVIDIA H100 80GB HBM3", 220.0)
+    encoder = {**run["records"][0], "forward": "encoder", "peak_mem_bytes": 2**29}
+    run["records"].append(stamp("perf", encoder))
+    run["records"].append(stamp("perf", {"record": "max_batch", "variant": "V2-104M", "backend": "te",
+                                         "precision": "bf16", "layout": "full", "seq_len": 4096, "forward": "encoder",
+                                         "status": "reported", "batch": 700, "max_batch": 700, "capped": False}))
+    md = render_report([run], tmp_path)[1].read_text()
+    assert "| H100 | V2-104M | te | bf16 | 8 | 4096 | 2.00 | 0.50 | 75% |" in md
+    assert "| H100 | V2-104M | te | bf16 | encoder output (embedding) | 4096 | 700 | largest that fits" in md
+    assert "| V2-104M | te | bf16 | full | 8 | not measured | 220 (n=10, range 1%) |" in md  # not the encoder's row

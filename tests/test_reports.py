@@ -11,7 +11,7 @@ ENV = {"gpu_name": "TEST GPU", "driver": "1.0", "cuda": "13.0", "torch": "2.x", 
 
 def _stage(layer, rel, precision):
     return {"record": "stage", "variant": "V1-10M", "backend": "te", "precision": precision,
-            "stage": f"layer.{layer}.output", "layer": layer, "rel_l2": rel}
+            "stage": f"layer.{layer}.output", "layer": layer, "rel_l2": rel, "status": "pass"}
 
 
 def test_report_shows_verdicts_skips_env_and_plots(tmp_path):

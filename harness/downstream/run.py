@@ -160,7 +160,7 @@ def _classification_records(
 ) -> list[dict]:
     folds_rows = fold_metrics(y, proba, folds)
     pooled = {f"pooled_{k}": v for k, v in metrics(y, proba).items()}
-    records = [{**_base(task, mode, variant, run, "summary"), "status": "ok", "n_items": len(y),
+    records = [{**_base(task, mode, variant, run, "summary"), "status": "reported", "n_items": len(y),
                 "n_folds": folds.n_folds, "split": folds.grouped_by or "stratified", **summarize(folds_rows),
                 **pooled, "seconds": seconds, **extra}]
     records += [{**_base(task, mode, variant, run, "fold"), **row} for row in folds_rows]
@@ -326,7 +326,7 @@ def evaluate_perturbation(
         runner.release()
         n = len(res.cos_shift)
         records.append({
-            **_base(task, mode, variant, run, "summary"), "status": "ok", "start_class": start_class,
+            **_base(task, mode, variant, run, "summary"), "status": "reported", "start_class": start_class,
             "goal_class": goal_class, "n_cells": len(start_cells), "n_genes": len(genes), "n_pairs": n,
             "seconds": res.seconds, "perturbations_per_s": n / res.seconds,
             "padding_fraction": 1 - res.real_tokens / res.padded_tokens, "noise_floor": res.noise_floor,
@@ -338,5 +338,5 @@ def evaluate_perturbation(
         progress(f"{task} {run.name:22s} {n} perturbations, {n / res.seconds:.1f}/s, noise floor {res.noise_floor:.2e}")
     for cand, ref, judged in comparisons(list(results)):
         records.append({**_base(task, mode, variant, cand, "agreement"), "reference": ref.name, "judged": judged,
-                        **shift_agreement(results[ref], results[cand])})
+                        "status": "reported", **shift_agreement(results[ref], results[cand])})
     return records

@@ -139,7 +139,7 @@ def judge_stage(entry: StageComparison, precision: str) -> tuple[str, str]:
         violations.append("stage missing from the candidate")
     if entry.metrics["nonfinite"]:
         violations.append(f"{entry.metrics['nonfinite']} non-finite values")
-    status = "fail" if violations else ("unjudged" if unjudged else "pass")
+    status = "fail" if violations else ("reported" if unjudged else "pass")
     return status, "; ".join(violations + [f"not judged (no peer): {u}" for u in unjudged])
 
 
@@ -182,7 +182,7 @@ def judge(comparisons: list[StageComparison], precision: str) -> tuple[list[dict
         rows.append(row)
     worst = max(rows, key=lambda r: (r["rel_l2"] != r["rel_l2"], r["rel_l2"]))  # NaN counts as worst
     verdict = {
-        "status": "fail" if first_fail else ("pass" if all(r["status"] == "pass" for r in rows) else "unjudged"),
+        "status": "fail" if first_fail else ("pass" if all(r["status"] == "pass" for r in rows) else "reported"),
         "first_diverging_stage": first_fail,
         "worst_stage": worst["stage"],
         "worst_rel_l2": worst["rel_l2"],

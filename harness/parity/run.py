@@ -97,6 +97,7 @@ def run_parity(spec: ParitySpec, variant: Variant, reference_source, candidate_s
         peer = build_backend(spec.reference, reference_source, get_precision(precision.peer), device)
     comparisons = compare(reference, candidate, batch.split(spec.micro_batch), peer, spec.emb_layer)
     rows, verdict = judge(comparisons, spec.precision)
+    attention = candidate.attention_backend
     del reference, candidate, peer
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -110,7 +111,7 @@ def run_parity(spec: ParitySpec, variant: Variant, reference_source, candidate_s
         "seed": spec.seed,
     }
     records = [{**context, "record": "stage", **row} for row in rows]
-    verdict = {**context, "record": "verdict", **verdict, "reason": None}
+    verdict = {**context, "record": "verdict", **verdict, "reason": None, "attention_backend": attention}
     return records + [verdict], verdict
 
 
@@ -201,5 +202,6 @@ def synthetic_embedding_check(variant: Variant, model, candidate: str, device: s
         "reference": f"hf-eager@{reference.precision.name}", "cells": "synthetic (planted states)",
         "n_cells": len(cells), "seq_len": max_len, "real_tokens": sum(map(len, cells)),
         "seconds": time.perf_counter() - start, "status": status, "violations": violations,
+        "attention_backend": cand.attention_backend,
         **{k: metrics[k] for k in ("rel_l2", "cos_dist", "max_abs")},
     }

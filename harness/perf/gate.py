@@ -26,7 +26,7 @@ def compare(baseline: dict, run: dict, max_slowdown: float = 0.05) -> list[dict]
     gpu_b, gpu_r = (r["env"].get("gpu_name") or "a CPU (no GPU)" for r in (baseline, run))
     if gpu_b != gpu_r:
         raise GateError(f"baseline is from {gpu_b}, this run from {gpu_r}: compare like with like")
-    ok = lambda r: r.get("record") == "point" and r.get("status") == "ok"  # noqa: E731
+    ok = lambda r: r.get("record") == "point" and r.get("status") == "reported"  # noqa: E731
     base = {_key(r): r for r in baseline["records"] if ok(r)}
     rows = []
     for r in filter(ok, run["records"]):

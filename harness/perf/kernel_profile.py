@@ -53,7 +53,7 @@ def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
     def per_forward(micros: float) -> float:  # profiler microseconds over all repeats -> ms per forward
         return micros / repeats / 1e3
 
-    return {**base, "status": "ok", "repeats": repeats,
+    return {**base, "status": "reported", "repeats": repeats,
             "kernel_ms": per_forward(sum(by_kind.values())),
             **{kind_key(kind): per_forward(by_kind[kind]) for kind in (*(k for k, _ in KERNEL_KINDS), OTHER)},
             "top_kernels": "; ".join(f"{per_forward(t):.2f} ms {name[:120]}" for name, t in by_kernel.most_common(TOP_KERNELS))}
@@ -61,7 +61,7 @@ def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
 
 def format_profile(r: dict) -> str:
     head = f"{r['variant']:10s} {r['backend']:10s} {r['precision']:16s} B={r['batch']:<4}"
-    if r["status"] != "ok":
+    if r["status"] != "reported":
         return f"{head} {r['status'].upper()}: {r['reason']}"
     kinds = ", ".join(f"{kind} {r[kind_key(kind)]:.1f} ({r[kind_key(kind)] / r['kernel_ms']:.0%})"
                       for kind in (*(k for k, _ in KERNEL_KINDS), OTHER))

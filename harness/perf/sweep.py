@@ -3,7 +3,8 @@
 A sweep file (JSON) names variants, backends, precisions, batch sizes, sequence lengths and input
 layouts; every combination is a point. Each finished point is appended to ``OUT.partial.jsonl`` at
 once, so an interrupted sweep resumes where it stopped; a point that runs out of memory or fails
-is a row with its status and error, never the end of the sweep. Under torchrun every rank
+is a row with its status and error, never the end of the sweep. A noisy point is timed again with
+more repeats before it is recorded (harness/perf/noise.py). Under torchrun every rank
 measures every point on its own GPU at the same time and rank 0 records one row for them all
 (``world_size``, throughput summed, the slowest rank's time): the multi-GPU scaling sweep.
 Layouts:
@@ -42,14 +43,18 @@ from harness.data.synthetic import REAL_MEDIAN_GENES, rank_value_cells
 from harness.distributed import all_ranks, context
 from harness.perf.ceiling import matmul_tflops
 from harness.perf.flops import batch_flops, useful_flops
+from harness.perf.noise import NOISE_LIMIT, needs_remeasure, remeasure_repeats
 from harness.perf.telemetry import Telemetry
-from harness.perf.timing import time_batches, warm
+from harness.perf.timing import Timing, time_batches, warm
 from harness.precision import get_precision
 from harness.progress import progress_bar
 from models.errors import UsageError
 from models.registry import Variant, get_variant
 
 LAYOUTS = ("full", "padded-context", "bucketed", "packed")
+# What a point runs: the whole model to MLM logits, or the encoder alone (what embedding and
+# perturbation run: no MLM head, whose logits dominate memory at small widths).
+FORWARDS = ("mlm", "encoder")
 SWEEP_DIR = Path(__file__).parent / "sweeps"
 BUCKET_MULTIPLE = 128
 
@@ -62,6 +67,7 @@ class Point:
     layout: str
     batch: int
     seq_len: int
+    forward: str = "mlm"
 
     @property
     def key(self) -> str:
@@ -77,6 +83,7 @@ class Sweep:
     batches: list[int]
     seq_lens: list[int | str] = field(default_factory=lambda: ["context"])
     layouts: list[str] = field(default_factory=lambda: ["full"])
+    forwards: list[str] = field(default_factory=lambda: ["mlm"])
     warmup: int = 3
     repeats: int = 10
     max_batch_search: bool = False
@@ -101,17 +108,20 @@ class Sweep:
         bad = [lay for lay in sweep.layouts if lay not in LAYOUTS]
         if bad:
             raise UsageError(f"{path}: unknown layouts {bad} (known: {', '.join(LAYOUTS)})")
+        bad = [f for f in sweep.forwards if f not in FORWARDS]
+        if bad:
+            raise UsageError(f"{path}: unknown forwards {bad} (known: {', '.join(FORWARDS)})")
         for v in sweep.variants:
             get_variant(v)
         return sweep
 
     def points(self) -> list[Point]:
         out = []
-        for v, b, p, lay, n, s in itertools.product(
-            self.variants, self.backends, self.precisions, self.layouts, self.batches, self.seq_lens
+        for v, b, p, lay, n, s, f in itertools.product(
+            self.variants, self.backends, self.precisions, self.layouts, self.batches, self.seq_lens, self.forwards
         ):
             seq = get_variant(v).context if s == "context" else int(s)
-            out.append(Point(v, b, p, lay, n, seq))
+            out.append(Point(v, b, p, lay, n, seq, f))
         return out
 
 
@@ -166,6 +176,20 @@ def layout_batches(point: Point, variant: Variant, seed: int, pool: CellPool | N
     return [collate(g, variant, bucket) for g in groups]
 
 
+def step_for(backend, forward: str, variant: Variant):
+    """What one pass of a point runs: the backend's full forward, or its encoder alone."""
+    if forward == "encoder":
+        return lambda batch: backend.encode(batch, variant.num_hidden_layers)
+    return backend.forward
+
+
+def timed(backend, batches, repeats: int, step) -> tuple[Timing, dict]:
+    """``repeats`` timed passes under GPU telemetry: the timing and the telemetry summary."""
+    with Telemetry(torch.cuda.current_device() if torch.cuda.is_available() else 0) as telemetry:
+        timing = time_batches(backend, batches, repeats, step)
+    return timing, telemetry.summary()
+
+
 class Runner:
     """Runs points, keeping one variant's model and the last backend in memory."""
 
@@ -213,30 +237,34 @@ class Runner:
             backend = self._backend_for(point)
             pool = self._pool(point)
             batches = layout_batches(point, variant, self.sweep.seed, pool)
-            batches = warm(backend, batches, self.sweep.warmup)
+            step = step_for(backend, point.forward, variant)
+            batches = warm(backend, batches, self.sweep.warmup, step)
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
-            with Telemetry(torch.cuda.current_device() if torch.cuda.is_available() else 0) as telemetry:
-                timing = time_batches(backend, batches, self.sweep.repeats)
+            timing, tel = timed(backend, batches, self.sweep.repeats, step)
+            remeasured = needs_remeasure(timing, bool(tel))
+            if remeasured:
+                timing, tel = timed(backend, batches, remeasure_repeats(timing, bool(tel)), step)
         except torch.OutOfMemoryError as exc:
             self._backend = self._backend_key = None
             torch.cuda.empty_cache()
-            return {**row, "status": "oom", "reason": str(exc).splitlines()[0][:200]}
+            return {**row, "status": "skipped", "reason": "out of memory: " + str(exc).splitlines()[0][:200]}
         except Exception as exc:  # recorded, and the sweep goes on
             self._backend = self._backend_key = None
             return {**row, "status": "error", "reason": f"{type(exc).__name__}: {str(exc)[:300]}"}
         cells = sum(b.n_cells for b in batches)
         real = sum(b.real_tokens for b in batches)
         padded = sum(b.input_ids.numel() for b in batches)
-        tflops = timing.per_s(sum(useful_flops(variant, b) for b in batches)) / 1e12
-        shape_tflops = timing.per_s(sum(batch_flops(variant, b) for b in batches)) / 1e12
-        tel = telemetry.summary()
+        head = point.forward == "mlm"
+        tflops = timing.per_s(sum(useful_flops(variant, b, head) for b in batches)) / 1e12
+        shape_tflops = timing.per_s(sum(batch_flops(variant, b, head) for b in batches)) / 1e12
         energy = tel.get("energy_j")
         return {
             **row,
-            "status": "ok",
+            "status": "reported", "attention_backend": backend.attention_backend,
             "median_ms": timing.median_ms, "min_ms": timing.min_ms, "max_ms": timing.max_ms,
-            "spread": timing.spread, "repeats": timing.repeats,
+            "spread": timing.spread, "repeats": timing.repeats, "remeasured": remeasured,
+            "noisy": timing.spread > NOISE_LIMIT,
             "cells": cells, "passes": len(batches), "cells_per_s": timing.per_s(cells),
             "tokens_per_s": timing.per_s(real), "padded_tokens_per_s": timing.per_s(padded),
             "padding_fraction": 1 - real / padded,
@@ -249,18 +277,21 @@ class Runner:
             **({"cells_source": pool.source, "mean_cell_tokens": pool.mean_length} if pool else {}),
         }
 
-    def max_batch(self, variant: str, backend: str, precision: str, seq_len: int, cap: int = 4096) -> dict:
-        """The largest batch of full-length cells one forward pass fits: doubling, then bisection."""
+    def max_batch(self, variant: str, backend: str, precision: str, seq_len: int, forward: str = "mlm",
+                  cap: int = 4096) -> dict:
+        """The largest batch of full-length cells one pass of ``forward`` fits: doubling, then bisection."""
         row = {"record": "max_batch", "variant": variant, "backend": backend, "precision": precision,
-               "layout": "full", "seq_len": seq_len}
+               "layout": "full", "seq_len": seq_len, "forward": forward}
         reason = probe().skip_reason(backend, precision)
         if reason:
             return {**row, "status": "skipped", "reason": reason}
 
         def fits(n: int) -> bool:
             try:
-                point = Point(variant, backend, precision, "full", n, seq_len)
-                warm(self._backend_for(point), layout_batches(point, get_variant(variant), 0), 1)
+                point = Point(variant, backend, precision, "full", n, seq_len, forward)
+                built = self._backend_for(point)
+                warm(built, layout_batches(point, get_variant(variant), 0), 1,
+                     step_for(built, forward, get_variant(variant)))
                 return True
             except torch.OutOfMemoryError:
                 self._backend = self._backend_key = None
@@ -279,7 +310,7 @@ class Runner:
             self._backend = self._backend_key = None
             return {**row, "status": "error", "batch": good, "max_batch": good, "failed_at_batch": n,
                     "reason": f"{type(exc).__name__} at batch {n}: {str(exc).splitlines()[0][:200]}"}
-        return {**row, "status": "ok", "batch": good, "max_batch": good, "capped": bad is None}
+        return {**row, "status": "reported", "batch": good, "max_batch": good, "capped": bad is None}
 
 
 def run_sweep(sweep: Sweep, out: Path, progress=print) -> list[dict]:
@@ -297,9 +328,10 @@ def run_sweep(sweep: Sweep, out: Path, progress=print) -> list[dict]:
     runner = Runner(sweep, ceiling)
     jobs = [(p.key, lambda p=p: runner.run(p)) for p in sweep.points()]
     if sweep.max_batch_search:
-        for v, b, pr, s in itertools.product(sweep.variants, sweep.backends, sweep.precisions, sweep.seq_lens):
+        for v, b, pr, s, f in itertools.product(sweep.variants, sweep.backends, sweep.precisions, sweep.seq_lens,
+                                                sweep.forwards):
             seq = get_variant(v).context if s == "context" else int(s)
-            jobs.append((f"max_batch/{v}/{b}/{pr}/{seq}", lambda a=(v, b, pr, seq): runner.max_batch(*a)))
+            jobs.append((f"max_batch/{v}/{b}/{pr}/{seq}/{f}", lambda a=(v, b, pr, seq, f): runner.max_batch(*a)))
     ctx = context()
     out.parent.mkdir(parents=True, exist_ok=True)
     todo = [(key, job) for key, job in jobs if key not in done]
@@ -322,7 +354,7 @@ def combine_ranks(rows: list[dict]) -> dict:
     """One data-parallel row from every rank's own measurement of the same point (each GPU runs
     the same batches at once): throughput and work add up, time and memory are the worst rank's."""
     first = rows[0]
-    bad = [(r, row) for r, row in enumerate(rows) if row["status"] != "ok"]
+    bad = [(r, row) for r, row in enumerate(rows) if row["status"] != "reported"]
     if bad:
         r, row = bad[0]
         return {**row, "world_size": len(rows), "reason": f"rank {r} of {len(rows)}: {row.get('reason')}"}
@@ -337,6 +369,8 @@ def combine_ranks(rows: list[dict]) -> dict:
         **first, **total,
         "median_ms": max(row["median_ms"] for row in rows), "max_ms": max(row["max_ms"] for row in rows),
         "min_ms": min(row["min_ms"] for row in rows), "spread": max(row["spread"] for row in rows),
+        "repeats": min(row["repeats"] for row in rows), "remeasured": any(row["remeasured"] for row in rows),
+        "noisy": any(row["noisy"] for row in rows),
         "peak_mem_bytes": max((row.get("peak_mem_bytes") or 0) for row in rows) or None,
         "ceiling_fraction": total["tflops"] / (ceiling * len(rows)) if ceiling else None,
         "energy_per_cell_j": sum(energies) / len(energies) if None not in energies else None,
@@ -347,8 +381,9 @@ def combine_ranks(rows: list[dict]) -> dict:
 
 
 def format_row(r: dict) -> str:
-    head = f"{r['variant']:17s} {r['backend']:15s} {r['precision']:12s} {r.get('layout', ''):14s}"
-    if r["status"] != "ok":
+    head = (f"{r['variant']:17s} {r['backend']:15s} {r['precision']:12s} {r.get('layout', ''):14s} "
+            f"{r.get('forward', 'mlm'):7s}")
+    if r["status"] != "reported":
         return f"{head} B={r.get('batch', '-')!s:>4} {r['status'].upper()}: {r.get('reason')}"
     if r["record"] == "max_batch":
         return f"{head} max batch at {r['seq_len']} tokens: {r['max_batch']}{' (cap)' if r['capped'] else ''}"

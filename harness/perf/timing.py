@@ -30,18 +30,22 @@ class Timing:
         return amount / self.median_ms * 1e3
 
 
-def warm(backend: Backend, batches: Batch | list[Batch], passes: int) -> list[Batch]:
+def warm(backend: Backend, batches: Batch | list[Batch], passes: int, step=None) -> list[Batch]:
+    """The batches on the backend's device, after ``passes`` untimed runs of ``step`` (default:
+    the backend's full forward to MLM logits)."""
+    step = step or backend.forward
     batches = [b.to(backend.device) for b in (batches if isinstance(batches, list) else [batches])]
     for _ in range(passes):
         for b in batches:
-            backend.forward(b)
+            step(b)
     if backend.device.startswith("cuda"):
         torch.cuda.synchronize()
     return batches
 
 
-def time_batches(backend: Backend, batches: Batch | list[Batch], repeats: int) -> Timing:
-    """``repeats`` timed passes over ``batches`` (already warm)."""
+def time_batches(backend: Backend, batches: Batch | list[Batch], repeats: int, step=None) -> Timing:
+    """``repeats`` timed passes of ``step`` (default: the full forward) over ``batches`` (already warm)."""
+    step = step or backend.forward
     batches = warm(backend, batches, 0)
     cuda = backend.device.startswith("cuda")
     times = []
@@ -50,13 +54,13 @@ def time_batches(backend: Backend, batches: Batch | list[Batch], repeats: int) -
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             for b in batches:
-                backend.forward(b)
+                step(b)
             end.record()
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end))
         else:
             t0 = time.perf_counter()
             for b in batches:
-                backend.forward(b)
+                step(b)
             times.append((time.perf_counter() - t0) * 1e3)
     return Timing(statistics.median(times), min(times), max(times), repeats)

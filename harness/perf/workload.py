@@ -43,7 +43,7 @@ def _skipped(base: dict, backend: str, precision: str) -> dict | None:
 def embed_workload(variant: Variant, backend_name: str, precision: str, cells: list, source,
                    cells_from: str, max_tokens: int | None = None) -> dict:
     """One embed workload row (see the module docstring)."""
-    base = {"workload": "embed", "variant": variant.name, "backend": backend_name, "precision": precision,
+    base = {"record": "workload", "workload": "embed", "variant": variant.name, "backend": backend_name, "precision": precision,
             "cells": len(cells), "cells_from": cells_from, "mean_length": sum(map(len, cells)) / len(cells)}
     skipped = _skipped(base, backend_name, precision)
     if skipped:
@@ -61,9 +61,10 @@ def embed_workload(variant: Variant, backend_name: str, precision: str, cells: l
         seconds = time.perf_counter() - start
     static_s = static_seconds(backend, cells, variant, budget)
     util = telemetry.summary().get("gpu_util")
+    attention = backend.attention_backend
     del backend
     _free_cached_memory()
-    return {**base, "status": "ok", "max_tokens": budget, "build_s": build_s, "tokens": tokens, "seconds": seconds,
+    return {**base, "status": "reported", "attention_backend": attention, "max_tokens": budget, "build_s": build_s, "tokens": tokens, "seconds": seconds,
             "cells_per_s": len(cells) / seconds, "tokens_per_s": tokens / seconds, "gpu_util_mean": util,
             "static_seconds": static_s, "static_tokens_per_s": tokens / static_s,
             "pipeline_efficiency": static_s / seconds}
@@ -88,7 +89,7 @@ def perturb_workload(variant: Variant, backend_name: str, precision: str, cells:
     """Every gene of ``cells`` perturbed, toward the mean embedding of the cells themselves."""
     from harness.downstream.perturb import perturb
 
-    base = {"workload": "perturb", "variant": variant.name, "backend": backend_name, "precision": precision,
+    base = {"record": "workload", "workload": "perturb", "variant": variant.name, "backend": backend_name, "precision": precision,
             "cells": len(cells), "cells_from": cells_from, "perturbation": mode,
             "mean_length": sum(map(len, cells)) / len(cells)}
     skipped = _skipped(base, backend_name, precision)
@@ -101,6 +102,7 @@ def perturb_workload(variant: Variant, backend_name: str, precision: str, cells:
     genes = sorted({t for c in cells for t in c if t not in specials})
     perturb(backend, cells[:1], variant, genes[:8], goal, mode, max_tokens=max_tokens)  # warm-up
     result = perturb(backend, cells, variant, genes, goal, mode, max_tokens=max_tokens)
+    attention = backend.attention_backend
     del backend
     _free_cached_memory()
     n = len(result.cell)
@@ -108,7 +110,7 @@ def perturb_workload(variant: Variant, backend_name: str, precision: str, cells:
     n_specials = 2 if variant.has_cls_eos else 0
     lengths = [all_lengths[i % len(all_lengths)] for i in range(PROJECTION_CELLS)]
     projected_tokens = sum(L + (L - n_specials) * (L - 1) for L in lengths)
-    return {**base, "status": "ok", "perturbations": n, "seconds": result.seconds, "perturbations_per_s": n / result.seconds,
+    return {**base, "status": "reported", "attention_backend": attention, "perturbations": n, "seconds": result.seconds, "perturbations_per_s": n / result.seconds,
             "tokens_per_s": tokens_per_s, "padding_fraction": 1 - result.real_tokens / result.padded_tokens,
             "projection_cells": PROJECTION_CELLS, "projection_mean_length": sum(lengths) / len(lengths),
             "projected_hours": projected_tokens / tokens_per_s / 3600,
