@@ -110,15 +110,16 @@ def cmd_verify(args) -> int:
     return 0
 
 
-def _write(kind, records, weights, config, out) -> None:
-    """One results file, from rank 0 only under torchrun (every rank holds the same records)."""
+def _write(kind, records, weights, config, out) -> list[dict]:
+    """One results file, from rank 0 only under torchrun (every rank holds the same records);
+    returns the records as written (stamped with their gating flags)."""
     from harness.distributed import context
     from harness.results import make_result, write_result
 
-    if not context().is_main:
-        return
-    path = write_result(make_result(kind, records, weights, config), out)
-    print(f"results: {path}")
+    result = make_result(kind, records, weights, config)
+    if context().is_main:
+        print(f"results: {write_result(result, out)}")
+    return result["records"]
 
 
 def cmd_parity(args) -> int:
@@ -230,7 +231,7 @@ def cmd_run(args) -> int:
         records.append(rec)
         print(f"{name:17s} {candidate:16s} fp32         {rec['status'].upper():5s} cell embeddings of "
               f"{rec['n_cells']} synthetic cells: rel_l2={rec['rel_l2']:.2e} {rec['violations']}")
-    _write("parity", records, random_weights_block(args.seed), run_config(specs), args.out)
+    records = _write("parity", records, random_weights_block(args.seed), run_config(specs), args.out)
     checks = verdicts(records) + [r for r in records if r["record"] in ("embedding", "attention_kernel")]
     gating = [s for s in map(gate_status, checks) if s]
     skipped = sum(r["status"] == "skipped" for r in checks)

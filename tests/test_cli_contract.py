@@ -4,6 +4,7 @@ replaced without --overwrite, and outputs checked before any work."""
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -203,3 +204,13 @@ def test_compiler_messages_go_to_a_log_not_the_terminal(tmp_path, capsys):
     for handler in logging.getLogger("torch._dynamo").handlers:
         handler.flush()
     assert "recompile_limit" in open(path).read() and "recompile_limit" not in capsys.readouterr().err
+
+
+def test_gfqual_run_gates_on_the_records_it_wrote(tmp_path, capsys):
+    """The main job's summary counts the gating records of the file it wrote: a check that ran is
+    counted (a summary of "0 checks" would pass anything)."""
+    out = tmp_path / "run.json"
+    assert main(["run", "--variants", "V1-10M", "--out", str(out)]) == 0
+    written = [r for r in json.loads(out.read_text())["records"] if r.get("gating")]
+    assert len(written) >= 2 and all(r["status"] == "pass" for r in written)
+    assert f"{len(written)} checks: 0 failed" in capsys.readouterr().out
