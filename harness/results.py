@@ -156,6 +156,26 @@ def _driver_version() -> str | None:
         return None
 
 
+def _cudnn_versions() -> dict:
+    """The cuDNN torch runs with, and the one TE's fused attention reports when TE is loaded. torch
+    refuses to name a runtime cuDNN other than the one it was built with (TE's libraries can load
+    another first); its refusal, which names both versions, is then what is recorded."""
+    import sys
+
+    import torch
+
+    try:
+        torch_cudnn = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
+    except RuntimeError as exc:
+        torch_cudnn = str(exc).split(". ")[0]
+    te_cudnn = None
+    if "transformer_engine.pytorch" in sys.modules:
+        from transformer_engine.pytorch.utils import get_cudnn_version
+
+        te_cudnn = ".".join(map(str, get_cudnn_version()))
+    return {"cudnn": torch_cudnn, "te_cudnn": te_cudnn}
+
+
 def environment() -> dict:
     """Everything that can change a number: hardware, driver and library versions, commit."""
     import torch
@@ -170,7 +190,7 @@ def environment() -> dict:
         "driver": _driver_version(),
         "cuda": torch.version.cuda,
         "torch": torch.__version__,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        **_cudnn_versions(),
         "transformers": transformers.__version__,
         "te": cap.te_version,
         "python": platform.python_version(),
