@@ -2,7 +2,8 @@
 They live at the bottom layer so that models, harness and reports can all raise them:
 
   0  pass / done
-  1  fail: a verdict (parity outside tolerance, TE outside its HF peer's bound, a perf regression)
+  1  fail: a verdict (parity outside tolerance, TE outside its HF peer's bound, a perf regression,
+     a kernel crash: ``KernelCrash``)
   2  bad input: ``GfqualError`` — one line naming the file or option and the fix
   3  cannot run here: ``CannotRunHere`` — this machine lacks what the run needs (a GPU, TE, a recipe)
   4  internal error: anything else — a bug or a broken environment, never a verdict; traceback kept
@@ -28,3 +29,10 @@ class CannotRunHere(GfqualError):
     """This machine cannot run what was asked (exit 3); the message says what can."""
 
     exit_code = 3
+
+
+class KernelCrash(GfqualError):
+    """A GPU kernel faulted (illegal memory access, CUDA error): a failure in itself (exit 1), and
+    the process's CUDA context is unusable after it, so the run stops with the fault recorded."""
+
+    exit_code = 1

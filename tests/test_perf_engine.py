@@ -16,6 +16,7 @@ from harness.perf.sweep import Sweep, run_sweep
 from harness.perf.noise import needs_remeasure, remeasure_repeats
 from harness.perf.timing import Timing
 from harness.results import make_result
+from models.errors import KernelCrash
 from models.registry import VARIANTS
 
 
@@ -75,6 +76,24 @@ def test_interrupted_sweep_resumes_and_failures_are_rows(tmp_path, monkeypatch):
     rows = run_sweep(sweep, tmp_path / "o.json", progress=lambda _: None)
     assert calls == [1, 2, 2, 3]  # batch 1 was not measured again
     assert [r["status"] for r in rows] == ["reported", "reported", "skipped"]
+
+
+def test_a_kernel_fault_is_recorded_and_stops_the_sweep_to_resume_in_a_fresh_process(tmp_path, monkeypatch):
+    sweep = _sweep(tmp_path, backends=["hf-eager"], layouts=["full"], batches=[1, 2])
+    real_run = sweep_mod.Runner.run
+
+    def crash_first(self, point):
+        if point.batch == 1:
+            return {"record": "point", **point.__dict__, "status": "error",
+                    "reason": "AcceleratorError: CUDA error: an illegal memory access was encountered"}
+        return real_run(self, point)
+
+    monkeypatch.setattr(sweep_mod.Runner, "run", crash_first)
+    with pytest.raises(KernelCrash, match="run the same command again to resume") as crash:
+        run_sweep(sweep, tmp_path / "o.json", progress=lambda _: None)
+    assert crash.value.exit_code == 1
+    rows = run_sweep(sweep, tmp_path / "o.json", progress=lambda _: None)  # the rerun
+    assert [r["status"] for r in rows] == ["error", "reported"]
 
 
 def test_runner_records_out_of_memory_instead_of_crashing(tmp_path, monkeypatch):

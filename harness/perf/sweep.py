@@ -3,7 +3,9 @@
 A sweep file (JSON) names variants, backends, precisions, batch sizes, sequence lengths and input
 layouts; every combination is a point. Each finished point is appended to ``OUT.partial.jsonl`` at
 once, so an interrupted sweep resumes where it stopped; a point that runs out of memory or fails
-is a row with its status and error, never the end of the sweep. A noisy point is timed again with
+is a row with its status and error, never the end of the sweep, except a kernel fault (CUDA error,
+illegal memory access), after which the process's CUDA context is unusable: that row is recorded
+and the sweep stops, to resume in a fresh process from the next point. A noisy point is timed again with
 more repeats before it is recorded (harness/perf/noise.py). Under torchrun every rank
 measures every point on its own GPU at the same time and rank 0 records one row for them all
 (``world_size``, throughput summed, the slowest rank's time): the multi-GPU scaling sweep.
@@ -48,7 +50,8 @@ from harness.perf.telemetry import Telemetry
 from harness.perf.timing import Timing, time_batches, warm
 from harness.precision import get_precision
 from harness.progress import progress_bar
-from models.errors import UsageError
+from harness.results import is_kernel_crash
+from models.errors import KernelCrash, UsageError
 from models.registry import Variant, get_variant
 
 LAYOUTS = ("full", "padded-context", "bucketed", "packed")
@@ -347,6 +350,10 @@ def run_sweep(sweep: Sweep, out: Path, progress=print) -> list[dict]:
                 progress(format_row(row))
             done[key] = row
             bar.update(1)
+            if row["status"] == "error" and is_kernel_crash(row.get("reason")):
+                raise KernelCrash(f"{key}: {row['reason']}. A kernel fault leaves this process's CUDA context "
+                                  f"unusable, so the sweep stops here with the fault recorded in {partial}; run the "
+                                  "same command again to resume from the next point")
     return [done[k] for k, _ in jobs]
 
 
