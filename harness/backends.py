@@ -44,6 +44,10 @@ from models.te_format_reference import TEFormatTorchForMaskedLM
 
 
 
+# TE's NVTE_Fused_Attn_Backend values, which its selector reports as bare integers
+FUSED_ATTENTION_BACKENDS = {0: "F16_max512_seqlen", 1: "F16_arbitrary_seqlen", 2: "FP8"}
+
+
 def _first(output):
     return output[0] if isinstance(output, (tuple, list)) else output
 
@@ -265,7 +269,7 @@ class TEBackend(TEFormatTorchBackend):
             return f"TE FlashAttention {chosen.get('flash_attention_backend')}"
         if chosen.get("use_fused_attention"):
             sub = chosen.get("fused_attention_backend")
-            return f"TE FusedAttention (cuDNN {getattr(sub, 'name', sub)})"
+            return f"TE FusedAttention (cuDNN {FUSED_ATTENTION_BACKENDS.get(int(sub), sub)})"
         if chosen.get("use_unfused_attention"):
             return "TE UnfusedDotProductAttention"
         return None

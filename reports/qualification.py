@@ -257,7 +257,8 @@ def perf_section(results: list[dict]) -> Section:
         section.tables.append(memory)
     max_rows = [[gpu, m["variant"], m["backend"], m["precision"], FORWARD_NAMES[m.get("forward", "mlm")],
                  m["seq_len"], m.get("max_batch"),
-                 "largest that fits (the next batch ran out of memory)" if m["status"] == "reported" else
+                 (f"the search's cap: at least {m.get('max_batch')} fit" if m.get("capped") else
+                  "largest that fits (the next batch ran out of memory)") if m["status"] == "reported" else
                  f"FAIL: the search stopped on an error, not on memory; {m.get('max_batch')} is only the largest "
                  f"that ran: {m.get('reason')}"]
                 for gpu, _r, m in _records(results, "perf", "max_batch")]
@@ -419,7 +420,8 @@ def perf_gate(results: list[dict]) -> dict:
 def _crashes(results: list[dict]) -> list[tuple[str, str]]:
     """(GPU, what crashed) for every perf record that gates: a measurement gates only when it died
     on a kernel fault outside TE beta features (harness.results.gates)."""
-    return [(gpu, f"{r['variant']} {r['backend']} {r['precision']}: {r.get('reason')}")
+    return [(gpu, f"{r['variant']} {r['backend']} {r['precision']}"
+                  f"{' ' + FORWARD_NAMES[r['forward']] if 'forward' in r else ''}: {r.get('reason')}")
             for res in results if res["kind"] == "perf"
             for gpu in [result_gpu(res)] for r in res["records"] if r.get("gating")]
 

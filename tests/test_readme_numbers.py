@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.results import read_results
+from reports.perf import perf_points, same_run_ratios
+
 REPO = Path(__file__).resolve().parents[1]
 H100 = REPO / "results" / "h100"
 
@@ -50,8 +53,55 @@ def test_readme_end_to_end_table_is_the_committed_results():
     for name in ("workload-embed-V2-104M-real-h100.json", "workload-embed-V2-316M-real-h100.json"):
         te = _row(name, "te-packed")
         expected += [f"{te['pipeline_efficiency']:.0%}", f"{te['gpu_util_mean']:.0f}%"]
+    hf, te = (_row("workload-embed-V2-104M-real-h100-1ace9e9.json", b) for b in ("hf-sdpa", "te-packed"))
+    expected.append(f"{_n(hf['cells_per_s'])} vs {_n(te['cells_per_s'])} cells/s, {te['cells_per_s'] / hf['cells_per_s']:.2f}×")
     v1 = _row("workload-embed-V1-10M-real-h100.json", "te-packed")
     expected.append(f"{v1['pipeline_efficiency']:.0%} efficiency, {v1['gpu_util_mean']:.0f}% busy")
     expected.append(f"{te_cli['startup_s']:.1f} s\nbefore its first batch, {te_cli['startup_imports_s']:.1f} s of it")
+    missing = [e for e in expected if e not in readme]
+    assert not missing, f"README numbers not found as in the results: {missing}"
+
+
+def _ratio(results, key, over):
+    return same_run_ratios(results, lambda k: over if k == key else None)[key]
+
+
+def test_readme_static_table_and_memory_are_the_committed_results():
+    readme = (REPO / "README.md").read_text()
+    h100 = read_results(H100, kind="perf")
+    h200 = read_results(REPO / "results" / "h200", kind="perf")
+    full = {"V1-10M": 2048, "V2-104M": 4096, "V2-316M": 4096}
+
+    def vs_hf(variant, layout):
+        return _ratio(h100, (variant, "te", "bf16", layout, 16, full[variant]),
+                      (variant, "hf-sdpa", "bf16", layout, 16, full[variant]))["H100"]
+
+    points = perf_points(h100)
+    ceiling = [points[(v, "te", "bf16", "full", 16, 4096)]["H100"]["ceiling_fraction"] for v in ("V2-104M", "V2-316M")]
+    packed = [_ratio(h100, (v, "te-packed", "bf16", "packed", 16, 4096), (v, "te", "bf16", "padded-context", 16, 4096))["H100"]
+              for v in ("V2-104M", "V2-316M")]
+    fp8 = _ratio(h100 + h200, ("V2-316M", "te-fused", "fp8-delayed", "full", 16, 4096),
+                 ("V2-316M", "te-fused", "bf16", "full", 16, 4096))
+    expected = [
+        f"| TE vs HF sdpa, real cells padded to 4,096, batch 16 | {vs_hf('V2-104M', 'padded-context'):.2f}× | "
+        f"{vs_hf('V2-316M', 'padded-context'):.2f}× |",
+        f"| TE vs HF sdpa, every cell 4,096 long, batch 16 | {vs_hf('V2-104M', 'full'):.2f}× | {vs_hf('V2-316M', 'full'):.2f}× |",
+        f"(full, batch 16) | {ceiling[0]:.0%} | {ceiling[1]:.0%} |",
+        f"| {fp8['H100']:.2f}× (H200: {fp8['H200']:.2f}×) |",
+        f"| packed over padding to the context (TE bf16, batch 16) | {packed[0]:.2f}× | {packed[1]:.2f}× |",
+        f"({vs_hf('V1-10M', 'full'):.2f}× at batch 16",
+    ]
+    memory = json.loads((H100 / "perf-gpu-memory-h100.json").read_text())["records"]
+    peak = {(r["variant"], r["backend"], r["forward"]): r["peak_mem_bytes"] for r in memory if r["record"] == "point"}
+    largest = {(r["variant"], r["backend"], r["forward"]): r for r in memory if r["record"] == "max_batch"}
+    shares = [1 - peak[(v, "hf-sdpa", "encoder")] / peak[(v, "hf-sdpa", "mlm")] for v in ("V1-10M", "V2-104M", "V2-316M")]
+    expected.append(f"{shares[0]:.0%} of HF's peak on V1-10M, {shares[1]:.0%} on V2-104M, {shares[2]:.0%} on V2-316M")
+    expected.append(f"(HF and TE: {largest[('V2-104M', 'hf-sdpa', 'mlm')]['max_batch']} and "
+                    f"{largest[('V2-104M', 'te', 'mlm')]['max_batch']} → {largest[('V2-104M', 'te', 'encoder')]['max_batch']} cells)")
+    expected.append(f"from {largest[('V2-316M', 'hf-sdpa', 'mlm')]['max_batch']} to "
+                    f"{largest[('V2-316M', 'hf-sdpa', 'encoder')]['max_batch']}")
+    crashes = [largest[("V2-316M", "te", f)] for f in ("mlm", "encoder")]
+    assert all(c["status"] == "error" and c["failed_at_batch"] == 512 for c in crashes)
+    assert "illegal memory access at batch 512 through the encoder" in readme
     missing = [e for e in expected if e not in readme]
     assert not missing, f"README numbers not found as in the results: {missing}"
