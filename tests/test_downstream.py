@@ -121,7 +121,9 @@ def test_cardiomyopathy_probe_recovers_planted_states_split_by_donor(v1_runner):
     records = evaluate_cells(data, v1_runner, CPU_RUNS[:2], progress=lambda _m: None)
     ref = _rows(records, "summary", backend="hf-sdpa")[0]
     assert ref["split"] == "individual" and ref["n_individuals"] == 12
-    assert ref["pooled_accuracy"] > 0.9  # chance is 1/3
+    # well above chance (1/3), and short of the perfect score that every run got when the task
+    # was too easy, so that a candidate that moves the answer can show it (0.74 here)
+    assert 0.5 < ref["pooled_accuracy"] < 0.95
     matrix = _rows(records, "confusion", backend="hf-sdpa")
     assert len(matrix) == 9 and sum(r["count"] for r in matrix) == 90
     assert _rows(records, "agreement")[0]["status"] == "pass"
