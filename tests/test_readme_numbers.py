@@ -105,3 +105,22 @@ def test_readme_static_table_and_memory_are_the_committed_results():
     assert "illegal memory access at batch 512 through the encoder" in readme
     missing = [e for e in expected if e not in readme]
     assert not missing, f"README numbers not found as in the results: {missing}"
+
+
+def test_readme_downstream_numbers_are_the_committed_results():
+    readme = (REPO / "README.md").read_text()
+    acc = {}
+    same = {}
+    for v in ("V1-10M", "V2-104M"):
+        for r in _rows(f"downstream-cardiomyopathy-{v}-h100-bc3454b.json"):
+            if r["record"] == "summary":
+                acc[(v, r["backend"], r["precision"])] = r["accuracy_mean"]
+            if r["record"] == "agreement" and r["judged"]:
+                same[(v, r["backend"], r["precision"])] = (r["label_agreement"], r["status"])
+    expected = [f"HF fp32 scores accuracy {acc[('V1-10M', 'hf-sdpa', 'fp32')]:.3f} (V1-10M) and "
+                f"{acc[('V2-104M', 'hf-sdpa', 'fp32')]:.3f} (V2-104M)",
+                f"drops to {acc[('V2-104M', 'te', 'fp8-current')]:.3f} against HF bf16's "
+                f"{acc[('V2-104M', 'hf-sdpa', 'bf16')]:.3f} and labels {same[('V2-104M', 'te', 'fp8-current')][0]:.0%}"]
+    assert same[("V2-104M", "te", "fp8-current")][1] == "fail"
+    missing = [e for e in expected if e not in readme]
+    assert not missing, f"README numbers not found as in the results: {missing}"
