@@ -200,9 +200,8 @@ def default_specs(device: str, variants: list[str], seed: int) -> list:
 def cmd_run(args) -> int:
     from harness.capability import probe
     from harness.parity.attention_kernel import check_attention_kernel, format_kernel_record
-    from harness.parity.run import (
-        random_source, random_weights_block, run_config, run_specs, synthetic_embedding_check, verdicts,
-    )
+    from harness.parity.run import run_config, run_specs, synthetic_embedding_check, verdicts
+    from models.hf import random_hf_model, random_weights_block
     from harness.results import gate_status
 
     check_output(args.out, args.overwrite)
@@ -221,7 +220,7 @@ def cmd_run(args) -> int:
     records = []
     for name in args.variants:
         v = VARIANTS[name]
-        model = random_source(v, args.seed)
+        model = random_hf_model(v, args.seed)
         records += run_specs([s for s in specs if s.variant == name], model, model)
         if cap.device == "cuda":  # TE's attention alone, so an attention failure above names its culprit
             for precision in KERNEL_CHECK_PRECISIONS:
@@ -250,7 +249,7 @@ def cmd_bench(args) -> int:
     from pathlib import Path
 
     from harness.distributed import context
-    from harness.parity.run import random_weights_block
+    from models.hf import random_weights_block
     from harness.perf.sweep import Sweep, run_sweep
     from harness.results import DEFAULT_RESULTS_DIR
 
@@ -286,7 +285,7 @@ def refuse_gpu_sweep_on_cpu(sweep, force: bool) -> None:
     from harness.backends import build_backend
     from harness.capability import probe
     from harness.data.synthetic import synthetic_batch
-    from harness.parity.run import random_source
+    from models.hf import random_hf_model
     from harness.precision import get_precision
     from models.registry import get_variant
 
@@ -295,7 +294,7 @@ def refuse_gpu_sweep_on_cpu(sweep, force: bool) -> None:
     points = sweep.points()
     tokens = sum(p.batch * p.seq_len for p in points) * (sweep.warmup + sweep.repeats)
     variant = get_variant(points[0].variant)
-    backend = build_backend("hf-sdpa", random_source(variant, 0), get_precision("fp32"), "cpu")
+    backend = build_backend("hf-sdpa", random_hf_model(variant, 0), get_precision("fp32"), "cpu")
     batch = synthetic_batch(variant, 1, 256, seed=0)
     start = time.perf_counter()
     backend.forward(batch)
@@ -312,7 +311,7 @@ def cmd_bench_workload(args) -> int:
     from pathlib import Path
 
     from harness.data.stream import read_tokenized
-    from harness.parity.run import random_source, random_weights_block
+    from models.hf import random_hf_model, random_weights_block
     from harness.perf.workload import embed_workload, perturb_workload
     from models.registry import get_variant
 
@@ -328,7 +327,7 @@ def cmd_bench_workload(args) -> int:
         n = max(args.repeat_to or len(pool), len(pool))
         cells = [pool[i % len(pool)] for i in range(n)]
         where = f"{args.cells} ({len(pool)} cells" + (f", repeated to {n})" if n > len(pool) else ")")
-        source = random_source(variant, args.seed)
+        source = random_hf_model(variant, args.seed)
         for backend in args.backends:
             for precision in args.precisions:
                 if args.workload == "embed":
@@ -358,7 +357,7 @@ def _workload_line(row: dict) -> str:
 
 def cmd_profile(args) -> int:
     from harness.capability import probe
-    from harness.parity.run import random_source, random_weights_block
+    from models.hf import random_hf_model, random_weights_block
     from harness.perf.kernel_profile import format_profile, profile_point
     from harness.perf.sweep import Point
     from models.registry import get_variant
@@ -368,7 +367,7 @@ def cmd_profile(args) -> int:
         raise CannotRunHere("gfqual profile: a kernel profile needs a CUDA GPU; none is visible")
     variant = get_variant(args.variant)
     seq_len = args.length or variant.context
-    model = random_source(variant, args.seed)
+    model = random_hf_model(variant, args.seed)
     records = []
     for backend in args.backends:
         for precision in args.precisions:
@@ -450,7 +449,7 @@ def cmd_synth(args) -> int:
     from pathlib import Path
 
     from harness.data.synthetic import synthetic_anndata
-    from harness.data.tokenizer import resolve_dictionaries
+    from harness.data.dictionaries import resolve_dictionaries
     from models.registry import get_variant
 
     check_output(args.out, args.overwrite)
@@ -467,7 +466,7 @@ def cmd_synth(args) -> int:
 
 def cmd_tokenize(args) -> int:
     from harness.data.stream import tokenize_to_parquet
-    from harness.data.tokenizer import resolve_dictionaries
+    from harness.data.dictionaries import resolve_dictionaries
     from models.registry import get_variant
 
     variant = get_variant(args.variant)
@@ -492,7 +491,7 @@ def cmd_tokenize(args) -> int:
 def _model_source(checkpoint: str | None, variant, seed: int):
     """(weights to build backends from, the results file's weights block): a checkpoint
     directory, or seeded random weights of the variant's published config (said aloud)."""
-    from harness.parity.run import random_source, random_weights_block
+    from models.hf import random_hf_model, random_weights_block
     from models.checkpoint import check_variant, read_checkpoint
 
     if checkpoint:
@@ -500,7 +499,7 @@ def _model_source(checkpoint: str | None, variant, seed: int):
         check_variant(source.config, variant, checkpoint)
         return source, source.describe()
     print(f"note: no --checkpoint: random weights (seed {seed}); outputs carry no learned biology")
-    return random_source(variant, seed), random_weights_block(seed)
+    return random_hf_model(variant, seed), random_weights_block(seed)
 
 
 def cmd_eval(args) -> int:
@@ -520,7 +519,7 @@ def cmd_eval(args) -> int:
                               **data_options)
     print(f"{args.task} on {variant.name}: {data.source}")
     source, weights = _model_source(args.checkpoint, variant, args.seed)
-    runner = downstream.Runner(source, variant)
+    runner = downstream.EvalRunner(source, variant)
     runs = runner_runs or downstream.default_runs(runner.device)
     finetune = FineTuneConfig(epochs=args.epochs, lr=args.lr, freeze_layers=args.freeze_layers, seed=args.seed)
     common = dict(mode=args.mode, n_folds=args.folds, seed=args.seed, emb_layer=args.layer, finetune=finetune)

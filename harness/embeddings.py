@@ -3,14 +3,14 @@ contextual gene embeddings, from a chosen layer (Geneformer's ``emb_layer``: −
 
 This is the hot path of every workload that reads hidden states (``gfqual embed``, the probes of
 ``gfqual eval``, in-silico perturbation), so it is built for throughput, by what a profile of the
-first version showed (H100, V2-104M bf16, 3,000 cells: TE's GPU busy 24% of the time, HF's 79%):
+first version showed (the README's "Where the time went before": TE's GPU idle most of the time):
 
-* only the layers up to the one read run, and no MLM head (``Backend.encode``): HF spent 26% of
-  its kernel time in the head's unaligned vocabulary GEMM, which an embedding never needs;
+* only the layers up to the one read run, and no MLM head (``Backend.encode``): HF spent a quarter
+  of its kernel time in the head's unaligned vocabulary GEMM, which an embedding never needs;
 * cells are batched to a token budget chosen from the GPU's free memory (``default_token_budget``),
   in the layout the backend runs fastest (``Backend.input_layout``: packed THD for ``te-packed``,
-  padded to a few rounded shapes otherwise): TE's host cost per forward (≈17 ms for V2-104M) is
-  paid a few times per thousand cells instead of once per dozen;
+  padded to a few rounded shapes otherwise): TE's host cost per forward is paid a few times per
+  thousand cells instead of once per dozen;
 * batches are built on a worker thread in page-locked memory and copied asynchronously; pooling
   happens on the GPU (a segment sum over gene tokens) into one preallocated tensor that is copied
   to the host once at the end: no host–device sync inside the loop.
@@ -31,7 +31,6 @@ import torch
 from harness.backends import Backend, hooks
 from harness.data.batching import budget_batches, budget_groups
 from harness.distributed import context, reassemble, run_on_every_rank, shard, sum_across_ranks
-from harness.parity.engine import cell_embedding_stage, embedding_layer_index
 from models.errors import UsageError
 from models.registry import Variant
 
@@ -39,6 +38,28 @@ MODES = ("cell", "cls", "gene")
 MAX_BATCH_VALUES = 1 << 28  # tokens × hidden size per batch: enough work per forward to hide TE's host cost
 CPU_TOKEN_BUDGET = 16384
 MEMORY_FRACTION = 0.5  # of the GPU's free memory that one batch's activations may take
+
+
+# --- Geneformer's definitions (one place: the parity engine and every workload use these) ----
+
+
+def embedding_layer_index(num_layers: int, emb_layer: int = -1) -> int:
+    """Geneformer's ``emb_layer`` (−1: second-to-last layer, 0: last) as a 0-based layer index."""
+    index = num_layers - 1 + emb_layer
+    if not 0 <= index < num_layers:
+        raise UsageError(f"--layer (emb_layer) {emb_layer} is outside a {num_layers}-layer model: use -1 to {-(num_layers - 1)}")
+    return index
+
+
+def cell_embedding_stage(num_layers: int, emb_layer: int = -1) -> str:
+    """Geneformer's ``emb_layer`` as a stage name."""
+    return f"layer.{embedding_layer_index(num_layers, emb_layer)}.output"
+
+
+def mean_over_genes(hidden: torch.Tensor, gene_mask: torch.Tensor) -> torch.Tensor:
+    """Geneformer's cell embedding: mean of gene-token states, without <cls>/<eos> and padding."""
+    mask = gene_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 @dataclass
@@ -63,9 +84,9 @@ def layers_to_run(variant: Variant, emb_layer: int) -> int:
 def default_token_budget(backend: Backend, variant: Variant) -> int:
     """Tokens per batch from the device's free memory: activations of one layer in flight (input,
     QKV, attention output, MLP hidden, output) plus what the backend's attention keeps per token,
-    within ``MEMORY_FRACTION`` of free memory, capped at ``MAX_BATCH_VALUES`` / hidden size (about
-    262,144 tokens for V2-104M; measured on an H100, twice that gained nothing); a multiple of the
-    context, so the longest cell always fits. CPUs get a small fixed budget."""
+    within ``MEMORY_FRACTION`` of free memory, capped at ``MAX_BATCH_VALUES`` / hidden size (larger
+    batches gained nothing on an H100); a multiple of the context, so the longest cell always fits.
+    CPUs get a small fixed budget."""
     if not str(backend.device).startswith("cuda"):
         return CPU_TOKEN_BUDGET
     free, _ = torch.cuda.mem_get_info(torch.device(backend.device))
@@ -238,20 +259,6 @@ def _in_input_order(parts, indices) -> np.ndarray:
     out = np.empty_like(rows)
     out[indices] = rows
     return out
-
-
-def compare_cell_embeddings(
-    reference: Backend, candidate: Backend, cells: list[list[int]], variant: Variant, emb_layer: int = -1
-) -> tuple[str, str, dict]:
-    """Geneformer cell embeddings of the same cells from two backends, judged with the parity
-    tolerance of the candidate's precision: (status, violations, metrics)."""
-    from harness.parity.engine import judge_tensors
-
-    ref = extract(reference, cells, variant, "cell", emb_layer)
-    cand = extract(candidate, cells, variant, "cell", emb_layer)
-    status, violations, entry = judge_tensors("cell_embedding", candidate.precision.name,
-                                              torch.from_numpy(ref.vectors), torch.from_numpy(cand.vectors))
-    return status, violations, entry.metrics
 
 
 def save_embeddings(emb: Embeddings, cells_table, out, info: dict) -> None:

@@ -68,6 +68,15 @@ def random_hf_model(variant: Variant, seed: int, attn_implementation: str = "eag
     return model.eval()
 
 
+def random_weights_block(seed: int) -> dict:
+    """What a results file says of weights made by ``random_hf_model``."""
+    return {
+        "source": "random-init",
+        "seed": seed,
+        "note": "seeded random weights of the published configs (models.hf.random_init_); not Geneformer's trained weights",
+    }
+
+
 def hf_model_from_tensors(config: dict, tensors: dict, attn_implementation: str = "eager") -> BertForMaskedLM:
     """BertForMaskedLM from exactly the HF-layout parameters (``Checkpoint.parameters()``)."""
     model = BertForMaskedLM(bert_config(config, attn_implementation))

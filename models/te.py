@@ -10,15 +10,14 @@ loading and saving the same checkpoint layout:
   (``output_layernorm=True``, ``apply_residual_connection_post_layernorm=True``, ReLU). TE fuses the
   post-attention LayerNorm into fc1 (``LayerNormMLP``) and bias + dropout + residual add.
 
-Which is faster was measured, not assumed (H100, V2-316M, full context, median of 10;
-results/h100/perf-te-impl-fp8-h100.json, ``gfqual bench --sweep te-impl-fp8``): at bf16 the two
-are equal (126.7 vs 126.9 cells/s at batch 16). Under FP8 the fused layer wins at batch 16
-(fp8-delayed 151.5 vs 141.3 cells/s) because ``LayerNormMLP`` writes its LayerNorm and ReLU
-outputs straight to FP8 instead of casting them in separate passes; at batch 8 it lost (135.3
-vs 140.2) to its bias-dropout-add, a ``torch.compile``d function that recompiles per input shape
-and falls back to eager once dynamo's recompile limit is reached in mixed-shape runs. So the
-default is the simpler build with native names, and ``te-fused`` is the one to pick for the last
-FP8 percent at large batches; both are parity-checked in every GPU run.
+Which is faster was measured, not assumed (``gfqual bench --sweep te-impl-fp8``; the numbers live in
+results/h100/perf-te-impl-fp8-h100.json and the README's static table, checked against it by a
+test): at bf16 the two are equal; under FP8 the fused layer wins at large batches because
+``LayerNormMLP`` writes its LayerNorm and ReLU outputs straight to FP8 instead of casting them in
+separate passes, and loses at small ones to its bias-dropout-add, a ``torch.compile``d function
+that recompiles per input shape and falls back to eager once dynamo's recompile limit is reached
+in mixed-shape runs. So the default is the simpler build with native names, and ``te-fused`` is
+the one to pick for the last FP8 percent at large batches; both are parity-checked in every GPU run.
 
 In the fused layer TE names the post-attention LayerNorm ``layernorm_mlp.layer_norm_*`` and the
 closing one ``layernorm``; the checkpoint layout names them the other way round (``layernorm`` is

@@ -16,7 +16,7 @@ from harness.data.stream import read_tokenized, tokenize_to_parquet
 from harness.data.synthetic import synthetic_anndata, synthetic_dictionaries
 from harness.data.tokenizer import Encoder, TokenizerError, tokenize_h5ad
 from harness.embeddings import extract, length_batches
-from harness.parity.run import random_source
+from models.hf import random_hf_model
 from harness.precision import get_precision
 from harness.tolerances import CONVERSION_MAX_ABS
 from models.registry import VARIANTS
@@ -151,7 +151,7 @@ def short_cells(dicts):
 
 def test_embeddings_agree_across_backends_and_keep_input_order(short_cells):
     cells = [c[: 16 + 4 * i] for i, c in enumerate(short_cells)]  # different lengths: several batches
-    model = random_source(V1, seed=0)
+    model = random_hf_model(V1, seed=0)
     fp32 = get_precision("fp32")
     hf = extract(build_backend("hf-eager", model, fp32, "cpu"), cells, V1, max_tokens=100)
     te = extract(build_backend("te-format-torch", model, fp32, "cpu"), cells, V1, max_tokens=100)
@@ -205,10 +205,10 @@ def test_main_job_data_path_check_passes_and_catches_a_fault(short_cells):
 
     import torch
 
-    from harness.embeddings import compare_cell_embeddings
+    from harness.parity.run import compare_cell_embeddings
     from harness.parity.run import synthetic_embedding_check
 
-    model = random_source(V1, seed=0)
+    model = random_hf_model(V1, seed=0)
     rec = synthetic_embedding_check(V1, model, "te-format-torch", "cpu", n_cells=6, max_len=32, seed=0)
     assert rec["status"] == "pass" and rec["cells"].startswith("synthetic") and rec["rel_l2"] < 1e-6
     broken = copy.deepcopy(model)

@@ -10,9 +10,9 @@ import torch
 from harness.downstream import agreement
 from harness.downstream.classify import fold_metrics, gene_folds, individual_folds, probe_scores, summarize
 from harness.downstream.dosage import GeneLabels, gene_matrix, load_labels
-from harness.downstream.run import REFERENCE, EvalRun, Runner, comparisons, evaluate_cells, evaluate_genes
+from harness.downstream.run import REFERENCE, EvalRun, EvalRunner, comparisons, evaluate_cells, evaluate_genes
 from harness.downstream.tasks import cell_task_data, gene_task_data
-from harness.parity.run import random_source
+from models.hf import random_hf_model
 from models.registry import get_variant
 
 CPU_RUNS = [REFERENCE, EvalRun("te-format-torch", "fp32"), EvalRun("te", "bf16")]
@@ -91,7 +91,7 @@ def test_gene_matrix_keeps_labelled_genes_seen_in_cells():
 @pytest.fixture(scope="module")
 def v1_runner():
     variant = get_variant("V1-10M")
-    return Runner(random_source(variant, 0), variant, "cpu")
+    return EvalRunner(random_hf_model(variant, 0), variant, "cpu")
 
 
 def _rows(records, record, **match):

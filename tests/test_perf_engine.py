@@ -51,7 +51,7 @@ def test_points_layouts_and_skips(tmp_path):
 def test_interrupted_sweep_resumes_and_failures_are_rows(tmp_path, monkeypatch):
     sweep = _sweep(tmp_path, backends=["hf-eager"], layouts=["full"], batches=[1, 2, 3])
     calls = []
-    real_run = sweep_mod.Runner.run
+    real_run = sweep_mod.SweepRunner.run
 
     def flaky(self, point):
         calls.append(point.batch)
@@ -61,7 +61,7 @@ def test_interrupted_sweep_resumes_and_failures_are_rows(tmp_path, monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
         return real_run(self, point)
 
-    monkeypatch.setattr(sweep_mod.Runner, "run", flaky)
+    monkeypatch.setattr(sweep_mod.SweepRunner, "run", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(sweep, tmp_path / "o.json", progress=lambda _: None)
     assert len((tmp_path / "o.json.partial.jsonl").read_text().splitlines()) == 1
@@ -72,7 +72,7 @@ def test_interrupted_sweep_resumes_and_failures_are_rows(tmp_path, monkeypatch):
             return {"record": "point", **point.__dict__, "status": "skipped", "reason": "out of memory"}
         return real_run(self, point)
 
-    monkeypatch.setattr(sweep_mod.Runner, "run", oom_as_row)
+    monkeypatch.setattr(sweep_mod.SweepRunner, "run", oom_as_row)
     rows = run_sweep(sweep, tmp_path / "o.json", progress=lambda _: None)
     assert calls == [1, 2, 2, 3]  # batch 1 was not measured again
     assert [r["status"] for r in rows] == ["reported", "reported", "skipped"]
@@ -80,7 +80,7 @@ def test_interrupted_sweep_resumes_and_failures_are_rows(tmp_path, monkeypatch):
 
 def test_a_kernel_fault_is_recorded_and_stops_the_sweep_to_resume_in_a_fresh_process(tmp_path, monkeypatch):
     sweep = _sweep(tmp_path, backends=["hf-eager"], layouts=["full"], batches=[1, 2])
-    real_run = sweep_mod.Runner.run
+    real_run = sweep_mod.SweepRunner.run
 
     def crash_first(self, point):
         if point.batch == 1:
@@ -88,7 +88,7 @@ def test_a_kernel_fault_is_recorded_and_stops_the_sweep_to_resume_in_a_fresh_pro
                     "reason": "AcceleratorError: CUDA error: an illegal memory access was encountered"}
         return real_run(self, point)
 
-    monkeypatch.setattr(sweep_mod.Runner, "run", crash_first)
+    monkeypatch.setattr(sweep_mod.SweepRunner, "run", crash_first)
     with pytest.raises(KernelCrash, match="run the same command again to resume") as crash:
         run_sweep(sweep, tmp_path / "o.json", progress=lambda _: None)
     assert crash.value.exit_code == 1
@@ -171,7 +171,7 @@ def test_gate_flags_real_slowdowns_only(tmp_path):
 
 def test_max_batch_search_bisects_and_records_kernel_failures(tmp_path, monkeypatch):
     sweep = _sweep(tmp_path, backends=["hf-eager"], layouts=[], batches=[], max_batch_search=True)
-    runner = sweep_mod.Runner(sweep, None)
+    runner = sweep_mod.SweepRunner(sweep, None)
     limit = {"oom_above": 37, "crash_at": None}
 
     def fake_warm(backend, batches, passes, _step=None):
@@ -183,7 +183,7 @@ def test_max_batch_search_bisects_and_records_kernel_failures(tmp_path, monkeypa
         return batches
 
     monkeypatch.setattr(sweep_mod, "warm", fake_warm)
-    monkeypatch.setattr(sweep_mod.Runner, "_backend_for", lambda self, point: SimpleNamespace(forward=None))
+    monkeypatch.setattr(sweep_mod.SweepRunner, "_backend_for", lambda self, point: SimpleNamespace(forward=None))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     row = runner.max_batch("V1-10M", "hf-eager", "fp32", 8)
     assert (row["status"], row["max_batch"], row["capped"]) == ("reported", 37, False)

@@ -16,8 +16,8 @@ from harness.data.synthetic import rank_value_cells
 from harness.embeddings import (
     CPU_TOKEN_BUDGET, default_token_budget, encode_cells, extract, layers_to_run, stage_output,
 )
-from harness.parity.engine import cell_embedding_stage, mean_over_genes
-from harness.parity.run import random_source
+from harness.embeddings import cell_embedding_stage, mean_over_genes
+from models.hf import random_hf_model
 from harness.precision import get_precision
 from models.registry import get_variant
 
@@ -28,7 +28,7 @@ TIGHT = 1e-5  # the same fp32 arithmetic in another batch: only summation order 
 
 @pytest.fixture(scope="module")
 def v1_model():
-    return random_source(V1, seed=0)
+    return random_hf_model(V1, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_encode_runs_only_the_layers_asked_for(v1_model):
 
 
 def test_packed_and_padded_extract_agree_and_cls_reads_position_zero():
-    model = random_source(V2, seed=0)
+    model = random_hf_model(V2, seed=0)
     backend = build_backend("te-format-torch", model, FP32, "cpu")
     cells = rank_value_cells(V2, 5, 40, seed=2)
     padded = extract(backend, cells, V2, max_tokens=128, layout="padded").vectors

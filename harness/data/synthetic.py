@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from harness.data.tokenizer import Dictionaries
 from models.errors import UsageError
 from models.registry import Variant
 
@@ -74,8 +75,6 @@ SYNTHETIC_GENE_PREFIX = "ENSGSYN"
 def synthetic_dictionaries(variant: Variant, seed: int = 0):
     """Token and median dictionaries of the variant's size over made-up Ensembl IDs, for runs
     without the real Geneformer dictionaries. Medians are log-normal around 1, as real ones are."""
-    from harness.data.tokenizer import Dictionaries
-
     rng = np.random.default_rng(seed)
     n_genes = variant.vocab_size - len(variant.special_tokens)
     genes = [f"{SYNTHETIC_GENE_PREFIX}{i:08d}" for i in range(n_genes)]

@@ -124,16 +124,6 @@ class Tokenized:
     genes_dropped: int = 0  # input gene columns that reach no vocabulary gene (see Encoder.columns)
 
 
-def resolve_dictionaries(spec: str, variant: Variant) -> Dictionaries:
-    """``--dicts``: a Geneformer dictionary folder (holding gc30M/ and gc104M/, or the family's
-    files), or ``synthetic`` for made-up dictionaries of the variant's size (offline runs)."""
-    if spec == "synthetic":
-        from harness.data.synthetic import synthetic_dictionaries  # imports torch: only when asked
-
-        return synthetic_dictionaries(variant)
-    return Dictionaries.load(spec, variant.dictionary_family)
-
-
 def check_counts(values: np.ndarray) -> None:
     if values.size == 0:
         return

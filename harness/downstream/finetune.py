@@ -24,7 +24,7 @@ from torch import nn
 from harness.backends import Backend
 from harness.data.batching import collate
 from harness.embeddings import length_batches
-from harness.parity.engine import mean_over_genes
+from harness.embeddings import mean_over_genes
 from models.errors import UsageError
 from models.registry import Variant
 

@@ -122,7 +122,7 @@ def _base(task: str, mode: str, variant: Variant, run: EvalRun, record: str) -> 
             "backend": run.backend, "precision": run.precision}
 
 
-class Runner:
+class EvalRunner:
     """Builds each run's backend when needed (one model on the device at a time)."""
 
     def __init__(self, source, variant: Variant, device: str | None = None):
@@ -193,7 +193,7 @@ def _published(task: str, mode: str, variant: Variant) -> dict:
 
 
 def evaluate_genes(
-    data: GeneTaskData, runner: Runner, runs: list[EvalRun], mode: str = "probe", n_folds: int = 5,
+    data: GeneTaskData, runner: EvalRunner, runs: list[EvalRun], mode: str = "probe", n_folds: int = 5,
     seed: int = 0, emb_layer: int = -1, finetune: FineTuneConfig | None = None, progress=print,
 ) -> list[dict]:
     """The dosage-sensitivity task for every run; records as the module docstring lists."""
@@ -253,7 +253,7 @@ def _finetune_gene_folds(data, runner, run, genes, y, folds, cfg) -> np.ndarray:
 
 
 def evaluate_cells(
-    data: CellTaskData, runner: Runner, runs: list[EvalRun], mode: str = "probe", n_folds: int = 5,
+    data: CellTaskData, runner: EvalRunner, runs: list[EvalRun], mode: str = "probe", n_folds: int = 5,
     seed: int = 0, emb_layer: int = -1, finetune: FineTuneConfig | None = None, progress=print,
 ) -> list[dict]:
     """The cardiomyopathy task (cell classification, split by individual) for every run."""
@@ -293,7 +293,7 @@ def evaluate_cells(
 
 
 def evaluate_perturbation(
-    data: CellTaskData, runner: Runner, runs: list[EvalRun], start_class: str, goal_class: str,
+    data: CellTaskData, runner: EvalRunner, runs: list[EvalRun], start_class: str, goal_class: str,
     perturbation: str = "delete", n_genes: int = 20, max_cells: int = 16, emb_layer: int = -1, progress=print,
 ) -> list[dict]:
     """Perturb the ``n_genes`` genes most often expressed in ``start_class`` cells, in up to

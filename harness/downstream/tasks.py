@@ -38,7 +38,7 @@ class CellTaskData:
 
 
 def _dictionaries(dicts: str | None, variant: Variant):
-    from harness.data.tokenizer import resolve_dictionaries
+    from harness.data.dictionaries import resolve_dictionaries
 
     if dicts is None:
         raise UsageError("--dicts (the Geneformer dictionary folder) is needed to tokenize a real .h5ad")

@@ -17,30 +17,11 @@ import torch
 
 from harness.backends import Backend, hooks
 from harness.data.batching import Batch
+from harness.embeddings import cell_embedding_stage, mean_over_genes
 from harness.parity.metrics import StageStats
 from harness.tolerances import bounds_for, stage_class
-from models.errors import UsageError
 
 GATED_ORDER_LAST = ("cell_embedding",)  # derived, so judged after the forward chain
-
-
-def embedding_layer_index(num_layers: int, emb_layer: int = -1) -> int:
-    """Geneformer's ``emb_layer`` (−1: second-to-last layer, 0: last) as a 0-based layer index."""
-    index = num_layers - 1 + emb_layer
-    if not 0 <= index < num_layers:
-        raise UsageError(f"--layer (emb_layer) {emb_layer} is outside a {num_layers}-layer model: use -1 to {-(num_layers - 1)}")
-    return index
-
-
-def cell_embedding_stage(num_layers: int, emb_layer: int = -1) -> str:
-    """Geneformer's ``emb_layer`` as a stage name."""
-    return f"layer.{embedding_layer_index(num_layers, emb_layer)}.output"
-
-
-def mean_over_genes(hidden: torch.Tensor, gene_mask: torch.Tensor) -> torch.Tensor:
-    """Geneformer's cell embedding: mean of gene-token states, without <cls>/<eos> and padding."""
-    mask = gene_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def _real_rows(tensor: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -9,12 +9,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from harness.backends import build_backend
+from harness.backends import Backend, build_backend
 from harness.capability import probe
 from harness.data.batching import Batch, collate
 from harness.data.synthetic import synthetic_batch
 from harness.data.tokenizer import Dictionaries, tokenize_h5ad
-from harness.parity.engine import compare, judge
+from harness.embeddings import extract
+from harness.parity.engine import compare, judge, judge_tensors
 from harness.precision import get_precision
 from harness.tolerances import needs_peer, table_as_dict
 from models.errors import UsageError
@@ -123,20 +124,6 @@ def run_config(specs: list[ParitySpec]) -> dict:
     }
 
 
-def random_source(variant: Variant, seed: int):
-    from models.hf import random_hf_model
-
-    return random_hf_model(variant, seed)
-
-
-def random_weights_block(seed: int) -> dict:
-    return {
-        "source": "random-init",
-        "seed": seed,
-        "note": "seeded random weights of the published configs (models.hf.random_init_); not Geneformer's trained weights",
-    }
-
-
 def run_specs(specs: list[ParitySpec], reference_source, candidate_source, progress=print) -> list[dict]:
     """Run specs (of one variant) over the same sources, printing each verdict as it comes."""
     from harness.progress import progress_bar
@@ -179,6 +166,18 @@ def verdicts(records: list[dict]) -> list[dict]:
     return [r for r in records if r.get("record") == "verdict"]
 
 
+def compare_cell_embeddings(
+    reference: Backend, candidate: Backend, cells: list[list[int]], variant: Variant, emb_layer: int = -1
+) -> tuple[str, str, dict]:
+    """Geneformer cell embeddings of the same cells from two backends, judged with the parity
+    tolerance of the candidate's precision: (status, violations, metrics)."""
+    ref = extract(reference, cells, variant, "cell", emb_layer)
+    cand = extract(candidate, cells, variant, "cell", emb_layer)
+    status, violations, entry = judge_tensors("cell_embedding", candidate.precision.name,
+                                              torch.from_numpy(ref.vectors), torch.from_numpy(cand.vectors))
+    return status, violations, entry.metrics
+
+
 def synthetic_embedding_check(variant: Variant, model, candidate: str, device: str, n_cells: int,
                               max_len: int, seed: int) -> dict:
     """The data path end to end on synthetic counts (no user data): planted-state AnnData →
@@ -187,7 +186,6 @@ def synthetic_embedding_check(variant: Variant, model, candidate: str, device: s
 
     from harness.data.synthetic import synthetic_anndata, synthetic_dictionaries
     from harness.data.tokenizer import Encoder
-    from harness.embeddings import compare_cell_embeddings
 
     dicts = synthetic_dictionaries(variant, seed)
     adata = synthetic_anndata(dicts, n_cells=n_cells, seed=seed)

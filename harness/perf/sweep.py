@@ -193,7 +193,7 @@ def timed(backend, batches, repeats: int, step) -> tuple[Timing, dict]:
     return timing, telemetry.summary()
 
 
-class Runner:
+class SweepRunner:
     """Runs points, keeping one variant's model and the last backend in memory."""
 
     def __init__(self, sweep: Sweep, ceiling_tflops: float | None):
@@ -213,11 +213,11 @@ class Runner:
         return self._pools[key]
 
     def _backend_for(self, point: Point):
-        from harness.parity.run import random_source
+        from models.hf import random_hf_model
 
         if self._model_key != point.variant:
             self._backend = self._backend_key = None
-            self._model = random_source(get_variant(point.variant), self.sweep.seed)
+            self._model = random_hf_model(get_variant(point.variant), self.sweep.seed)
             self._model_key = point.variant
         key = (point.backend, point.precision)
         if self._backend_key != key:
@@ -328,7 +328,7 @@ def run_sweep(sweep: Sweep, out: Path, progress=print) -> list[dict]:
     ceiling = next((r["ceiling_tflops"] for r in done.values() if r.get("ceiling_tflops")), None)
     if ceiling is None:
         ceiling = matmul_tflops()
-    runner = Runner(sweep, ceiling)
+    runner = SweepRunner(sweep, ceiling)
     jobs = [(p.key, lambda p=p: runner.run(p)) for p in sweep.points()]
     if sweep.max_batch_search:
         for v, b, pr, s, f in itertools.product(sweep.variants, sweep.backends, sweep.precisions, sweep.seq_lens,

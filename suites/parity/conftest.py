@@ -66,7 +66,8 @@ def parity_log():
 def pytest_sessionfinish(session, exitstatus):
     if not _RECORDS:
         return
-    from harness.parity.run import random_weights_block, run_config
+    from harness.parity.run import run_config
+    from models.hf import random_weights_block
     from harness.results import make_result, write_result
 
     path = write_result(

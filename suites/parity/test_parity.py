@@ -6,13 +6,14 @@ import functools
 
 import pytest
 
-from harness.parity.run import format_verdict, random_source, run_parity
+from harness.parity.run import format_verdict, run_parity
+from models.hf import random_hf_model
 from models.registry import get_variant
 
 
 @functools.lru_cache(maxsize=1)
 def _model(variant: str):
-    return random_source(get_variant(variant), seed=0)
+    return random_hf_model(get_variant(variant), seed=0)
 
 
 def test_parity(parity_spec, parity_log):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.parity.run import ParitySpec, random_source, run_parity
+from harness.parity.run import ParitySpec, run_parity
+from models.hf import random_hf_model
 from models import convert
 from models.checkpoint import Checkpoint
 from models.registry import get_variant
@@ -85,7 +86,7 @@ FAULTS = {
 
 @functools.lru_cache(maxsize=1)
 def _reference():
-    model = random_source(get_variant(VARIANT), seed=0)
+    model = random_hf_model(get_variant(VARIANT), seed=0)
     te, _ = convert.convert_state_dict(model.state_dict(), "te", 12, 12)
     return model, te
 

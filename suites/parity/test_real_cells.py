@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.parity.run import ParitySpec, make_batch, random_source, run_parity
+from harness.parity.run import ParitySpec, make_batch, run_parity
+from models.hf import random_hf_model
 from models.registry import get_variant
 
 SAMPLE = "scrna/celltypist_sample/celltypist_sample_559cells_rawcounts.h5ad"
@@ -19,6 +20,6 @@ def test_parity_on_real_cells(variant, shared_data):
     assert batch.attention_mask.eq(0).any(), "real-cell batches must include padding"
     if v.has_cls_eos:
         assert (batch.input_ids[:, 0] == v.special_tokens["<cls>"]).all()
-    model = random_source(v, seed=0)
+    model = random_hf_model(v, seed=0)
     _, verdict = run_parity(spec, v, model, model, device="cpu")
     assert verdict["status"] == "pass" and verdict["cells"].startswith("real:")

@@ -10,7 +10,7 @@ import pytest
 
 from harness.backends import build_backend
 from harness.capability import probe
-from harness.parity.run import random_source
+from models.hf import random_hf_model
 from harness.perf.sweep import Point, layout_batches
 from harness.precision import get_precision
 from models.registry import get_variant
@@ -25,7 +25,7 @@ POINTS = [
 
 @functools.lru_cache(maxsize=1)
 def _model():
-    return random_source(get_variant("V1-10M"), seed=0)
+    return random_hf_model(get_variant("V1-10M"), seed=0)
 
 
 @pytest.mark.parametrize("point", POINTS, ids=[p.key for p in POINTS])
