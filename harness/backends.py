@@ -42,8 +42,6 @@ from models.errors import CannotRunHere, UsageError
 from models.hf import hf_model_from_checkpoint, hf_model_from_tensors
 from models.te_format_reference import TEFormatTorchForMaskedLM
 
-
-
 # TE's NVTE_Fused_Attn_Backend values, which its selector reports as bare integers
 FUSED_ATTENTION_BACKENDS = {0: "F16_max512_seqlen", 1: "F16_arbitrary_seqlen", 2: "FP8"}
 
@@ -189,7 +187,11 @@ class HFBackend(Backend):
     @property
     def attention_backend(self) -> str | None:
         """eager materializes the scores; sdpa leaves the kernel to PyTorch's dispatcher."""
-        return "torch eager (scores materialized)" if self.materializes_attention else "torch sdpa (kernel chosen by PyTorch)"
+        return (
+            "torch eager (scores materialized)"
+            if self.materializes_attention
+            else "torch sdpa (kernel chosen by PyTorch)"
+        )
 
     @staticmethod
     def _mask(batch: Batch):
@@ -233,8 +235,9 @@ class TEFormatTorchBackend(Backend):
 
     def _encode(self, batch, n_layers):
         if isinstance(batch, PackedBatch):
-            return self.model.encode_packed(batch.input_ids, batch.position_ids, batch.cu_seqlens,
-                                            batch.max_seqlen, n_layers)
+            return self.model.encode_packed(
+                batch.input_ids, batch.position_ids, batch.cu_seqlens, batch.max_seqlen, n_layers
+            )
         return self.model.encode(batch.input_ids, None if batch.full else batch.attention_mask, n_layers)
 
     def layer_taps(self, i, layer):
@@ -349,9 +352,7 @@ def te_format_tensors(ckpt_or_hf: Checkpoint | nn.Module) -> tuple[dict, dict]:
     else:
         cfg = ckpt_or_hf.config.to_dict()
         state = ckpt_or_hf.state_dict()
-    te_tensors, _ = convert.convert_state_dict(
-        state, "te", cfg["num_hidden_layers"], cfg["num_attention_heads"]
-    )
+    te_tensors, _ = convert.convert_state_dict(state, "te", cfg["num_hidden_layers"], cfg["num_attention_heads"])
     return te_tensors, cfg
 
 
@@ -362,8 +363,11 @@ def build_backend(name: str, source, precision: Precision, device: str | None = 
         raise UsageError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
     reason = probe().skip_reason(name, precision)
     if reason:
-        hint = ("; te-format-torch runs the TE checkpoint layout in plain PyTorch on a CPU"
-                if name.startswith("te-") and name != "te-format-torch" or name == "te" else "")
+        hint = (
+            "; te-format-torch runs the TE checkpoint layout in plain PyTorch on a CPU"
+            if name.startswith("te-") and name != "te-format-torch" or name == "te"
+            else ""
+        )
         raise CannotRunHere(f"{name} at {precision.name} cannot run here: {reason}{hint}")
     if device and str(device).startswith("cuda") and not torch.cuda.is_available():
         raise CannotRunHere(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
@@ -388,8 +392,9 @@ def build_backend(name: str, source, precision: Precision, device: str | None = 
         return TEFormatTorchBackend(model, precision, device)
     from models.te import TEGeneformerForMaskedLM
 
-    model = TEGeneformerForMaskedLM(cfg, impl="fused" if name == "te-fused" else "modular",
-                                    qkv_format="thd" if name == "te-packed" else "bshd").to(device)
+    model = TEGeneformerForMaskedLM(
+        cfg, impl="fused" if name == "te-fused" else "modular", qkv_format="thd" if name == "te-packed" else "bshd"
+    ).to(device)
     model.load_checkpoint_tensors(tensors)
     return (TEPackedBackend if name == "te-packed" else TEBackend)(model, precision, device)
 
@@ -398,8 +403,7 @@ def build_backend(name: str, source, precision: Precision, device: str | None = 
 def hooks(taps: list[Tap], sink: Callable[[str, torch.Tensor], None]):
     """Call ``sink(stage, tensor)`` for every tap as the forward pass reaches it."""
     handles = [
-        tap.module.register_forward_hook(lambda _m, _i, out, tap=tap: sink(tap.stage, tap.pick(out)))
-        for tap in taps
+        tap.module.register_forward_hook(lambda _m, _i, out, tap=tap: sink(tap.stage, tap.pick(out))) for tap in taps
     ]
     try:
         yield

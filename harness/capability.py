@@ -62,9 +62,7 @@ class Capabilities:
             "device": self.device,
             "gpu_name": self.gpu_name,
             "gpu_count": self.gpu_count,
-            "compute_capability": ".".join(map(str, self.compute_capability))
-            if self.compute_capability
-            else None,
+            "compute_capability": ".".join(map(str, self.compute_capability)) if self.compute_capability else None,
             "te_version": self.te_version,
             "te_error": self.te_error,
             "NVIDIA_TF32_OVERRIDE": self.tf32_override,

@@ -113,8 +113,10 @@ def reassemble(parts: list[tuple[list[int], object]], n: int, stack: Callable) -
     if sorted(indices) != list(range(n)):
         missing = sorted(set(range(n)) - set(indices))
         dupes = len(indices) - len(set(indices))
-        raise RankFailure(f"gathered {len(indices)} rows for {n} cells: {len(missing)} missing "
-                          f"(first {missing[:5]}), {dupes} duplicated")
+        raise RankFailure(
+            f"gathered {len(indices)} rows for {n} cells: {len(missing)} missing "
+            f"(first {missing[:5]}), {dupes} duplicated"
+        )
     return stack(parts, indices)
 
 

@@ -47,7 +47,9 @@ def embedding_layer_index(num_layers: int, emb_layer: int = -1) -> int:
     """Geneformer's ``emb_layer`` (−1: second-to-last layer, 0: last) as a 0-based layer index."""
     index = num_layers - 1 + emb_layer
     if not 0 <= index < num_layers:
-        raise UsageError(f"--layer (emb_layer) {emb_layer} is outside a {num_layers}-layer model: use -1 to {-(num_layers - 1)}")
+        raise UsageError(
+            f"--layer (emb_layer) {emb_layer} is outside a {num_layers}-layer model: use -1 to {-(num_layers - 1)}"
+        )
     return index
 
 
@@ -121,9 +123,15 @@ class Pooled:
 
 
 def encode_cells(
-    backend: Backend, cells: list[list[int]], variant: Variant, n_layers: int, budget: int,
-    leave_out: list[int | None] | None = None, pick: list[tuple[int, int]] | None = None,
-    layout: str | None = None, progress=None,
+    backend: Backend,
+    cells: list[list[int]],
+    variant: Variant,
+    n_layers: int,
+    budget: int,
+    leave_out: list[int | None] | None = None,
+    pick: list[tuple[int, int]] | None = None,
+    layout: str | None = None,
+    progress=None,
 ) -> Pooled:
     """One pass over ``cells`` through the first ``n_layers`` layers, batched to ``budget`` tokens.
 
@@ -151,12 +159,17 @@ def encode_cells(
             if leave_out is not None and leave_out[i] is not None:
                 gene.view(-1)[starts[r] + leave_out[i]] = False
         flat_gene = gene.reshape(-1)
-        counts[rows] = torch.zeros(len(rows) + 1).index_add_(0, batch.row_ids().clamp(max=len(rows)),
-                                                             flat_gene.float())[: len(rows)]
+        counts[rows] = torch.zeros(len(rows) + 1).index_add_(
+            0, batch.row_ids().clamp(max=len(rows)), flat_gene.float()
+        )[: len(rows)]
         slots = [(slot, starts[r] + p) for r, i in enumerate(rows) for slot, p in wanted.get(i, [])]
         into = torch.where(flat_gene, batch.row_ids(), len(rows))  # non-genes land in a spare row
-        extras = (torch.as_tensor(rows), into, torch.as_tensor([s for s, _ in slots], dtype=torch.long),
-                  torch.as_tensor([f for _, f in slots], dtype=torch.long))
+        extras = (
+            torch.as_tensor(rows),
+            into,
+            torch.as_tensor([s for s, _ in slots], dtype=torch.long),
+            torch.as_tensor([f for _, f in slots], dtype=torch.long),
+        )
         if str(device).startswith("cuda"):
             return batch.pin(), tuple(t.pin_memory() for t in extras)
         return batch, extras
@@ -190,8 +203,14 @@ def to_device(values, device) -> torch.Tensor:
 def batch_plan(backend: Backend, cells: list, variant: Variant, layout: str | None, budget: int) -> list:
     """The workload's batches for this backend: its fastest layout unless ``layout`` says, its
     precision's token multiple, fixed shapes unless its attention materializes scores."""
-    return budget_batches(cells, variant, layout or backend.input_layout, budget, backend.precision.token_multiple,
-                          fixed_shape=not backend.materializes_attention)
+    return budget_batches(
+        cells,
+        variant,
+        layout or backend.input_layout,
+        budget,
+        backend.precision.token_multiple,
+        fixed_shape=not backend.materializes_attention,
+    )
 
 
 def synchronize(device) -> None:
@@ -200,8 +219,15 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def gene_sums(backend: Backend, cells: list[list[int]], variant: Variant, n_layers: int, budget: int,
-              layout: str | None = None, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+def gene_sums(
+    backend: Backend,
+    cells: list[list[int]],
+    variant: Variant,
+    n_layers: int,
+    budget: int,
+    layout: str | None = None,
+    progress=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per token id, the sum of its contextual states over every position it holds, and how many."""
     sums = torch.zeros(variant.vocab_size + 1, variant.hidden_size, dtype=torch.float64, device=backend.device)
     counts = torch.zeros(variant.vocab_size, dtype=torch.long)
@@ -219,8 +245,14 @@ def gene_sums(backend: Backend, cells: list[list[int]], variant: Variant, n_laye
 
 @torch.no_grad()
 def extract(
-    backend: Backend, cells: list[list[int]], variant: Variant, mode: str = "cell",
-    emb_layer: int = -1, max_tokens: int | None = None, layout: str | None = None, progress=None,
+    backend: Backend,
+    cells: list[list[int]],
+    variant: Variant,
+    mode: str = "cell",
+    emb_layer: int = -1,
+    max_tokens: int | None = None,
+    layout: str | None = None,
+    progress=None,
 ) -> Embeddings:
     """Embeddings of ``cells``; ``max_tokens`` per batch defaults to ``default_token_budget``."""
     if mode not in MODES:
@@ -236,8 +268,9 @@ def extract(
     options = dict(layout=layout, progress=progress)
 
     if mode == "gene":
-        sums, counts = run_on_every_rank(lambda: gene_sums(backend, local, variant, n_layers, budget, **options),
-                                         gather=False)
+        sums, counts = run_on_every_rank(
+            lambda: gene_sums(backend, local, variant, n_layers, budget, **options), gather=False
+        )
         sums, counts = sum_across_ranks(sums.cpu()), sum_across_ranks(counts)
         seen = torch.nonzero(counts).squeeze(1)
         vectors = (sums[seen] / counts[seen, None]).float().numpy()
@@ -245,8 +278,9 @@ def extract(
 
     def work():
         if mode == "cls":
-            pooled = encode_cells(backend, local, variant, n_layers, budget, pick=[(i, 0) for i in range(len(local))],
-                                  **options)
+            pooled = encode_cells(
+                backend, local, variant, n_layers, budget, pick=[(i, 0) for i in range(len(local))], **options
+            )
             return pooled.picked.float().cpu().numpy()
         return encode_cells(backend, local, variant, n_layers, budget, **options).means().float().cpu().numpy()
 
@@ -293,3 +327,20 @@ def save_embeddings(emb: Embeddings, cells_table, out, info: dict) -> None:
         frame = pd.concat([meta, pd.DataFrame(emb.vectors, columns=columns)], axis=1)
         frame.to_parquet(tmp, index=False)
     os.replace(tmp, out)
+
+
+EMBED_OUTPUTS = (".parquet", ".h5ad")
+
+
+def embed_defaults(backend: str, precision: str) -> tuple[str, str]:
+    """``auto``: the backend measured fastest for embedding where it can run (``te-packed`` at bf16
+    on a GPU with TE; results/h100/workload-embed-*.json), else HF sdpa (bf16 on a GPU, fp32 on a CPU)."""
+    from harness.capability import probe
+
+    cap = probe()
+    te = cap.skip_reason("te-packed", "bf16") is None
+    if backend == "auto":
+        backend = "te-packed" if te else "hf-sdpa"
+    if precision == "auto":
+        precision = "bf16" if cap.cuda else "fp32"
+    return backend, precision

@@ -10,5 +10,6 @@ def progress_bar(total: int, what: str, quiet: bool = False, unit: str = "cell")
     """A context manager whose ``update(n)`` advances the bar (a no-op bar when hidden)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=what, unit=unit, disable=quiet or not sys.stderr.isatty(), file=sys.stderr,
-                leave=False)
+    return tqdm(
+        total=total, desc=what, unit=unit, disable=quiet or not sys.stderr.isatty(), file=sys.stderr, leave=False
+    )

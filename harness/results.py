@@ -59,38 +59,91 @@ class RecordKind:
 
 
 RECORD_KINDS = {
-    "stage": RecordKind("parity", ("stage", "rel_l2", "status"), JUDGED, "never",
-                        "one stage of a parity case against its tolerance; the case's verdict gates"),
-    "verdict": RecordKind("parity", ("status",), JUDGED, "verdict",
-                          "a parity case's outcome, with its worst and first diverging stage"),
-    "embedding": RecordKind("parity", ("status", "n_cells", "rel_l2"), JUDGED, "verdict",
-                            "cell embeddings of tokenized cells, candidate against the HF reference"),
-    "attention_kernel": RecordKind("parity", ("status", "heads", "head_dim", "seq_len"), JUDGED, "verdict",
-                                   "TE's attention kernel alone against SDPA in fp64"),
-    "point": RecordKind("perf", ("status", "layout", "batch", "seq_len"), MEASURED, "crash",
-                        "one point of a static sweep: timed forward passes of fixed batches"),
-    "max_batch": RecordKind("perf", ("status", "seq_len", "max_batch"), MEASURED, "crash",
-                            "the largest batch of full-length cells one forward fits"),
-    "kernel_profile": RecordKind("perf", ("status", "batch"), MEASURED, "crash",
-                                 "each kernel kind's share of one forward (gfqual profile)"),
-    "workload": RecordKind("perf", ("status", "workload", "cells"), MEASURED, "crash",
-                           "a pipeline end to end against its own static forward (gfqual bench --workload)"),
-    "run": RecordKind("perf", ("status", "workload", "cells", "cells_per_s"), MEASURED, "crash",
-                      "a user command itself (gfqual embed), with its start-up"),
-    "impl": RecordKind("perf", ("median_ms", "cells_per_s"), (), "never",
-                       "schema 1 only: static timings of the retired implementation comparison"),
-    "summary": RecordKind("downstream", ("status", "task", "mode"), MEASURED, "never",
-                          "one downstream run's scores"),
-    "agreement": RecordKind("downstream", ("status", "task", "judged"), JUDGED, "verdict",
-                            "a candidate's downstream outputs against the reference's"),
-    "skipped": RecordKind("downstream", ("status", "task", "reason"), ("skipped",), "never",
-                          "a downstream run this machine cannot do, with the reason"),
+    "stage": RecordKind(
+        "parity",
+        ("stage", "rel_l2", "status"),
+        JUDGED,
+        "never",
+        "one stage of a parity case against its tolerance; the case's verdict gates",
+    ),
+    "verdict": RecordKind(
+        "parity", ("status",), JUDGED, "verdict", "a parity case's outcome, with its worst and first diverging stage"
+    ),
+    "embedding": RecordKind(
+        "parity",
+        ("status", "n_cells", "rel_l2"),
+        JUDGED,
+        "verdict",
+        "cell embeddings of tokenized cells, candidate against the HF reference",
+    ),
+    "attention_kernel": RecordKind(
+        "parity",
+        ("status", "heads", "head_dim", "seq_len"),
+        JUDGED,
+        "verdict",
+        "TE's attention kernel alone against SDPA in fp64",
+    ),
+    "point": RecordKind(
+        "perf",
+        ("status", "layout", "batch", "seq_len"),
+        MEASURED,
+        "crash",
+        "one point of a static sweep: timed forward passes of fixed batches",
+    ),
+    "max_batch": RecordKind(
+        "perf",
+        ("status", "seq_len", "max_batch"),
+        MEASURED,
+        "crash",
+        "the largest batch of full-length cells one forward fits",
+    ),
+    "kernel_profile": RecordKind(
+        "perf", ("status", "batch"), MEASURED, "crash", "each kernel kind's share of one forward (gfqual profile)"
+    ),
+    "workload": RecordKind(
+        "perf",
+        ("status", "workload", "cells"),
+        MEASURED,
+        "crash",
+        "a pipeline end to end against its own static forward (gfqual bench --workload)",
+    ),
+    "run": RecordKind(
+        "perf",
+        ("status", "workload", "cells", "cells_per_s"),
+        MEASURED,
+        "crash",
+        "a user command itself (gfqual embed), with its start-up",
+    ),
+    "impl": RecordKind(
+        "perf",
+        ("median_ms", "cells_per_s"),
+        (),
+        "never",
+        "schema 1 only: static timings of the retired implementation comparison",
+    ),
+    "summary": RecordKind("downstream", ("status", "task", "mode"), MEASURED, "never", "one downstream run's scores"),
+    "agreement": RecordKind(
+        "downstream",
+        ("status", "task", "judged"),
+        JUDGED,
+        "verdict",
+        "a candidate's downstream outputs against the reference's",
+    ),
+    "skipped": RecordKind(
+        "downstream",
+        ("status", "task", "reason"),
+        ("skipped",),
+        "never",
+        "a downstream run this machine cannot do, with the reason",
+    ),
     "fold": RecordKind("downstream", ("task", "fold"), (), "never", "one cross-validation fold's scores"),
     "prediction": RecordKind("downstream", ("task", "item", "predicted"), (), "never", "one item's prediction"),
-    "confusion": RecordKind("downstream", ("task", "true", "predicted", "count"), (), "never",
-                            "one cell of a confusion matrix"),
-    "shift": RecordKind("downstream", ("task", "cell", "gene_token"), (), "never",
-                        "one in-silico perturbation's embedding shift"),
+    "confusion": RecordKind(
+        "downstream", ("task", "true", "predicted", "count"), (), "never", "one cell of a confusion matrix"
+    ),
+    "shift": RecordKind(
+        "downstream", ("task", "cell", "gene_token"), (), "never", "one in-silico perturbation's embedding shift"
+    ),
     "published": RecordKind("downstream", ("task", "note"), (), "never", "a published reference number"),
 }
 
@@ -121,9 +174,7 @@ class ResultsError(GfqualError, ValueError):
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip()
@@ -212,7 +263,7 @@ def _clean(value):
     return value
 
 
-def stamp(kind: str, record: dict) -> dict:
+def stamp(record: dict) -> dict:
     """A record as written: non-finite numbers as null, and ``gating`` where it has a status."""
     record = {k: _clean(v) for k, v in record.items()}
     if record.get("record") in RECORD_KINDS and RECORD_KINDS[record["record"]].statuses:
@@ -228,7 +279,7 @@ def make_result(kind: str, records: list[dict], weights: dict, config: dict, env
         "env": env if env is not None else environment(),
         "weights": weights,
         "config": config,
-        "records": [stamp(kind, r) for r in records],
+        "records": [stamp(r) for r in records],
     }
     validate(result)
     return result
@@ -255,9 +306,7 @@ def validate(result: dict, where: str = "result") -> None:
         raise ResultsError(f"{where}: not a JSON object")
     version = result.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ResultsError(
-            f"{where}: schema_version {version!r} is not supported (this suite reads {SCHEMA_VERSION})"
-        )
+        raise ResultsError(f"{where}: schema_version {version!r} is not supported (this suite reads {SCHEMA_VERSION})")
     for key in ("kind", "created", "env", "weights", "config", "records"):
         if key not in result:
             raise ResultsError(f"{where}: missing {key!r}")
@@ -303,6 +352,7 @@ def upgrade_v1(result: dict) -> dict:
     (workload rows, ``gfqual embed`` rows, the retired implementation timings), one status
     vocabulary (ok and unjudged become reported, an out-of-memory point is skipped with its
     reason), null for the strings "nan"/"inf", and ``gating`` from the one rule."""
+
     def record_kind(rec: dict) -> str:
         if "record" in rec:
             return rec["record"]
@@ -320,7 +370,7 @@ def upgrade_v1(result: dict) -> dict:
                 rec["status"], rec["reason"] = "skipped", f"out of memory: {rec.get('reason')}"
             else:
                 rec["status"] = V1_STATUS.get(status, status)
-        records.append(stamp(result.get("kind"), rec))
+        records.append(stamp(rec))
     return {**result, "schema_version": SCHEMA_VERSION, "records": records}
 
 

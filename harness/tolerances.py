@@ -67,10 +67,7 @@ _BF16 = _all(Bound("rel_l2", 1e-3, peer_factor=1.25), Bound("cos_dist", 1e-5, pe
 # fp8: E4M3 has u = 6.25e-2 per element before scaling; errors are gated on normalised RMSE and
 # cosine (elementwise max is logged, never gated). Top-1 agreement of MLM predictions is logged:
 # on random weights the logits are near-ties, so top-1 measures the weights more than the kernels.
-_FP8 = {
-    cls: (Bound("rel_l2", 0.2), Bound("cos_dist", 0.02))
-    for cls in STAGE_CLASSES
-}
+_FP8 = {cls: (Bound("rel_l2", 0.2), Bound("cos_dist", 0.02)) for cls in STAGE_CLASSES}
 
 TOLERANCES: dict[str, dict[str, tuple[Bound, ...]]] = {
     "fp32": _FP32,

@@ -113,7 +113,8 @@ class EncoderWithMLMHead(nn.Module):
         FP8, when wanted, is entered by the caller around this call; the head stays out of it."""
         return self.cls(self.encode(input_ids, attention_mask))
 
-    def forward_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
-                       max_seqlen: int) -> torch.Tensor:
+    def forward_packed(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int
+    ) -> torch.Tensor:
         """MLM logits ``[T, vocab]`` of cells packed end to end."""
         return self.cls(self.encode_packed(input_ids, position_ids, cu_seqlens, max_seqlen))

@@ -168,8 +168,7 @@ def check_shapes(config: dict, state_dict: dict, layout: str, where: str) -> Non
     layers = convert.count_layers(state_dict)
     if layers != config.get("num_hidden_layers"):
         raise CheckpointError(
-            f"{where}: config.json says {config.get('num_hidden_layers')} layers, "
-            f"the weights hold {layers}"
+            f"{where}: config.json says {config.get('num_hidden_layers')} layers, the weights hold {layers}"
         )
     try:
         expected = convert.parameter_shapes(config, layout)
@@ -188,8 +187,7 @@ def check_shapes(config: dict, state_dict: dict, layout: str, where: str) -> Non
     ]
     if wrong:
         raise CheckpointError(
-            f"{where}: config.json does not match the weights' shapes ({len(wrong)} tensors): "
-            + "; ".join(wrong[:4])
+            f"{where}: config.json does not match the weights' shapes ({len(wrong)} tensors): " + "; ".join(wrong[:4])
         )
 
 

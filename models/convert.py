@@ -50,9 +50,7 @@ def _unpack_qkv(tensors: Tensors, num_heads: int) -> Tensors:
     """TE qkv ``[heads*3*head_dim, ...]`` → HF query, key, value ``[heads*head_dim, ...]``."""
     (qkv,) = tensors
     if qkv.shape[0] % (3 * num_heads):
-        raise ConversionError(
-            f"fused qkv of shape {tuple(qkv.shape)} cannot be split into 3 × {num_heads} heads"
-        )
+        raise ConversionError(f"fused qkv of shape {tuple(qkv.shape)} cannot be split into 3 × {num_heads} heads")
     rest = qkv.shape[1:]
     per_head = qkv.reshape(num_heads, 3, -1, *rest).transpose(0, 1)  # [3, heads, hd, ...]
     return [t.reshape(-1, *rest).contiguous() for t in per_head.unbind(0)]
@@ -137,9 +135,7 @@ def expand(rules: Iterable[Rule], num_layers: int) -> list[Rule]:
         layers = range(num_layers) if rule.per_layer else [None]
         for i in layers:
             fill = (lambda n: n.format(i=i)) if i is not None else (lambda n: n)
-            out.append(
-                Rule(tuple(map(fill, rule.hf)), tuple(map(fill, rule.te)), rule.to_te, rule.to_hf)
-            )
+            out.append(Rule(tuple(map(fill, rule.hf)), tuple(map(fill, rule.te)), rule.to_te, rule.to_hf))
     for side in ("hf", "te"):
         names = [n for r in out for n in getattr(r, side)]
         dupes = {n for n in names if names.count(n) > 1}
@@ -154,7 +150,7 @@ def layout_keys(layout: str, num_layers: int) -> list[str]:
 
 
 def detect_layout(keys: Iterable[str]) -> str:
-    """"hf" or "te", from the names in a state dict; a clear error for anything else."""
+    """ "hf" or "te", from the names in a state dict; a clear error for anything else."""
     keys = list(keys)
     hf = any(".attention.self.query.weight" in k for k in keys)
     te = any(".self_attention.qkv.weight" in k for k in keys)
@@ -213,9 +209,7 @@ def convert_state_dict(
     if found != source:
         raise ConversionError(f"asked to convert to {target}, but the checkpoint is already {found}")
     if count_layers(state_dict) != num_layers:
-        raise ConversionError(
-            f"config.json says {num_layers} layers, the weights hold {count_layers(state_dict)}"
-        )
+        raise ConversionError(f"config.json says {num_layers} layers, the weights hold {count_layers(state_dict)}")
 
     pending, tied_verified, ignored = canonical_tensors(state_dict)
 
@@ -230,8 +224,7 @@ def convert_state_dict(
         out.update(zip(dst_names, produced, strict=True))
     if pending:
         raise ConversionError(
-            f"{len(pending)} checkpoint tensor(s) not covered by the conversion table: "
-            f"{', '.join(sorted(pending)[:8])}"
+            f"{len(pending)} checkpoint tensor(s) not covered by the conversion table: {', '.join(sorted(pending)[:8])}"
         )
     report = ConversionReport(len(state_dict) - len(tied_verified) - len(ignored), tied_verified, ignored)
     return out, report

@@ -20,9 +20,7 @@ ATTN_IMPLEMENTATIONS = ("eager", "sdpa")  # eager is what the original Geneforme
 
 def bert_config(config: dict, attn_implementation: str = "eager") -> BertConfig:
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
-        raise ValueError(
-            f"attention implementation must be one of {ATTN_IMPLEMENTATIONS}, not {attn_implementation!r}"
-        )
+        raise ValueError(f"attention implementation must be one of {ATTN_IMPLEMENTATIONS}, not {attn_implementation!r}")
     fields = {k: v for k, v in config.items() if k not in ("torch_dtype", "dtype", "architectures")}
     return BertConfig(**fields, attn_implementation=attn_implementation)
 
@@ -73,7 +71,8 @@ def random_weights_block(seed: int) -> dict:
     return {
         "source": "random-init",
         "seed": seed,
-        "note": "seeded random weights of the published configs (models.hf.random_init_); not Geneformer's trained weights",
+        "note": "seeded random weights of the published configs (models.hf.random_init_); "
+        "not Geneformer's trained weights",
     }
 
 

@@ -208,9 +208,7 @@ def get_variant(name: str) -> Variant:
     """Look a variant up by its name, also accepting the HF folder name ("Geneformer-V1-10M")."""
     key = name.removeprefix("Geneformer-")
     if key not in VARIANTS:
-        raise UnknownVariantError(
-            f"unknown Geneformer variant {name!r}; known variants: {', '.join(VARIANTS)}"
-        )
+        raise UnknownVariantError(f"unknown Geneformer variant {name!r}; known variants: {', '.join(VARIANTS)}")
     return VARIANTS[key]
 
 
@@ -219,8 +217,4 @@ def variants_matching(config: dict) -> list[Variant]:
 
     V2-104M and V2-104M_CLcancer share an architecture, so this can return two entries.
     """
-    return [
-        v
-        for v in VARIANTS.values()
-        if all(config.get(f) == getattr(v, f) for f in ARCHITECTURE_FIELDS)
-    ]
+    return [v for v in VARIANTS.values() if all(config.get(f) == getattr(v, f) for f in ARCHITECTURE_FIELDS)]

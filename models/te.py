@@ -139,15 +139,21 @@ def padded_cells(attention_mask: torch.Tensor | None) -> dict:
 
 def packed_cells(cu_seqlens: torch.Tensor, max_seqlen: int) -> dict:
     """Attention arguments that tell packed (THD) cells apart: their cumulative lengths."""
-    return {"attn_mask_type": "padding", "cu_seqlens_q": cu_seqlens, "cu_seqlens_kv": cu_seqlens,
-            "max_seqlen_q": max_seqlen, "max_seqlen_kv": max_seqlen}
+    return {
+        "attn_mask_type": "padding",
+        "cu_seqlens_q": cu_seqlens,
+        "cu_seqlens_kv": cu_seqlens,
+        "max_seqlen_q": max_seqlen,
+        "max_seqlen_kv": max_seqlen,
+    }
 
 
 class TEGeneformerForMaskedLM(EncoderWithMLMHead):
     """Geneformer BertForMaskedLM with TransformerEngine encoder layers."""
 
-    def __init__(self, cfg: dict, impl: str = "modular", params_dtype: torch.dtype = torch.float32,
-                 qkv_format: str = "bshd"):
+    def __init__(
+        self, cfg: dict, impl: str = "modular", params_dtype: torch.dtype = torch.float32, qkv_format: str = "bshd"
+    ):
         super().__init__()
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"TE layer implementation must be one of {IMPLEMENTATIONS}, not {impl!r}")
@@ -160,14 +166,21 @@ class TEGeneformerForMaskedLM(EncoderWithMLMHead):
         self.bert = Bert(cfg, layers)
         self.cls = MLMHead(cfg, self.bert.embeddings.word_embeddings)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               n_layers: int | None = None) -> torch.Tensor:
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, n_layers: int | None = None
+    ) -> torch.Tensor:
         """Hidden states ``[B, S, H]`` after the first ``n_layers`` layers (all by default): no
         later layer and no MLM head runs, which is all an embedding needs."""
         return self._encode(self.bert.embeddings(input_ids), padded_cells(attention_mask), n_layers)
 
-    def encode_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
-                      max_seqlen: int, n_layers: int | None = None) -> torch.Tensor:
+    def encode_packed(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        max_seqlen: int,
+        n_layers: int | None = None,
+    ) -> torch.Tensor:
         """Hidden states ``[T, H]`` of packed cells after the first ``n_layers`` layers."""
         x = self.bert.embeddings(input_ids, position_ids)
         return self._encode(x, packed_cells(cu_seqlens, max_seqlen), n_layers)

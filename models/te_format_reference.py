@@ -84,14 +84,21 @@ class TEFormatTorchForMaskedLM(EncoderWithMLMHead):
         self.bert = Bert(cfg, [Layer(cfg) for _ in range(cfg["num_hidden_layers"])])
         self.cls = MLMHead(cfg, self.bert.embeddings.word_embeddings)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               n_layers: int | None = None) -> torch.Tensor:
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, n_layers: int | None = None
+    ) -> torch.Tensor:
         """Hidden states ``[B, S, H]`` after the first ``n_layers`` layers (all by default)."""
         blocked = None if attention_mask is None else (attention_mask == 0)[:, None, None, :]
         return self._encode(self.bert.embeddings(input_ids), blocked, n_layers)
 
-    def encode_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor,
-                      max_seqlen: int, n_layers: int | None = None) -> torch.Tensor:
+    def encode_packed(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        max_seqlen: int,
+        n_layers: int | None = None,
+    ) -> torch.Tensor:
         """Hidden states ``[T, H]`` of packed cells: one sequence whose tokens see only their own
         cell (a block-diagonal mask from the cumulative lengths; ``max_seqlen`` is TE's and unused)."""
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()

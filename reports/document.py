@@ -66,7 +66,19 @@ def _fmt(v) -> str:
     return "—" if v is None else str(v)
 
 
-BACKEND_COLORS = dict(zip(BACKENDS, plt.cm.tab10.colors))
+TAB10 = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+)  # matplotlib's default cycle, by name
+BACKEND_COLORS = dict(zip(BACKENDS, TAB10))
 PRECISION_MARKERS = dict(zip(PRECISIONS, "os^vDP*Xhd"))
 GPU_LINES = {"H100": "-", "H200": "--", "A100": ":", "GB200": "-."}
 
@@ -74,20 +86,29 @@ GPU_LINES = {"H100": "-", "H200": "--", "A100": ":", "GB200": "-."}
 def series_style(backend: str, precision: str, gpu: str | None = None) -> dict:
     """One fixed look per series, the same in every panel and every figure: colour by backend,
     marker by precision, line by GPU (so no two series share a style, whatever the panel holds)."""
-    return {"color": BACKEND_COLORS.get(backend, "black"), "marker": PRECISION_MARKERS.get(precision, "o"),
-            "linestyle": GPU_LINES.get(gpu, "-.") if gpu else "-"}
+    return {
+        "color": BACKEND_COLORS.get(backend, "black"),
+        "marker": PRECISION_MARKERS.get(precision, "o"),
+        "linestyle": GPU_LINES.get(gpu, "-.") if gpu else "-",
+    }
 
 
 def figure_legend(fig, axes) -> None:
     """One legend for all panels, beneath them: every series once, whichever panel drew it."""
-    entries = {}
+    entries: dict[str, object] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     if entries:
         labels = sorted(entries)
-        fig.legend([entries[k] for k in labels], labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                   ncol=min(4, len(labels)), fontsize=6)
+        fig.legend(
+            [entries[k] for k in labels],
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(4, len(labels)),
+            fontsize=6,
+        )
 
 
 def _png(fig) -> bytes:
@@ -126,7 +147,8 @@ def to_markdown(sections: list[Section], image_dir: Path, title: str = TITLE) ->
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:0.8em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
+table{border-collapse:collapse;margin:0.8em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
 th{background:#f0f0f0}td.pass{background:#e6f4e6}td.fail{background:#f8d7d7}td.na{color:#888;background:#fafafa}
 p.overall{font-size:20px;font-weight:bold;padding:6px 10px;display:inline-block}p.pass{background:#cdeccd}
 p.fail{background:#f4b6b6}p.na{background:#fdf0c4}
@@ -145,25 +167,34 @@ def _cell_class(text: str) -> str:
 
 
 def to_html(sections: list[Section]) -> str:
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>Geneformer TE qualification</title>"
-           f"<style>{CSS}</style></head><body><h1>{TITLE}</h1>"]
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Geneformer TE qualification</title>"
+        f"<style>{CSS}</style></head><body><h1>{TITLE}</h1>"
+    ]
     for s in sections:
         out.append(f"<h2>{html.escape(s.title)}</h2>")
         for t in s.text:
             overall = t.startswith("**Overall:")
             t = html.escape(t).replace("**", "")
-            out.append(f"<p class='overall {_cell_class(t.removeprefix('Overall: ')) or 'na'}'>{t}</p>" if overall
-                       else f"<p>{t}</p>")
-        for t in s.tables:
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.headers) + "</tr>")
-            for row in t.rows:
+            out.append(
+                f"<p class='overall {_cell_class(t.removeprefix('Overall: ')) or 'na'}'>{t}</p>"
+                if overall
+                else f"<p>{t}</p>"
+            )
+        for table in s.tables:
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in table.headers) + "</tr>")
+            for row in table.rows:
                 cells = [_fmt(c) for c in row]
-                out.append("<tr>" + "".join(f"<td class='{_cell_class(c)}'>{html.escape(c)}</td>" for c in cells) + "</tr>")
+                out.append(
+                    "<tr>" + "".join(f"<td class='{_cell_class(c)}'>{html.escape(c)}</td>" for c in cells) + "</tr>"
+                )
             out.append("</table>")
         for f in s.figures:
             data = base64.b64encode(f.png).decode()
-            out.append(f"<figure><img class='{'wide' if f.wide else 'half'}' alt='{html.escape(f.caption)}' "
-                       f"src='data:image/png;base64,{data}'>"
-                       f"<figcaption>{html.escape(f.caption)}</figcaption></figure>")
+            out.append(
+                f"<figure><img class='{'wide' if f.wide else 'half'}' alt='{html.escape(f.caption)}' "
+                f"src='data:image/png;base64,{data}'>"
+                f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
+            )
     out.append("</body></html>")
     return "\n".join(out)

@@ -10,7 +10,6 @@ run against HF fp32.
 from __future__ import annotations
 
 import re
-
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,7 +37,9 @@ def _ci(rec: dict, key: str) -> str:
 
 
 def _roc_figure(results: list[dict]) -> bytes | None:
-    curves = defaultdict(lambda: defaultdict(list))  # (gpu, variant) -> run -> [(label, score)]
+    curves: defaultdict[tuple, defaultdict] = defaultdict(
+        lambda: defaultdict(list)
+    )  # (gpu, variant) -> run -> [(label, score)]
     for gpu, _r, rec in _records(results, "downstream", "prediction"):
         if rec["task"] == "dosage":
             curves[(gpu, rec["variant"])][_run(rec)].append((rec["label"] == "sensitive", rec["p_sensitive"]))
@@ -61,7 +62,7 @@ def _roc_figure(results: list[dict]) -> bytes | None:
 
 
 def _shift_figure(results: list[dict]) -> bytes | None:
-    shifts = defaultdict(dict)  # (gpu, variant) -> run -> goal shifts
+    shifts: defaultdict[tuple, dict] = defaultdict(dict)  # (gpu, variant) -> run -> goal shifts
     for gpu, _r, rec in _records(results, "downstream", "shift"):
         shifts[(gpu, rec["variant"])].setdefault(_run(rec), []).append(rec["goal_shift"])
     panels = [(k, v) for k, v in sorted(shifts.items()) if "hf-sdpa@fp32" in v]
@@ -97,21 +98,67 @@ def downstream_section(results: list[dict]) -> tuple[Section, dict]:
     for gpu, r, rec in _records(results, "downstream", "summary"):
         data = _data(r["config"])
         if rec["task"] == "perturb":
-            perturb_rows.append([gpu, rec["variant"], rec["mode"], _run(rec), rec["n_pairs"], _fmt(rec["perturbations_per_s"]),
-                                 _fmt(rec["padding_fraction"]), _fmt(rec["noise_floor"]), _weights(r)])
+            perturb_rows.append(
+                [
+                    gpu,
+                    rec["variant"],
+                    rec["mode"],
+                    _run(rec),
+                    rec["n_pairs"],
+                    _fmt(rec["perturbations_per_s"]),
+                    _fmt(rec["padding_fraction"]),
+                    _fmt(rec["noise_floor"]),
+                    _weights(r),
+                ]
+            )
             continue
-        summaries.append([gpu, rec["task"], rec["variant"], rec["mode"], _run(rec), _pm(rec, "roc_auc"),
-                          _pm(rec, "accuracy"), _pm(rec, "macro_f1"), rec["n_items"], data, _weights(r)])
+        summaries.append(
+            [
+                gpu,
+                rec["task"],
+                rec["variant"],
+                rec["mode"],
+                _run(rec),
+                _pm(rec, "roc_auc"),
+                _pm(rec, "accuracy"),
+                _pm(rec, "macro_f1"),
+                rec["n_items"],
+                data,
+                _weights(r),
+            ]
+        )
     for gpu, _r, rec in _records(results, "downstream", "agreement"):
         if rec["task"] == "perturb":
-            agreements.append([gpu, rec["task"], rec["variant"], _run(rec), rec["reference"],
-                               f"shift r {rec['goal_shift_pearson']:.4f}",
-                               f"sign agreement {_fmt(rec['sign_agreement_above_floor'])} "
-                               f"({rec['n_above_floor']}/{rec['n_pairs']} above floor)", "", "", "reported"])
+            agreements.append(
+                [
+                    gpu,
+                    rec["task"],
+                    rec["variant"],
+                    _run(rec),
+                    rec["reference"],
+                    f"shift r {rec['goal_shift_pearson']:.4f}",
+                    f"sign agreement {_fmt(rec['sign_agreement_above_floor'])} "
+                    f"({rec['n_above_floor']}/{rec['n_pairs']} above floor)",
+                    "",
+                    "",
+                    "reported",
+                ]
+            )
             continue
-        agreements.append([gpu, rec["task"], rec["variant"], _run(rec), rec["reference"], _ci(rec, "roc_auc"),
-                           _ci(rec, "accuracy"), _ci(rec, "macro_f1"), _fmt(rec["label_agreement"]),
-                           rec["status"].upper() + (f" (bound {rec['bound']})" if "bound" in rec else "")])
+        agreements.append(
+            [
+                gpu,
+                rec["task"],
+                rec["variant"],
+                _run(rec),
+                rec["reference"],
+                _ci(rec, "roc_auc"),
+                _ci(rec, "accuracy"),
+                _ci(rec, "macro_f1"),
+                _fmt(rec["label_agreement"]),
+                rec["status"].upper() + (f" (bound {rec['bound']})" if "bound" in rec else ""),
+            ]
+        )
     for gpu, _r, rec in _records(results, "downstream", "skipped"):
         skipped.append([gpu, rec["task"], rec["variant"], _run(rec), rec["reason"]])
     for _gpu, _r, rec in _records(results, "downstream", "published"):
@@ -125,26 +172,72 @@ def downstream_section(results: list[dict]) -> tuple[Section, dict]:
             f"**Caveat: {len(random)} of these runs use seeded random weights, not Geneformer's trained ones.** Their "
             "AUCs and accuracies say nothing about biology or about the published model; they measure only whether "
             "TE answers as HF does on the same inputs. Synthetic tasks carry a planted signal any encoder can find. "
-            "Compare the published rows below only with runs of the trained checkpoints.")
-    section.text.append("Every run of a task sees the same cells and folds; a TE run is judged against HF at its "
-                        "precision (HF bf16 for FP8). Intervals are paired bootstrap 95%, cells resampled by individual.")
-    section.tables.append(Table(["GPU", "task", "variant", "mode", "run", "ROC AUC", "accuracy", "macro-F1",
-                                 "items", "data", "weights"], summaries))
-    section.tables.append(Table(["agreement: GPU", "task", "variant", "run", "against", "Δ ROC AUC [95% CI]",
-                                 "Δ accuracy [95% CI]", "Δ macro-F1 [95% CI]", "same label", "verdict"], agreements))
+            "Compare the published rows below only with runs of the trained checkpoints."
+        )
+    section.text.append(
+        "Every run of a task sees the same cells and folds; a TE run is judged against HF at its "
+        "precision (HF bf16 for FP8). Intervals are paired bootstrap 95%, cells resampled by individual."
+    )
+    section.tables.append(
+        Table(
+            ["GPU", "task", "variant", "mode", "run", "ROC AUC", "accuracy", "macro-F1", "items", "data", "weights"],
+            summaries,
+        )
+    )
+    section.tables.append(
+        Table(
+            [
+                "agreement: GPU",
+                "task",
+                "variant",
+                "run",
+                "against",
+                "Δ ROC AUC [95% CI]",
+                "Δ accuracy [95% CI]",
+                "Δ macro-F1 [95% CI]",
+                "same label",
+                "verdict",
+            ],
+            agreements,
+        )
+    )
     if perturb_rows:
-        section.tables.append(Table(["perturbation: GPU", "variant", "mode", "run", "pairs", "perturbations/s",
-                                     "padding", "noise floor", "weights"], perturb_rows))
+        section.tables.append(
+            Table(
+                [
+                    "perturbation: GPU",
+                    "variant",
+                    "mode",
+                    "run",
+                    "pairs",
+                    "perturbations/s",
+                    "padding",
+                    "noise floor",
+                    "weights",
+                ],
+                perturb_rows,
+            )
+        )
     if skipped:
         section.tables.append(Table(["skipped: GPU", "task", "variant", "run", "reason"], skipped))
     if published:
-        section.tables.append(Table(["published reference (not ours; gf-6L-30M, the V1-10M model, fine-tuned)",
-                                     "numbers", "source"],
-                                    [[task, ", ".join(f"{k} {v}" for k, v in rec.items() if isinstance(v, float)),
-                                      rec["note"]] for task, rec in sorted(published.items())]))
-    for name, png, caption in (("downstream-roc.png", _roc_figure(results), "Dosage task: out-of-fold ROC per run"),
-                               ("downstream-shifts.png", _shift_figure(results),
-                                "In-silico perturbation: each run's shift toward the goal state against HF fp32's")):
+        section.tables.append(
+            Table(
+                ["published reference (not ours; gf-6L-30M, the V1-10M model, fine-tuned)", "numbers", "source"],
+                [
+                    [task, ", ".join(f"{k} {v}" for k, v in rec.items() if isinstance(v, float)), rec["note"]]
+                    for task, rec in sorted(published.items())
+                ],
+            )
+        )
+    for name, png, caption in (
+        ("downstream-roc.png", _roc_figure(results), "Dosage task: out-of-fold ROC per run"),
+        (
+            "downstream-shifts.png",
+            _shift_figure(results),
+            "In-silico perturbation: each run's shift toward the goal state against HF fp32's",
+        ),
+    ):
         if png:
             section.figures.append(Figure(name, png, caption, wide=True))
     judged = [a for a in agreements if a[-1].startswith(("PASS", "FAIL"))]
@@ -160,6 +253,11 @@ def render_downstream_report(results: list[dict], out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     section, gate = downstream_section(results)
     md = out / "downstream.md"
-    md.write_text(to_markdown([section], out, f"Geneformer downstream evaluation: HF vs TE "
-                                             f"(verdict: {gate['status'].upper()}; {gate['detail']})"))
+    md.write_text(
+        to_markdown(
+            [section],
+            out,
+            f"Geneformer downstream evaluation: HF vs TE (verdict: {gate['status'].upper()}; {gate['detail']})",
+        )
+    )
     return md

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
 from reports.document import series_style  # noqa: E402
 
 ZERO_FLOOR = 1e-9  # exact agreement has no logarithm: drawn at this floor, said in the label
@@ -24,13 +26,16 @@ def _fmt(value) -> str:
 
 def _verdict_table(verdicts: list[dict]) -> list[str]:
     lines = [
-        "| variant | backend | precision | verdict | worst stage | worst rel L2 | final max abs | logits top-1 | first diverging stage / reason |",
+        "| variant | backend | precision | verdict | worst stage | worst rel L2 | final max abs | logits top-1 "
+        "| first diverging stage / reason |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for v in verdicts:
         if v["status"] in ("skipped", "error") or "worst_stage" not in v:  # every status renders, none crashes
             status = v["status"] if v["status"] == "skipped" else f"**{v['status']}**"
-            lines.append(f"| {v['variant']} | {v['backend']} | {v['precision']} | {status} | | | | | {v.get('reason', '')} |")
+            lines.append(
+                f"| {v['variant']} | {v['backend']} | {v['precision']} | {status} | | | | | {v.get('reason', '')} |"
+            )
             continue
         lines.append(
             f"| {v['variant']} | {v['backend']} | {v['precision']} | **{v['status']}** | {v['worst_stage']} | "
@@ -40,19 +45,25 @@ def _verdict_table(verdicts: list[dict]) -> list[str]:
     return lines
 
 
-def plot_error_vs_layer(stages: list[dict], variant: str, out: Path) -> Path:
+def plot_error_vs_layer(stages: list[dict], variant: str, out: Path | IO[bytes]) -> Path | IO[bytes]:
     """rel L2 of each layer's output against the reference, one line per backend × precision."""
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     runs = sorted({(r["backend"], r["precision"]) for r in stages if r["variant"] == variant})
     for backend, precision in runs:
         rows = sorted(
-            (r for r in stages if (r["variant"], r["backend"], r["precision"]) == (variant, backend, precision)
-             and r["stage"].endswith(".output") and isinstance(r["rel_l2"], float)),
+            (
+                r
+                for r in stages
+                if (r["variant"], r["backend"], r["precision"]) == (variant, backend, precision)
+                and r["stage"].endswith(".output")
+                and isinstance(r["rel_l2"], float)
+            ),
             key=lambda r: r["layer"],
         )
         values = [max(r["rel_l2"], ZERO_FLOOR) for r in rows]
-        ax.plot([r["layer"] for r in rows], values, ms=5, label=f"{backend} {precision}",
-                **series_style(backend, precision))
+        ax.plot(
+            [r["layer"] for r in rows], values, ms=5, label=f"{backend} {precision}", **series_style(backend, precision)
+        )
     ax.set_yscale("log")
     ax.set_xlabel("encoder layer (output)")
     ax.set_ylabel(f"relative L2 error vs HF reference\n(exact = {ZERO_FLOOR:g})")
@@ -76,8 +87,12 @@ def render_parity_report(results: list[dict], out_dir: str | Path) -> Path:
         lines += [f"## Run of {result['created']}", ""]
         lines += ["| " + " | ".join(ENV_KEYS) + " |", "|" + "---|" * len(ENV_KEYS)]
         lines.append("| " + " | ".join(_fmt(env.get(k)) for k in ENV_KEYS) + " |")
-        lines += ["", f"Weights: `{weights.get('source', 'checkpoint')}`"
-                  + (f" (seed {weights['seed']}) — {weights.get('note', '')}" if "seed" in weights else ""), ""]
+        lines += [
+            "",
+            f"Weights: `{weights.get('source', 'checkpoint')}`"
+            + (f" (seed {weights['seed']}) — {weights.get('note', '')}" if "seed" in weights else ""),
+            "",
+        ]
         records = result["records"]
         verdicts = [r for r in records if r.get("record") == "verdict"]
         stages = [r for r in records if r.get("record") == "stage"]

@@ -37,15 +37,14 @@ def _key(p: dict) -> tuple:
 def _measured(p: dict, world_size: int, forward: str = "mlm") -> bool:
     """Measured, on ``world_size`` GPUs, running ``forward`` (records before the encoder-alone
     points ran the full forward)."""
-    return (p.get("status") == "reported" and p.get("world_size", 1) == world_size
-            and p.get("forward", "mlm") == forward)
+    return p.get("status") == "reported" and p.get("world_size", 1) == world_size and p.get("forward", "mlm") == forward
 
 
 def perf_points(results: list[dict], world_size: int = 1, forward: str = "mlm") -> dict:
     """(variant, backend, precision, layout, batch, seq_len) -> GPU -> the measured record, for
     runs on ``world_size`` GPUs (one unless a torchrun sweep says otherwise) of the full forward
     (or of ``forward``); the newest run wins."""
-    points = defaultdict(dict)
+    points: defaultdict[tuple, dict] = defaultdict(dict)
     for gpu, _r, p in _records(results, "perf", "point"):
         if _measured(p, world_size, forward):
             points[_key(p)][gpu] = p
@@ -56,7 +55,7 @@ def same_run_ratios(results: list[dict], over) -> dict:
     """point key -> GPU -> its cells/s over that of the point ``over(key)`` names (None: no ratio),
     both points from one run (one results file): a speed-up never divides two runs' numbers. The
     newest run holding both wins."""
-    ratios = defaultdict(dict)
+    ratios: defaultdict[tuple, dict] = defaultdict(dict)
     for r in results:  # oldest first
         if r["kind"] != "perf":
             continue
@@ -150,13 +149,33 @@ def layouts(points: dict) -> bytes:
         bars = sorted({(gpu, k[1], k[2], k[4]) for k in keys if k[0] == variant for gpu in points[k]})
         width = 0.8 / max(1, len(bars))
         for i, (gpu, backend, precision, batch) in enumerate(bars):
-            heights = [next((points[k][gpu]["cells_per_s"] for k in keys if k[0] == variant and k[1] == backend
-                             and k[2] == precision and k[3] == lay and k[4] == batch and gpu in points[k]), 0.0)
-                       for lay in LAYOUT_ORDER]
+            heights = [
+                next(
+                    (
+                        points[k][gpu]["cells_per_s"]
+                        for k in keys
+                        if k[0] == variant
+                        and k[1] == backend
+                        and k[2] == precision
+                        and k[3] == lay
+                        and k[4] == batch
+                        and gpu in points[k]
+                    ),
+                    0.0,
+                )
+                for lay in LAYOUT_ORDER
+            ]
             style = series_style(backend, precision, gpu)
-            ax.bar([j + i * width for j in range(len(LAYOUT_ORDER))], heights, width, color=style["color"],
-                   label=f"{gpu} {backend} {precision} B={batch}", edgecolor="black", linewidth=0.4,
-                   hatch=("" if gpu == "H100" else "//") + "." * sorted({b[3] for b in bars}).index(batch))
+            ax.bar(
+                [j + i * width for j in range(len(LAYOUT_ORDER))],
+                heights,
+                width,
+                color=style["color"],
+                label=f"{gpu} {backend} {precision} B={batch}",
+                edgecolor="black",
+                linewidth=0.4,
+                hatch=("" if gpu == "H100" else "//") + "." * sorted({b[3] for b in bars}).index(batch),
+            )
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(LAYOUT_ORDER))], LAYOUT_ORDER)
         ax.set(title=f"{variant}: realistic cells")
         ax.grid(True, axis="y", alpha=0.3)

@@ -38,7 +38,8 @@ def regenerate(out_root: Path, repo: Path = REPO) -> list[Path]:
         else:
             kind = {"parity": "parity", "downstream": "downstream", "perf": "perf"}[renderer]
             results = [r for f in folders for r in read_results(f, kind=kind)]
-            {"parity": render_parity_report, "downstream": render_downstream_report,
-             "perf": render_perf_plots}[renderer](results, target)
+            {"parity": render_parity_report, "downstream": render_downstream_report, "perf": render_perf_plots}[
+                renderer
+            ](results, target)
         written.append(target)
     return written

@@ -27,19 +27,24 @@ def _noisy(scale):
 
     def kernel(precision, q, k, v):
         out = _sdpa(q, k, v).float()
-        noise = [torch.randn(out.shape, generator=torch.Generator().manual_seed(next(calls) if scale < 0 else 0))
-                 for _ in range(2)]
+        noise = [
+            torch.randn(out.shape, generator=torch.Generator().manual_seed(next(calls) if scale < 0 else 0))
+            for _ in range(2)
+        ]
         return tuple(out + abs(scale) * out.std() * n for n in noise)
 
     return kernel
 
 
-@pytest.mark.parametrize(("kernel", "precision", "status", "says"), [
-    (_noisy(0.0), "bf16", "pass", ""),  # the peer itself: error equal to the peer's
-    (_noisy(0.05), "fp8-delayed-dpa", "pass", ""),  # FP8-sized error, the same both times
-    (_noisy(0.5), "fp8-delayed-dpa", "fail", "rel_l2="),  # a wrong result
-    (_noisy(-0.05), "fp8-delayed-dpa", "fail", "not deterministic"),  # small error, different each call
-])
+@pytest.mark.parametrize(
+    ("kernel", "precision", "status", "says"),
+    [
+        (_noisy(0.0), "bf16", "pass", ""),  # the peer itself: error equal to the peer's
+        (_noisy(0.05), "fp8-delayed-dpa", "pass", ""),  # FP8-sized error, the same both times
+        (_noisy(0.5), "fp8-delayed-dpa", "fail", "rel_l2="),  # a wrong result
+        (_noisy(-0.05), "fp8-delayed-dpa", "fail", "not deterministic"),  # small error, different each call
+    ],
+)
 def test_kernel_check_judges_error_and_determinism(monkeypatch, kernel, precision, status, says):
     monkeypatch.setattr(attention_kernel, "probe", _AnyMachine)
     monkeypatch.setattr(attention_kernel, "_te_attention", kernel)

@@ -37,8 +37,21 @@ def test_cli_round_trip_files_are_bit_identical(ckpts):
 
 def test_cli_parity_passes_and_writes_a_result(ckpts, tmp_path, capsys):
     out = tmp_path / "p.json"
-    rc = main(["parity", "--reference", str(ckpts / "hf"), "--candidate", str(ckpts / "te"),
-               "--backend", "te-format-torch", "--length", "32", "--json", str(out)])
+    rc = main(
+        [
+            "parity",
+            "--reference",
+            str(ckpts / "hf"),
+            "--candidate",
+            str(ckpts / "te"),
+            "--backend",
+            "te-format-torch",
+            "--length",
+            "32",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["weights"]["candidate"]["layout"] == "te"
@@ -52,18 +65,35 @@ def test_cli_parity_fails_with_exit_1_on_a_broken_candidate(ckpts, tmp_path):
     tensors = load_file(str(ckpts / "te/model.safetensors"))
     tensors["bert.encoder.layer.1.layernorm.weight"] *= 1.001
     save_file(tensors, str(broken / "model.safetensors"))
-    rc = main(["parity", "--reference", str(ckpts / "hf"), "--candidate", str(broken),
-               "--backend", "te-format-torch", "--length", "32", "--json", str(tmp_path / "r.json")])
+    rc = main(
+        [
+            "parity",
+            "--reference",
+            str(ckpts / "hf"),
+            "--candidate",
+            str(broken),
+            "--backend",
+            "te-format-torch",
+            "--length",
+            "32",
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
     assert rc == 1
 
 
 def test_missing_directory(capsys, tmp_path):
-    assert "does not exist" in _err(capsys, ["convert", "--from", str(tmp_path / "nope"), "--to", "te", "--out", str(tmp_path / "o")])
+    assert "does not exist" in _err(
+        capsys, ["convert", "--from", str(tmp_path / "nope"), "--to", "te", "--out", str(tmp_path / "o")]
+    )
 
 
 def test_missing_weight_file(capsys, ckpts, tmp_path):
     (tmp_path / "config.json").write_text((ckpts / "hf/config.json").read_text())
-    assert "has no weight file" in _err(capsys, ["convert", "--from", str(tmp_path), "--to", "te", "--out", str(tmp_path / "o")])
+    assert "has no weight file" in _err(
+        capsys, ["convert", "--from", str(tmp_path), "--to", "te", "--out", str(tmp_path / "o")]
+    )
 
 
 def test_config_that_does_not_match_the_weights(ckpts, tmp_path):
@@ -85,7 +115,9 @@ def test_vocabulary_of_config_and_weights_disagree(ckpts, tmp_path):
 
 
 def test_unknown_variant(capsys, tmp_path):
-    assert "unknown Geneformer variant 'V3-1B'" in _err(capsys, ["init", "--variant", "V3-1B", "--out", str(tmp_path / "x")])
+    assert "unknown Geneformer variant 'V3-1B'" in _err(
+        capsys, ["init", "--variant", "V3-1B", "--out", str(tmp_path / "x")]
+    )
 
 
 def test_te_where_hf_expected_and_vice_versa(ckpts, capsys):
@@ -96,14 +128,18 @@ def test_te_where_hf_expected_and_vice_versa(ckpts, capsys):
 
 
 def test_vocabulary_does_not_match_the_named_variant(ckpts, capsys):
-    msg = _err(capsys, ["parity", "--reference", str(ckpts / "hf"), "--candidate", str(ckpts / "te"), "--variant", "V2-104M"])
+    msg = _err(
+        capsys, ["parity", "--reference", str(ckpts / "hf"), "--candidate", str(ckpts / "te"), "--variant", "V2-104M"]
+    )
     assert "vocabulary size 25426 does not match variant V2-104M (20275 tokens" in msg
 
 
 def test_sha256_differs_from_the_official_one(ckpts, capsys):
     with pytest.raises(CheckpointError, match="differs from the official V1-10M model.safetensors"):
         verify_official(read_checkpoint(ckpts / "hf"), get_variant("V1-10M"))
-    assert "differs from the official" in _err(capsys, ["verify", "--checkpoint", str(ckpts / "hf"), "--variant", "V1-10M"])
+    assert "differs from the official" in _err(
+        capsys, ["verify", "--checkpoint", str(ckpts / "hf"), "--variant", "V1-10M"]
+    )
 
 
 def test_corrupt_weight_file(ckpts, tmp_path):
@@ -117,7 +153,9 @@ def test_output_is_never_half_written(ckpts, tmp_path, capsys):
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("user data")
-    assert "already exists and is not empty" in _err(capsys, ["convert", "--from", str(ckpts / "hf"), "--to", "te", "--out", str(taken)])
+    assert "already exists and is not empty" in _err(
+        capsys, ["convert", "--from", str(ckpts / "hf"), "--to", "te", "--out", str(taken)]
+    )
     assert [p.name for p in taken.iterdir()] == ["keep.txt"]
 
     class Boom(Exception):
@@ -162,15 +200,32 @@ def test_nvidia_style_te_export_loads_and_reports_bf16(ckpts, tmp_path, capsys):
     export["cls.predictions.decoder.bias"] = export["cls.predictions.bias"].clone()
     export["bert.encoder.layer.0.layernorm_mlp.fc1._extra_state"] = torch.zeros(0, dtype=torch.uint8)
     save_file(export, str(tmp_path / "model.safetensors"))
-    cfg = {**json.loads((ckpts / "hf/config.json").read_text()), "use_te_layers": True,
-           "fuse_qkv_params": True, "torch_dtype": "bfloat16"}
+    cfg = {
+        **json.loads((ckpts / "hf/config.json").read_text()),
+        "use_te_layers": True,
+        "fuse_qkv_params": True,
+        "torch_dtype": "bfloat16",
+    }
     cfg.pop("transformers_version", None)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     ckpt = read_checkpoint(tmp_path, expect="te")
     assert ckpt.dtype_counts()["bfloat16"] == sum(k.startswith("bert.encoder") for k in tensors)
     out = tmp_path / "r.json"
-    rc = main(["parity", "--reference", str(ckpts / "hf"), "--candidate", str(tmp_path),
-               "--backend", "te-format-torch", "--length", "32", "--json", str(out)])
+    rc = main(
+        [
+            "parity",
+            "--reference",
+            str(ckpts / "hf"),
+            "--candidate",
+            str(tmp_path),
+            "--backend",
+            "te-format-torch",
+            "--length",
+            "32",
+            "--json",
+            str(out),
+        ]
+    )
     assert "stores bf16 tensors" in capsys.readouterr().out
     assert rc == 1  # bf16-rounded weights are not fp32-identical: the gate says so, it does not hide it
     assert json.loads(out.read_text())["weights"]["candidate"]["dtypes"]["bfloat16"] > 0

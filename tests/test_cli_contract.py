@@ -24,8 +24,20 @@ def ckpts(tmp_path_factory):
 
 
 def _parity(ckpts, *extra):
-    return main(["parity", "--reference", str(ckpts / "hf"), "--candidate", str(ckpts / "te"), "--cells", "2",
-                 "--length", "16", *extra])
+    return main(
+        [
+            "parity",
+            "--reference",
+            str(ckpts / "hf"),
+            "--candidate",
+            str(ckpts / "te"),
+            "--cells",
+            "2",
+            "--length",
+            "16",
+            *extra,
+        ]
+    )
 
 
 def test_cuda_asked_on_a_cpu_cannot_run_here(ckpts, capsys):
@@ -53,10 +65,15 @@ def test_results_outputs_are_checked_before_work_and_never_replaced(ckpts, tmp_p
     assert other.read_text().startswith("{")
 
 
-@pytest.mark.parametrize("argv, option", [
-    (["--cells", "0"], "--cells"), (["--length", "-5"], "--length"), (["--length", "0"], "--length"),
-    (["--micro-batch", "two"], "--micro-batch"),
-])
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["--cells", "0"], "--cells"),
+        (["--length", "-5"], "--length"),
+        (["--length", "0"], "--length"),
+        (["--micro-batch", "two"], "--micro-batch"),
+    ],
+)
 def test_counts_must_be_positive(ckpts, capsys, argv, option):
     with pytest.raises(SystemExit) as exit_:
         main(["parity", "--reference", str(ckpts / "hf"), "--candidate", str(ckpts / "te"), *argv])
@@ -65,11 +82,41 @@ def test_counts_must_be_positive(ckpts, capsys, argv, option):
 
 def test_te_embedding_on_a_cpu_cannot_run_here(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "4", "--genes", "800"]) == 0
-    assert main(["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts", "synthetic",
-                 "--out", str(tmp_path / "tok"), "--max-len", "32"]) == 0
+    assert (
+        main(
+            [
+                "tokenize",
+                "--input",
+                str(tmp_path / "s.h5ad"),
+                "--variant",
+                "V1-10M",
+                "--dicts",
+                "synthetic",
+                "--out",
+                str(tmp_path / "tok"),
+                "--max-len",
+                "32",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["embed", "--input", str(tmp_path / "tok"), "--variant", "V1-10M", "--backend", "te",
-                 "--out", str(tmp_path / "e.h5ad")]) == 3
+    assert (
+        main(
+            [
+                "embed",
+                "--input",
+                str(tmp_path / "tok"),
+                "--variant",
+                "V1-10M",
+                "--backend",
+                "te",
+                "--out",
+                str(tmp_path / "e.h5ad"),
+            ]
+        )
+        == 3
+    )
     assert "te-format-torch" in capsys.readouterr().err and not (tmp_path / "e.h5ad").exists()
 
 
@@ -91,19 +138,33 @@ def test_a_refused_dictionary_pickle_names_the_file(tmp_path, capsys, payload):
         (folder / f"{stem}_gc30M.pkl").write_bytes(payload)
     assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "4", "--genes", "800"]) == 0
     capsys.readouterr()
-    assert main(["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts",
-                 str(tmp_path / "dicts"), "--out", str(tmp_path / "tok")]) == 2
+    assert (
+        main(
+            [
+                "tokenize",
+                "--input",
+                str(tmp_path / "s.h5ad"),
+                "--variant",
+                "V1-10M",
+                "--dicts",
+                str(tmp_path / "dicts"),
+                "--out",
+                str(tmp_path / "tok"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "token_dictionary_gc30M.pkl is not a readable Geneformer dictionary" in err and "Traceback" not in err
 
 
 def test_a_crash_is_exit_4_with_its_traceback(monkeypatch, capsys):
-    import harness.cli as cli
+    from harness.cli import checkpoints
 
     def broken(args):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(cli, "cmd_variants", broken)
+    monkeypatch.setattr(checkpoints, "cmd_variants", broken)
     assert main(["variants"]) == 4
     err = capsys.readouterr().err
     assert "Traceback" in err and "simulated bug" in err and "internal error (exit 4)" in err
@@ -197,7 +258,7 @@ def test_an_unwritable_results_folder_is_refused_before_work(ckpts, tmp_path, mo
 def test_compiler_messages_go_to_a_log_not_the_terminal(tmp_path, capsys):
     import logging
 
-    from harness.cli import compiler_log_to_file
+    from harness.cli.common import compiler_log_to_file
 
     path = compiler_log_to_file(str(tmp_path))
     logging.getLogger("torch._dynamo").warning("torch._dynamo hit config.recompile_limit (8)")

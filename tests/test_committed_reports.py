@@ -3,8 +3,6 @@ the committed text, and the same set of files (figures by name: PNG bytes depend
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from reports.regenerate import REPO, artefacts, regenerate
 
 

@@ -95,16 +95,23 @@ def test_nvidia_style_mixed_bf16_export_converts_to_an_hf_checkpoint_the_plain_l
     from harness.cli import main
 
     v = VARIANTS["V1-10M"]
-    te, _ = convert.convert_state_dict(random_hf_model(v, seed=3).state_dict(), "te", v.num_hidden_layers,
-                                       v.num_attention_heads)
+    te, _ = convert.convert_state_dict(
+        random_hf_model(v, seed=3).state_dict(), "te", v.num_hidden_layers, v.num_attention_heads
+    )
     te = {k: (t.to(torch.bfloat16) if ".encoder." in k else t).contiguous() for k, t in te.items()}
     export = tmp_path / "nvidia-te"
     export.mkdir()
     extra = {"bert.encoder.layer.0.self_attention.core_attention._extra_state": torch.zeros(0, dtype=torch.uint8)}
     save_file({**te, **extra}, str(export / "model.safetensors"))
     torch.save({**te, **extra}, export / "pytorch_model.bin")
-    config = {**v.bert_config(), "use_te_layers": True, "fuse_qkv_params": True, "torch_dtype": "bfloat16",
-              "architectures": ["BertForMaskedLM"], "auto_map": {"AutoModelForMaskedLM": "modeling_bert_te.BertForMaskedLM"}}
+    config = {
+        **v.bert_config(),
+        "use_te_layers": True,
+        "fuse_qkv_params": True,
+        "torch_dtype": "bfloat16",
+        "architectures": ["BertForMaskedLM"],
+        "auto_map": {"AutoModelForMaskedLM": "modeling_bert_te.BertForMaskedLM"},
+    }
     (export / "config.json").write_text(json.dumps(config))
     assert {str(t.dtype) for t in te.values()} == {"torch.bfloat16", "torch.float32"}
 

@@ -16,9 +16,9 @@ from harness.data.stream import read_tokenized, tokenize_to_parquet
 from harness.data.synthetic import synthetic_anndata, synthetic_dictionaries
 from harness.data.tokenizer import Encoder, TokenizerError, tokenize_h5ad
 from harness.embeddings import extract, length_batches
-from models.hf import random_hf_model
 from harness.precision import get_precision
 from harness.tolerances import CONVERSION_MAX_ABS
+from models.hf import random_hf_model
 from models.registry import VARIANTS
 
 V1, V2 = VARIANTS["V1-10M"], VARIANTS["V2-104M"]
@@ -59,7 +59,12 @@ def test_streamed_parquet_equals_in_memory_tokenization(h5ad, dicts, tmp_path):
     assert table["length"].tolist() == [len(c) for c in expected.cells]
     assert summary["cells"] == 90 and summary["cells_per_s_this_run"] > 0
     assert table["cell_state"].tolist() == anndata.read_h5ad(h5ad).obs["cell_state"].tolist()
-    assert sorted(p.name for p in out.iterdir()) == ["_summary.json", "part-000000.parquet", "part-000001.parquet", "part-000002.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_summary.json",
+        "part-000000.parquet",
+        "part-000001.parquet",
+        "part-000002.parquet",
+    ]
 
 
 def test_interrupted_run_resumes_where_it_stopped(h5ad, dicts, tmp_path, interrupt_second_chunk):
@@ -102,10 +107,14 @@ def test_empty_cells_are_counted_and_filter_pass_is_respected(dicts, tmp_path):
 def test_symbols_are_mapped_and_unmappable_genes_are_an_error(dicts, tmp_path):
     adata = synthetic_anndata(dicts, n_cells=6, n_genes=200, seed=5)
     ids = adata.var["ensembl_id"].tolist()
-    dicts_with_symbols = type(dicts)(dicts.family, dicts.token_ids, dicts.medians, {f"SYM{i}": g for i, g in enumerate(ids)})
+    dicts_with_symbols = type(dicts)(
+        dicts.family, dicts.token_ids, dicts.medians, {f"SYM{i}": g for i, g in enumerate(ids)}
+    )
     by_symbol = anndata.AnnData(X=adata.X, obs=adata.obs, var=pd.DataFrame(index=[f"sym{i}" for i in range(len(ids))]))
     by_symbol.write_h5ad(tmp_path / "sym.h5ad")
-    assert tokenize_h5ad(tmp_path / "sym.h5ad", V1, dicts_with_symbols).cells == tokenize_h5ad_from(adata, dicts, tmp_path)
+    assert tokenize_h5ad(tmp_path / "sym.h5ad", V1, dicts_with_symbols).cells == tokenize_h5ad_from(
+        adata, dicts, tmp_path
+    )
     with pytest.raises(TokenizerError, match="no Ensembl IDs and no gene-name dictionary"):
         tokenize_h5ad(tmp_path / "sym.h5ad", V1, dicts)
 
@@ -116,9 +125,15 @@ def tokenize_h5ad_from(adata, dicts, tmp_path):
 
 
 def test_empty_corrupt_and_missing_files(dicts, tmp_path):
-    anndata.AnnData(X=np.zeros((0, 3)), var=pd.DataFrame({"ensembl_id": ["a", "b", "c"]}, index=["a", "b", "c"])).write_h5ad(tmp_path / "empty.h5ad")
+    anndata.AnnData(
+        X=np.zeros((0, 3)), var=pd.DataFrame({"ensembl_id": ["a", "b", "c"]}, index=["a", "b", "c"])
+    ).write_h5ad(tmp_path / "empty.h5ad")
     (tmp_path / "corrupt.h5ad").write_bytes(b"\x89HDF\r\n garbage")
-    for name, message in (("empty.h5ad", "holds no cells"), ("corrupt.h5ad", "cannot read"), ("missing.h5ad", "does not exist")):
+    for name, message in (
+        ("empty.h5ad", "holds no cells"),
+        ("corrupt.h5ad", "cannot read"),
+        ("missing.h5ad", "does not exist"),
+    ):
         with pytest.raises(TokenizerError, match=message):
             tokenize_to_parquet(tmp_path / name, V1, dicts, tmp_path / f"out-{name}", progress=False)
         assert not (tmp_path / f"out-{name}").exists() and not (tmp_path / f"out-{name}.partial").exists()
@@ -168,16 +183,54 @@ def test_embeddings_agree_across_backends_and_keep_input_order(short_cells):
 
 def test_cli_synth_tokenize_embed(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "12", "--genes", "1500"]) == 0
-    assert main(["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts", "synthetic",
-                 "--out", str(tmp_path / "tok"), "--obs-columns", "cell_state", "--max-len", "32"]) == 0
-    assert main(["embed", "--input", str(tmp_path / "tok"), "--variant", "V1-10M", "--out", str(tmp_path / "e.parquet"),
-                 "--json", str(tmp_path / "perf.json")]) == 0
+    assert (
+        main(
+            [
+                "tokenize",
+                "--input",
+                str(tmp_path / "s.h5ad"),
+                "--variant",
+                "V1-10M",
+                "--dicts",
+                "synthetic",
+                "--out",
+                str(tmp_path / "tok"),
+                "--obs-columns",
+                "cell_state",
+                "--max-len",
+                "32",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "embed",
+                "--input",
+                str(tmp_path / "tok"),
+                "--variant",
+                "V1-10M",
+                "--out",
+                str(tmp_path / "e.parquet"),
+                "--json",
+                str(tmp_path / "perf.json"),
+            ]
+        )
+        == 0
+    )
     frame = pd.read_parquet(tmp_path / "e.parquet")
-    assert frame.shape == (12, 3 + V1.hidden_size)  # length, cell_index, cell_state, vector and frame["cell_state"].notna().all()
+    assert frame.shape == (
+        12,
+        3 + V1.hidden_size,
+    )  # length, cell_index, cell_state, vector and frame["cell_state"].notna().all()
     assert json.loads((tmp_path / "perf.json").read_text())["records"][0]["cells_per_s"] > 0
     assert "random weights" in capsys.readouterr().out
     # V1 tokens into a V2 model: refused, with what to do
-    assert main(["embed", "--input", str(tmp_path / "tok"), "--variant", "V2-104M", "--out", str(tmp_path / "x.parquet")]) == 2
+    assert (
+        main(["embed", "--input", str(tmp_path / "tok"), "--variant", "V2-104M", "--out", str(tmp_path / "x.parquet")])
+        == 2
+    )
     assert "was tokenized for V1-10M; V2-104M needs gc104M tokens" in capsys.readouterr().err
     assert not (tmp_path / "x.parquet").exists()
 
@@ -205,8 +258,7 @@ def test_main_job_data_path_check_passes_and_catches_a_fault(short_cells):
 
     import torch
 
-    from harness.parity.run import compare_cell_embeddings
-    from harness.parity.run import synthetic_embedding_check
+    from harness.parity.run import compare_cell_embeddings, synthetic_embedding_check
 
     model = random_hf_model(V1, seed=0)
     rec = synthetic_embedding_check(V1, model, "te-format-torch", "cpu", n_cells=6, max_len=32, seed=0)
@@ -217,6 +269,8 @@ def test_main_job_data_path_check_passes_and_catches_a_fault(short_cells):
     fp32 = get_precision("fp32")
     status, violations, _ = compare_cell_embeddings(
         build_backend("hf-eager", model, get_precision("fp64"), "cpu"),
-        build_backend("te-format-torch", broken, fp32, "cpu"), short_cells, V1,
+        build_backend("te-format-torch", broken, fp32, "cpu"),
+        short_cells,
+        V1,
     )
     assert status == "fail" and "rel_l2" in violations

@@ -28,8 +28,9 @@ V1 = VARIANTS["V1-10M"]
 
 def _torchrun(nproc: int, *args: str, cwd) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
 
 
 def test_shards_cover_every_cell_once_with_balanced_tokens():
@@ -54,19 +55,38 @@ def tokenized(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dp")
     dicts = synthetic_dictionaries(V1)
     synthetic_anndata(dicts, n_cells=37, n_genes=2000, seed=5).write_h5ad(folder / "cells.h5ad")
-    tokenize_to_parquet(folder / "cells.h5ad", V1, dicts, folder / "tok", obs_columns=("cell_state",),
-                        max_len=128, progress=False)
+    tokenize_to_parquet(
+        folder / "cells.h5ad", V1, dicts, folder / "tok", obs_columns=("cell_state",), max_len=128, progress=False
+    )
     return folder
 
 
 def test_torchrun_embedding_equals_one_process_in_input_order(tokenized):
-    common = ["-m", "harness", "embed", "--input", str(tokenized / "tok"), "--variant", "V1-10M",
-              "--backend", "hf-eager", "--precision", "fp32", "--max-tokens", "1024"]
-    one = subprocess.run([sys.executable, *common, "--out", str(tokenized / "one.parquet"),
-                          "--json", str(tokenized / "one.json")], capture_output=True, text=True, timeout=600)
+    common = [
+        "-m",
+        "harness",
+        "embed",
+        "--input",
+        str(tokenized / "tok"),
+        "--variant",
+        "V1-10M",
+        "--backend",
+        "hf-eager",
+        "--precision",
+        "fp32",
+        "--max-tokens",
+        "1024",
+    ]
+    one = subprocess.run(
+        [sys.executable, *common, "--out", str(tokenized / "one.parquet"), "--json", str(tokenized / "one.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr
-    two = _torchrun(2, *common, "--out", str(tokenized / "two.parquet"), "--json", str(tokenized / "two.json"),
-                    cwd=tokenized)
+    two = _torchrun(
+        2, *common, "--out", str(tokenized / "two.parquet"), "--json", str(tokenized / "two.json"), cwd=tokenized
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = pd.read_parquet(tokenized / "one.parquet"), pd.read_parquet(tokenized / "two.parquet")
     assert len(a) == len(b) == 37
@@ -80,8 +100,21 @@ def test_torchrun_embedding_equals_one_process_in_input_order(tokenized):
 
 
 def test_one_process_under_torchrun_takes_the_same_gather_path(tokenized):
-    done = _torchrun(1, "-m", "harness", "embed", "--input", str(tokenized / "tok"), "--variant", "V1-10M",
-                     "--out", str(tokenized / "solo.parquet"), "--json", str(tokenized / "solo.json"), cwd=tokenized)
+    done = _torchrun(
+        1,
+        "-m",
+        "harness",
+        "embed",
+        "--input",
+        str(tokenized / "tok"),
+        "--variant",
+        "V1-10M",
+        "--out",
+        str(tokenized / "solo.parquet"),
+        "--json",
+        str(tokenized / "solo.json"),
+        cwd=tokenized,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "on 1 rank(s)" in done.stdout and len(pd.read_parquet(tokenized / "solo.parquet")) == 37
     assert json.loads((tokenized / "solo.json").read_text())["records"][0]["launcher"] == "torchrun"
@@ -89,7 +122,8 @@ def test_one_process_under_torchrun_takes_the_same_gather_path(tokenized):
 
 def test_a_failing_rank_is_reported_by_every_rank(tmp_path):
     script = tmp_path / "fail.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         from harness.distributed import RankFailure, context, run_on_every_rank
 
         def work():
@@ -102,7 +136,8 @@ def test_a_failing_rank_is_reported_by_every_rank(tmp_path):
             print(f"rank {context().rank}: no failure seen")
         except RankFailure as exc:
             print(f"rank {context().rank} saw: {exc}")
-    """))
+    """)
+    )
     repo = Path(__file__).resolve().parents[1]
     done = _torchrun(2, str(script), cwd=repo)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -111,11 +146,29 @@ def test_a_failing_rank_is_reported_by_every_rank(tmp_path):
 
 
 def test_a_sweep_under_torchrun_records_one_row_for_all_ranks(tmp_path):
-    spec = {"name": "dp", "variants": ["V1-10M"], "backends": ["hf-eager", "te"], "precisions": ["fp32"],
-            "layouts": ["full"], "batches": [2], "seq_lens": [32], "warmup": 1, "repeats": 3}
+    spec = {
+        "name": "dp",
+        "variants": ["V1-10M"],
+        "backends": ["hf-eager", "te"],
+        "precisions": ["fp32"],
+        "layouts": ["full"],
+        "batches": [2],
+        "seq_lens": [32],
+        "warmup": 1,
+        "repeats": 3,
+    }
     (tmp_path / "dp.json").write_text(json.dumps(spec))
-    done = _torchrun(2, "-m", "harness", "bench", "--sweep", str(tmp_path / "dp.json"), "--out",
-                     str(tmp_path / "dp-out.json"), cwd=tmp_path)
+    done = _torchrun(
+        2,
+        "-m",
+        "harness",
+        "bench",
+        "--sweep",
+        str(tmp_path / "dp.json"),
+        "--out",
+        str(tmp_path / "dp-out.json"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "dp-out.json").read_text())
     assert result["config"]["world_size"] == 2
@@ -130,12 +183,40 @@ def test_a_sweep_under_torchrun_records_one_row_for_all_ranks(tmp_path):
 def test_combined_rows_add_throughput_and_name_a_failed_rank():
     from harness.perf.sweep import combine_ranks
 
-    base = {"record": "point", "status": "reported", "cells": 8, "cells_per_s": 100.0, "tokens_per_s": 1e5,
-            "padded_tokens_per_s": 1e5, "tflops": 50.0, "shape_tflops": 50.0, "ceiling_tflops": 100.0,
-            "median_ms": 80.0, "min_ms": 79.0, "max_ms": 81.0, "spread": 0.025, "peak_mem_bytes": 2**30,
-            "energy_per_cell_j": 2.0, "repeats": 10, "remeasured": False, "noisy": False}
-    row = combine_ranks([base, {**base, "cells_per_s": 90.0, "median_ms": 89.0, "max_ms": 90.0, "spread": 0.03,
-                                "repeats": 30, "remeasured": True}])
+    base = {
+        "record": "point",
+        "status": "reported",
+        "cells": 8,
+        "cells_per_s": 100.0,
+        "tokens_per_s": 1e5,
+        "padded_tokens_per_s": 1e5,
+        "tflops": 50.0,
+        "shape_tflops": 50.0,
+        "ceiling_tflops": 100.0,
+        "median_ms": 80.0,
+        "min_ms": 79.0,
+        "max_ms": 81.0,
+        "spread": 0.025,
+        "peak_mem_bytes": 2**30,
+        "energy_per_cell_j": 2.0,
+        "repeats": 10,
+        "remeasured": False,
+        "noisy": False,
+    }
+    row = combine_ranks(
+        [
+            base,
+            {
+                **base,
+                "cells_per_s": 90.0,
+                "median_ms": 89.0,
+                "max_ms": 90.0,
+                "spread": 0.03,
+                "repeats": 30,
+                "remeasured": True,
+            },
+        ]
+    )
     assert row["cells_per_s"] == 190.0 and row["median_ms"] == 89.0 and row["spread"] == 0.03
     assert (row["repeats"], row["remeasured"], row["noisy"]) == (10, True, False)  # any rank's re-measure shows
     assert row["ceiling_fraction"] == 100.0 / 200.0 and row["world_size"] == 2
@@ -144,10 +225,27 @@ def test_combined_rows_add_throughput_and_name_a_failed_rank():
 
 
 def test_eval_under_torchrun_gives_the_one_process_predictions(tmp_path):
-    args = ["-m", "harness", "eval", "cardiomyopathy", "--variant", "V1-10M", "--runs", "te-format-torch@fp32",
-            "--max-len", "64", "--max-cells", "60"]
-    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one.json")], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600)
+    args = [
+        "-m",
+        "harness",
+        "eval",
+        "cardiomyopathy",
+        "--variant",
+        "V1-10M",
+        "--runs",
+        "te-format-torch@fp32",
+        "--max-len",
+        "64",
+        "--max-cells",
+        "60",
+    ]
+    one = subprocess.run(
+        [sys.executable, *args, "--out", str(tmp_path / "one.json")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     two = _torchrun(2, *args, "--out", str(tmp_path / "two.json"), cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-2000:]

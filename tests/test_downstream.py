@@ -151,8 +151,9 @@ def test_finetuning_trains_the_top_layers_only(v1_runner):
         return built[-1]
 
     train, test = np.arange(0, 30, 2), np.arange(1, 30, 2)
-    proba, loss = finetune_cells(make, data.cells, v1_runner.variant, data.y, train, test, 3,
-                                 FineTuneConfig(epochs=1, freeze_layers=5))
+    proba, loss = finetune_cells(
+        make, data.cells, v1_runner.variant, data.y, train, test, 3, FineTuneConfig(epochs=1, freeze_layers=5)
+    )
     assert proba.shape == (15, 3) and np.allclose(proba.sum(1), 1) and np.isfinite(loss)
     fresh = v1_runner.backend(REFERENCE).model.bert.encoder.layer
     tuned = built[0].model.bert.encoder.layer
@@ -185,8 +186,24 @@ def test_eval_cli_writes_a_labelled_downstream_result(tmp_path, capsys):
     from harness.results import read_result
 
     out = tmp_path / "cm.json"
-    assert main(["eval", "cardiomyopathy", "--max-len", "64", "--max-cells", "45",
-                 "--runs", "hf-sdpa@fp32", "te-format-torch@fp32", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "cardiomyopathy",
+                "--max-len",
+                "64",
+                "--max-cells",
+                "45",
+                "--runs",
+                "hf-sdpa@fp32",
+                "te-format-torch@fp32",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = read_result(out)
     assert result["kind"] == "downstream" and result["config"]["synthetic"] is True
     assert result["weights"]["source"] == "random-init"
@@ -200,11 +217,31 @@ def test_dosage_on_the_real_sample_with_real_dictionaries(shared_data, tmp_path)
 
     for variant, cells in (("V1-10M", []), ("V2-104M", ["--max-cells", "120"])):  # all 559 (backed), or 120
         out = tmp_path / f"{variant}.json"
-        assert main(["eval", "dosage", "--variant", variant, "--max-len", "64", *cells,
-                     "--h5ad", str(shared_data / "scrna/celltypist_sample/celltypist_sample_559cells_rawcounts.h5ad"),
-                     "--dicts", str(shared_data / "geneformer_dicts"),
-                     "--labels", str(shared_data / "gene_labels/dosage_sensitive_tfs/dosage_sens_tf_labels.csv"),
-                     "--runs", "hf-sdpa@fp32", "te-format-torch@fp32", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "dosage",
+                    "--variant",
+                    variant,
+                    "--max-len",
+                    "64",
+                    *cells,
+                    "--h5ad",
+                    str(shared_data / "scrna/celltypist_sample/celltypist_sample_559cells_rawcounts.h5ad"),
+                    "--dicts",
+                    str(shared_data / "geneformer_dicts"),
+                    "--labels",
+                    str(shared_data / "gene_labels/dosage_sensitive_tfs/dosage_sens_tf_labels.csv"),
+                    "--runs",
+                    "hf-sdpa@fp32",
+                    "te-format-torch@fp32",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         result = read_result(out)
         summary = [r for r in result["records"] if r["record"] == "summary"][0]
         assert summary["n_items"] + summary["labelled_genes_not_seen"] == 490

@@ -11,7 +11,7 @@ import pytest
 from harness.results import make_result, read_results
 from reports.document import series_style
 from reports.parity import render_parity_report
-from reports.perf import draw_fp8_speedup, draw_metric_vs_batch, perf_points, same_run_ratios, fp8_over_bf16
+from reports.perf import draw_fp8_speedup, draw_metric_vs_batch, fp8_over_bf16, perf_points, same_run_ratios
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,8 +20,19 @@ GPUS = {"H100": "NVIDIA H100 80GB HBM3", "H200": "NVIDIA H200"}
 
 
 def _point(variant, backend, precision, batch, cells_per_s, **extra) -> dict:
-    return {"record": "point", "status": "reported", "variant": variant, "backend": backend, "precision": precision,
-            "layout": "full", "batch": batch, "seq_len": 2048, "cells_per_s": cells_per_s, "spread": 0.01, **extra}
+    return {
+        "record": "point",
+        "status": "reported",
+        "variant": variant,
+        "backend": backend,
+        "precision": precision,
+        "layout": "full",
+        "batch": batch,
+        "seq_len": 2048,
+        "cells_per_s": cells_per_s,
+        "spread": 0.01,
+        **extra,
+    }
 
 
 def _results():
@@ -29,10 +40,13 @@ def _results():
     series = [("hf-sdpa", "bf16"), ("te", "bf16"), ("te", "fp8-delayed"), ("te-fused", "fp8-delayed"), ("te", "fp32")]
     results = []
     for gpu, name in GPUS.items():
-        records = [_point(variant, backend, precision, batch, 100.0 * (i + 1) * batch * (1.1 if gpu == "H200" else 1.0))
-                   for variant in ("V1-10M", "V2-104M") for i, (backend, precision) in enumerate(series)
-                   for batch in (8, 16)
-                   if not (variant == "V1-10M" and backend == "te-fused")]  # a series only the second panel has
+        records = [
+            _point(variant, backend, precision, batch, 100.0 * (i + 1) * batch * (1.1 if gpu == "H200" else 1.0))
+            for variant in ("V1-10M", "V2-104M")
+            for i, (backend, precision) in enumerate(series)
+            for batch in (8, 16)
+            if not (variant == "V1-10M" and backend == "te-fused")
+        ]  # a series only the second panel has
         results.append(make_result("perf", records, {"source": "random-init"}, {}, env={"gpu_name": name}))
     return results
 
@@ -67,8 +81,13 @@ def test_a_speedup_divides_two_points_of_one_run_only():
     """A newer run that measured bf16 alone replaces the bf16 number in the tables, but never becomes
     the denominator of an older run's FP8 point."""
     env = {"gpu_name": GPUS["H100"]}
-    old = make_result("perf", [_point("V1-10M", "te", "bf16", 8, 100.0), _point("V1-10M", "te", "fp8-delayed", 8, 120.0)],
-                      {}, {}, env=env)
+    old = make_result(
+        "perf",
+        [_point("V1-10M", "te", "bf16", 8, 100.0), _point("V1-10M", "te", "fp8-delayed", 8, 120.0)],
+        {},
+        {},
+        env=env,
+    )
     new = make_result("perf", [_point("V1-10M", "te", "bf16", 8, 150.0)], {}, {}, env=env)
     assert perf_points([old, new])[("V1-10M", "te", "bf16", "full", 8, 2048)]["H100"]["cells_per_s"] == 150.0
     ratios = same_run_ratios([old, new], fp8_over_bf16)
@@ -76,10 +95,13 @@ def test_a_speedup_divides_two_points_of_one_run_only():
 
 
 def test_energy_is_drawn_only_where_telemetry_covered_a_second():
-    records = [_point("V1-10M", "te", "bf16", 8, 100.0, energy_per_cell_j=1.0, telemetry_seconds=2.0),
-               _point("V1-10M", "te", "bf16", 16, 100.0, energy_per_cell_j=9.0, telemetry_seconds=0.05)]
-    fig = draw_metric_vs_batch(perf_points([make_result("perf", records, {}, {}, env={"gpu_name": GPUS["H100"]})]),
-                               "energy_per_cell_j", "J")
+    records = [
+        _point("V1-10M", "te", "bf16", 8, 100.0, energy_per_cell_j=1.0, telemetry_seconds=2.0),
+        _point("V1-10M", "te", "bf16", 16, 100.0, energy_per_cell_j=9.0, telemetry_seconds=0.05),
+    ]
+    fig = draw_metric_vs_batch(
+        perf_points([make_result("perf", records, {}, {}, env={"gpu_name": GPUS["H100"]})]), "energy_per_cell_j", "J"
+    )
     (line,) = [line for ax in fig.axes for line in ax.get_lines()]
     assert list(line.get_xdata()) == [8] and list(line.get_ydata()) == [1.0]
     plt.close(fig)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.backends import build_backend
 from harness.capability import probe
 from harness.data.synthetic import synthetic_batch
 from harness.parity.engine import capture
 from harness.precision import get_precision
-from harness.backends import build_backend
 from harness.tolerances import CONVERSION_MAX_ABS, bounds_for
 from models.errors import CannotRunHere
 from models.hf import random_hf_model
@@ -55,7 +55,9 @@ def test_random_init_is_seeded_and_informative():
 @pytest.mark.skipif(probe().cuda, reason="checks the CPU-only behaviour")
 def test_te_backend_skips_with_a_reason_without_gpu():
     assert probe().skip_reason("te", "fp32") == "TransformerEngine needs a CUDA GPU; none is visible"
-    with pytest.raises(CannotRunHere, match="cannot run here: TransformerEngine needs a CUDA GPU.*te-format-torch runs"):
+    with pytest.raises(
+        CannotRunHere, match="cannot run here: TransformerEngine needs a CUDA GPU.*te-format-torch runs"
+    ):
         build_backend("te", random_hf_model(VARIANTS["V1-10M"], 0), get_precision("fp32"))
 
 

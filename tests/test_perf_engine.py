@@ -10,10 +10,10 @@ import torch
 
 from harness.cli import main
 from harness.perf import sweep as sweep_mod
-from harness.perf.gate import GateError, compare
 from harness.perf.flops import forward_flops
-from harness.perf.sweep import Sweep, run_sweep
+from harness.perf.gate import GateError, compare
 from harness.perf.noise import needs_remeasure, remeasure_repeats
+from harness.perf.sweep import Sweep, run_sweep
 from harness.perf.timing import Timing
 from harness.results import make_result
 from models.errors import KernelCrash
@@ -21,9 +21,19 @@ from models.registry import VARIANTS
 
 
 def _sweep(tmp_path, **over):
-    spec = {"name": "t", "variants": ["V1-10M"], "backends": ["hf-eager", "te"], "precisions": ["fp32"],
-            "layouts": ["full", "padded-context", "bucketed"], "batches": [2], "seq_lens": [32],
-            "warmup": 1, "repeats": 2, "pool_cells": 8, **over}
+    spec = {
+        "name": "t",
+        "variants": ["V1-10M"],
+        "backends": ["hf-eager", "te"],
+        "precisions": ["fp32"],
+        "layouts": ["full", "padded-context", "bucketed"],
+        "batches": [2],
+        "seq_lens": [32],
+        "warmup": 1,
+        "repeats": 2,
+        "pool_cells": 8,
+        **over,
+    }
     (tmp_path / "s.json").write_text(json.dumps(spec))
     return Sweep.load(tmp_path / "s.json")
 
@@ -31,8 +41,11 @@ def _sweep(tmp_path, **over):
 def test_sweep_file_errors(tmp_path):
     with pytest.raises(ValueError, match="shipped sweeps: .*cpu-smoke"):
         Sweep.load("no-such-sweep")
-    (tmp_path / "bad.json").write_text(json.dumps({"name": "x", "variants": [], "backends": [], "precisions": [],
-                                                   "batches": [], "layouts": ["diagonal"]}))
+    (tmp_path / "bad.json").write_text(
+        json.dumps(
+            {"name": "x", "variants": [], "backends": [], "precisions": [], "batches": [], "layouts": ["diagonal"]}
+        )
+    )
     with pytest.raises(ValueError, match="unknown layouts"):
         Sweep.load(tmp_path / "bad.json")
 
@@ -84,8 +97,12 @@ def test_a_kernel_fault_is_recorded_and_stops_the_sweep_to_resume_in_a_fresh_pro
 
     def crash_first(self, point):
         if point.batch == 1:
-            return {"record": "point", **point.__dict__, "status": "error",
-                    "reason": "AcceleratorError: CUDA error: an illegal memory access was encountered"}
+            return {
+                "record": "point",
+                **point.__dict__,
+                "status": "error",
+                "reason": "AcceleratorError: CUDA error: an illegal memory access was encountered",
+            }
         return real_run(self, point)
 
     monkeypatch.setattr(sweep_mod.SweepRunner, "run", crash_first)
@@ -140,7 +157,7 @@ def test_the_encoder_alone_is_a_point_of_its_own(tmp_path):
     assert (mlm["forward"], encoder["forward"]) == ("mlm", "encoder") and mlm["key"] != encoder["key"]
     work = {r["forward"]: r["shape_tflops"] * r["median_ms"] for r in (mlm, encoder)}
     v = VARIANTS["V1-10M"]
-    head = 2 * 2 * mlm["seq_len"] * (v.hidden_size ** 2 + v.hidden_size * v.vocab_size)
+    head = 2 * 2 * mlm["seq_len"] * (v.hidden_size**2 + v.hidden_size * v.vocab_size)
     assert work["mlm"] - work["encoder"] == pytest.approx(head / 1e9, rel=1e-6)
 
 
@@ -152,8 +169,18 @@ def test_flops_count_by_hand():
 
 
 def _perf(gpu, cells_per_s, spread=0.01):
-    rec = {"record": "point", "status": "reported", "variant": "V2-104M", "backend": "te", "precision": "bf16",
-           "layout": "full", "batch": 8, "seq_len": 4096, "cells_per_s": cells_per_s, "spread": spread}
+    rec = {
+        "record": "point",
+        "status": "reported",
+        "variant": "V2-104M",
+        "backend": "te",
+        "precision": "bf16",
+        "layout": "full",
+        "batch": 8,
+        "seq_len": 4096,
+        "cells_per_s": cells_per_s,
+        "spread": spread,
+    }
     return make_result("perf", [rec], {}, {}, env={"gpu_name": gpu})
 
 
@@ -194,6 +221,7 @@ def test_max_batch_search_bisects_and_records_kernel_failures(tmp_path, monkeypa
 
 
 # --- packed (THD) batches and realistic cell pools -----------------------------------------------
+
 
 def test_pack_lays_cells_end_to_end_with_boundaries_and_positions():
     from harness.data.batching import pack
@@ -249,12 +277,19 @@ def test_packed_flops_count_each_cells_own_attention():
     assert batch_flops(v, pack(cells, v)) == forward_flops(v, 8, 3 * 3 + 5 * 5)
     assert batch_flops(v, collate(cells, v)) == forward_flops(v, 10, 2 * 5 * 5)
     # the work judged against the ceiling is the real cells' alone, whatever the layout
-    assert useful_flops(v, collate(cells, v, length=32)) == useful_flops(v, pack(cells, v, 16)) == batch_flops(v, pack(cells, v))
+    assert (
+        useful_flops(v, collate(cells, v, length=32))
+        == useful_flops(v, pack(cells, v, 16))
+        == batch_flops(v, pack(cells, v))
+    )
 
 
 def test_packed_layout_rows_say_which_backend_takes_them_and_where_cells_came_from(tmp_path):
-    rows = run_sweep(_sweep(tmp_path, layouts=["packed", "bucketed"], backends=["hf-eager", "te-packed"],
-                            seq_lens=[64]), tmp_path / "o.json", progress=lambda _: None)
+    rows = run_sweep(
+        _sweep(tmp_path, layouts=["packed", "bucketed"], backends=["hf-eager", "te-packed"], seq_lens=[64]),
+        tmp_path / "o.json",
+        progress=lambda _: None,
+    )
     by = {(r["backend"], r["layout"]): r for r in rows}
     assert by["hf-eager", "packed"]["status"] == "skipped"
     assert "te-packed" in by["hf-eager", "packed"]["reason"]

@@ -3,34 +3,90 @@
 from __future__ import annotations
 
 from harness.results import make_result, stamp
-from reports.qualification import gpu_class, render_report
+from reports.document import gpu_class
+from reports.qualification import render_report
 
 
 def _env(gpu, commit="c1", te="2.20.2"):
-    return {"gpu_name": gpu, "driver": "580", "cuda": "13.0", "torch": "2.11", "te": te,
-            "transformers": "5.17", "git_commit": commit}
+    return {
+        "gpu_name": gpu,
+        "driver": "580",
+        "cuda": "13.0",
+        "torch": "2.11",
+        "te": te,
+        "transformers": "5.17",
+        "git_commit": commit,
+    }
 
 
 def _parity(gpu, status="pass", commit="c1"):
-    stage = {"record": "stage", "variant": "V2-104M", "backend": "te", "precision": "fp32",
-             "stage": "layer.0.output", "layer": 0, "rel_l2": 1e-7, "status": "pass"}
-    verdict = {"record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "fp32", "status": status,
-               "worst_stage": "logits", "worst_rel_l2": 2e-6,
-               "first_diverging_stage": "layer.3.attention" if status == "fail" else None}
-    skipped = {"record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "mxfp8", "status": "skipped",
-               "reason": "mxfp8 needs compute capability 10.0 (Blackwell)"}
-    return make_result("parity", [stage, verdict, skipped], {"source": "random-init", "seed": 0}, {}, env=_env(gpu, commit))
+    stage = {
+        "record": "stage",
+        "variant": "V2-104M",
+        "backend": "te",
+        "precision": "fp32",
+        "stage": "layer.0.output",
+        "layer": 0,
+        "rel_l2": 1e-7,
+        "status": "pass",
+    }
+    verdict = {
+        "record": "verdict",
+        "variant": "V2-104M",
+        "backend": "te",
+        "precision": "fp32",
+        "status": status,
+        "worst_stage": "logits",
+        "worst_rel_l2": 2e-6,
+        "first_diverging_stage": "layer.3.attention" if status == "fail" else None,
+    }
+    skipped = {
+        "record": "verdict",
+        "variant": "V2-104M",
+        "backend": "te",
+        "precision": "mxfp8",
+        "status": "skipped",
+        "reason": "mxfp8 needs compute capability 10.0 (Blackwell)",
+    }
+    return make_result(
+        "parity", [stage, verdict, skipped], {"source": "random-init", "seed": 0}, {}, env=_env(gpu, commit)
+    )
 
 
 def _perf(gpu, cells_per_s, created=None):
-    points = [{"record": "point", "status": "reported", "variant": "V2-104M", "backend": b, "precision": "bf16",
-               "layout": "full", "batch": 8, "seq_len": 4096, "cells_per_s": v, "spread": 0.01, "repeats": 10,
-               "peak_mem_bytes": 2**31, "energy_per_cell_j": 3.0, "ceiling_fraction": 0.4}
-              for b, v in (("te", cells_per_s), ("hf-sdpa", 100.0))]
+    points = [
+        {
+            "record": "point",
+            "status": "reported",
+            "variant": "V2-104M",
+            "backend": b,
+            "precision": "bf16",
+            "layout": "full",
+            "batch": 8,
+            "seq_len": 4096,
+            "cells_per_s": v,
+            "spread": 0.01,
+            "repeats": 10,
+            "peak_mem_bytes": 2**31,
+            "energy_per_cell_j": 3.0,
+            "ceiling_fraction": 0.4,
+        }
+        for b, v in (("te", cells_per_s), ("hf-sdpa", 100.0))
+    ]
     points.append({**points[0], "precision": "fp8-delayed", "cells_per_s": cells_per_s * 1.25})
-    points.append({"record": "point", "status": "error", "variant": "V2-104M", "backend": "te", "layout": "full",
-                   "precision": "fp8-current-dpa", "batch": 8, "seq_len": 4096,
-                   "reason": "ValueError: No dot product attention backend is available"})
+    points.append(
+        {
+            "record": "point",
+            "status": "error",
+            "variant": "V2-104M",
+            "backend": "te",
+            "layout": "full",
+            "precision": "fp8-current-dpa",
+            "batch": 8,
+            "seq_len": 4096,
+            "reason": "ValueError: No dot product attention backend is available",
+        }
+    )
     r = make_result("perf", points, {"source": "random-init"}, {"sweep": {"name": "gpu-baseline"}}, env=_env(gpu))
     if created:
         r["created"] = created
@@ -38,7 +94,12 @@ def _perf(gpu, cells_per_s, created=None):
 
 
 def test_gpu_classes():
-    assert [gpu_class(n) for n in ("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA GB200", None)] == ["H100", "H200", "GB200", "CPU"]
+    assert [gpu_class(n) for n in ("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA GB200", None)] == [
+        "H100",
+        "H200",
+        "GB200",
+        "CPU",
+    ]
 
 
 def test_report_content_from_fixtures(tmp_path):
@@ -48,9 +109,15 @@ def test_report_content_from_fixtures(tmp_path):
     assert "**Overall: PASS (incomplete)**" in md
     assert "| parity | PASS | 1 passed |" in md
     assert "| performance regression | NOT EVALUATED |" in md and "| downstream | NOT MEASURED |" in md
-    assert "| V2-104M | te | PASS · worst logits 2.00e-06 | skipped: mxfp8 needs compute capability 10.0 (Blackwell) |" in md
+    assert (
+        "| V2-104M | te | PASS · worst logits 2.00e-06 | skipped: mxfp8 needs compute capability 10.0 (Blackwell) |"
+        in md
+    )
     # GPUs side by side, with the ones that have no results saying so
-    assert "| V2-104M | te | bf16 | full | 8 | not measured | 220 (n=10, range 1%) | 240 (n=10, range 1%) | not measured |" in md
+    assert (
+        "| V2-104M | te | bf16 | full | 8 | not measured | 220 (n=10, range 1%) | 240 (n=10, range 1%) | not measured |"
+        in md
+    )
     assert "| V2-104M | full | 8 | not measured | 2.2 | 2.4 | not measured |" in md  # TE vs HF speed-up
     # self-contained page: images inline, nothing fetched
     assert "data:image/png;base64," in page_html and "http://" not in page_html and "https://" not in page_html
@@ -70,7 +137,11 @@ def test_report_perf_writes_the_qualification_plots(tmp_path):
     (tmp_path / "r" / "p.json").write_text(json.dumps(_perf("NVIDIA H100 80GB HBM3", 220.0)))
     assert main(["report-perf", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "plots")]) == 0
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
-        "energy-per-cell.png", "fp8-speedup.png", "memory-vs-batch.png", "throughput-vs-batch.png"]
+        "energy-per-cell.png",
+        "fp8-speedup.png",
+        "memory-vs-batch.png",
+        "throughput-vs-batch.png",
+    ]
 
 
 def test_report_flags_failures_mixed_versions_and_regressions(tmp_path):
@@ -103,9 +174,20 @@ def test_report_rejects_unknown_schema(tmp_path, capsys):
 
 def test_fp8_attention_failures_are_shown_but_do_not_gate(tmp_path):
     result = _parity("NVIDIA H100 80GB HBM3")
-    result["records"].append(stamp("parity", {
-        "record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "fp8-delayed-dpa", "status": "fail",
-        "worst_stage": "layer.0.attention", "worst_rel_l2": 0.95, "first_diverging_stage": "layer.0.attention"}))
+    result["records"].append(
+        stamp(
+            {
+                "record": "verdict",
+                "variant": "V2-104M",
+                "backend": "te",
+                "precision": "fp8-delayed-dpa",
+                "status": "fail",
+                "worst_stage": "layer.0.attention",
+                "worst_rel_l2": 0.95,
+                "first_diverging_stage": "layer.0.attention",
+            },
+        )
+    )
     md = render_report([result], tmp_path)[1].read_text()
     assert "| parity | PASS | 1 passed |" in md
     assert "FAIL · worst layer.0.attention 0.95 (first diverging: layer.0.attention) · TE beta, not gating" in md
@@ -119,29 +201,55 @@ def test_multi_gpu_rows_form_a_scaling_table_not_single_gpu_rows(tmp_path):
         rec["world_size"] = 8
     md = render_report([one, eight], tmp_path)[1].read_text()
     assert "| H200 | V2-104M | te | bf16 | full | 8 | 8 | 1.8e+03 | 7.5 | 0.938 |" in md
-    assert "| V2-104M | te | bf16 | full | 8 | not measured | not measured | 240 (n=10, range 1%) | not measured |" in md
+    assert (
+        "| V2-104M | te | bf16 | full | 8 | not measured | not measured | 240 (n=10, range 1%) | not measured |" in md
+    )
 
 
 def test_a_parity_case_that_errored_fails_the_gate_and_says_why(tmp_path):
     result = _parity("NVIDIA H100 80GB HBM3")
-    result["records"].append(stamp("parity", {"record": "verdict", "variant": "V2-104M", "backend": "te",
-                                              "precision": "bf16", "status": "error",
-                                              "reason": "ValueError: No dot product attention backend"}))
+    result["records"].append(
+        stamp(
+            {
+                "record": "verdict",
+                "variant": "V2-104M",
+                "backend": "te",
+                "precision": "bf16",
+                "status": "error",
+                "reason": "ValueError: No dot product attention backend",
+            },
+        )
+    )
     md = render_report([result], tmp_path)[1].read_text()
     assert "| parity | FAIL | 1 of 2 failed |" in md
     assert "ERROR: ValueError: No dot product attention backend" in md
 
 
 def _kernel(precision, status, violations="", rel_l2=0.05):
-    return stamp("parity", {"record": "attention_kernel", "variant": "V2-104M", "backend": "te-attention-kernel",
-            "precision": precision, "status": status, "violations": violations, "seq_len": 4096, "heads": 12,
-            "head_dim": 64, "rel_l2": rel_l2, "peer_rel_l2": 2.2e-3, "repeat_max_abs": 0.0})
+    return stamp(
+        {
+            "record": "attention_kernel",
+            "variant": "V2-104M",
+            "backend": "te-attention-kernel",
+            "precision": precision,
+            "status": status,
+            "violations": violations,
+            "seq_len": 4096,
+            "heads": 12,
+            "head_dim": 64,
+            "rel_l2": rel_l2,
+            "peer_rel_l2": 2.2e-3,
+            "repeat_max_abs": 0.0,
+        },
+    )
 
 
 def test_attention_kernel_rows_gate_outside_fp8_attention(tmp_path):
     result = _parity("NVIDIA H100 80GB HBM3")
-    result["records"] += [_kernel("bf16", "pass", rel_l2=2.3e-3),
-                          _kernel("fp8-delayed-dpa", "fail", "not deterministic: the same input twice differs", 1.4)]
+    result["records"] += [
+        _kernel("bf16", "pass", rel_l2=2.3e-3),
+        _kernel("fp8-delayed-dpa", "fail", "not deterministic: the same input twice differs", 1.4),
+    ]
     md = render_report([result], tmp_path)[1].read_text()
     assert "| parity | PASS | 2 passed |" in md  # the bf16 kernel counts; the TE beta one does not
     assert "| H100 | V2-104M | 12 × 64 | 4096 | fp8-delayed-dpa | 1.4 | 0.0022 | 0 | FAIL · not deterministic" in md
@@ -151,50 +259,135 @@ def test_attention_kernel_rows_gate_outside_fp8_attention(tmp_path):
 
 def test_fp8_speedups_of_recipes_that_fail_parity_are_marked_not_counted(tmp_path):
     parity = _parity("NVIDIA H100 80GB HBM3")
-    parity["records"].append(stamp("parity", {
-        "record": "verdict", "variant": "V2-104M", "backend": "te", "precision": "fp8-delayed", "status": "fail",
-        "worst_stage": "layer.0.attention", "worst_rel_l2": 0.9, "first_diverging_stage": "layer.0.attention"}))
-    md = render_report([parity, _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)], tmp_path)[1].read_text()
+    parity["records"].append(
+        stamp(
+            {
+                "record": "verdict",
+                "variant": "V2-104M",
+                "backend": "te",
+                "precision": "fp8-delayed",
+                "status": "fail",
+                "worst_stage": "layer.0.attention",
+                "worst_rel_l2": 0.9,
+                "first_diverging_stage": "layer.0.attention",
+            },
+        )
+    )
+    md = render_report([parity, _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)], tmp_path)[
+        1
+    ].read_text()
     # H100's fp8-delayed failed parity there; H200 has no failing verdict
     assert "| V2-104M | full | 8 | not measured | 1.25 (fails parity: not counted) | 1.25 | not measured |" in md
 
 
 def test_kernel_profiles_show_each_kinds_share(tmp_path):
-    profile = {"record": "kernel_profile", "status": "reported", "variant": "V2-316M", "backend": "te-fused",
-               "precision": "fp8-delayed", "layout": "full", "batch": 8, "seq_len": 4096, "kernel_ms": 50.0,
-               "ms_attention": 20.0, "ms_gemm": 17.0, "ms_layernorm": 5.0, "ms_fp8_cast_amax": 5.0, "ms_other": 3.0}
+    profile = {
+        "record": "kernel_profile",
+        "status": "reported",
+        "variant": "V2-316M",
+        "backend": "te-fused",
+        "precision": "fp8-delayed",
+        "layout": "full",
+        "batch": 8,
+        "seq_len": 4096,
+        "kernel_ms": 50.0,
+        "ms_attention": 20.0,
+        "ms_gemm": 17.0,
+        "ms_layernorm": 5.0,
+        "ms_fp8_cast_amax": 5.0,
+        "ms_other": 3.0,
+    }
     result = make_result("perf", [profile], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
     md = render_report([result], tmp_path)[1].read_text()
-    assert "| H100 | V2-316M | te-fused | fp8-delayed | 8 | 50 | 20 (40%) | 17 (34%) | 5 (10%) | 5 (10%) | 3 (6%) |" in md
+    assert (
+        "| H100 | V2-316M | te-fused | fp8-delayed | 8 | 50 | 20 (40%) | 17 (34%) | 5 (10%) | 5 (10%) | 3 (6%) |" in md
+    )
 
 
 def test_a_failed_attention_kernel_check_marks_that_gpus_speedups(tmp_path):
-    parity = make_result("parity", [{**_kernel("fp8-delayed", "fail", "rel_l2=0.7 > 0.2", 0.7)}],
-                         {"source": "random-init"}, {}, env=_env("NVIDIA H200"))
-    md = render_report([parity, _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)], tmp_path)[1].read_text()
+    parity = make_result(
+        "parity",
+        [{**_kernel("fp8-delayed", "fail", "rel_l2=0.7 > 0.2", 0.7)}],
+        {"source": "random-init"},
+        {},
+        env=_env("NVIDIA H200"),
+    )
+    md = render_report([parity, _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)], tmp_path)[
+        1
+    ].read_text()
     assert "| V2-104M | full | 8 | not measured | 1.25 | 1.25 (fails parity: not counted) | not measured |" in md
 
 
 def test_workload_tables_lead_and_pair_rows_of_one_run(tmp_path):
     """End-to-end rows come first; a speed-up divides two rows of the same file; an FP8 recipe asked
     of HF (no FP8 path) is left out, a TE row that could not run says why."""
+
     def row(backend, precision, cps, **extra):
-        return {"record": "workload", "workload": "embed", "variant": "V2-104M", "backend": backend, "precision": precision, "status": "reported",
-                "cells": 5031, "mean_length": 1652.0, "cells_per_s": cps, "pipeline_efficiency": 0.93,
-                "gpu_util_mean": 90.0, "max_tokens": 348160, **extra}
-    skipped = {"record": "workload", "workload": "embed", "variant": "V2-104M", "precision": "fp8-delayed", "cells": 5031,
-               "mean_length": 1652.0, "status": "skipped", "reason": "no FP8 path"}
-    run = make_result("perf", [row("hf-sdpa", "bf16", 400.0), row("te-packed", "bf16", 1000.0),
-                               {**skipped, "backend": "hf-sdpa"}, {**skipped, "backend": "te-packed", "reason": "no GPU"}],
-                      {"source": "random-init"}, {"workload": "embed"}, env=_env("NVIDIA H100 80GB HBM3"))
-    other = make_result("perf", [row("hf-sdpa", "bf16", 100.0)], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
-    cli = make_result("perf", [{"record": "run", "status": "reported", "workload": "embed", "variant": "V2-104M",
-                                "backend": "te-packed", "precision": "bf16",
-                                "cells": 5031, "cells_per_s": 1000.0, "startup_s": 21.0, "startup_imports_s": 19.0,
-                                "gpu_util_mean": 90.0}], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
+        return {
+            "record": "workload",
+            "workload": "embed",
+            "variant": "V2-104M",
+            "backend": backend,
+            "precision": precision,
+            "status": "reported",
+            "cells": 5031,
+            "mean_length": 1652.0,
+            "cells_per_s": cps,
+            "pipeline_efficiency": 0.93,
+            "gpu_util_mean": 90.0,
+            "max_tokens": 348160,
+            **extra,
+        }
+
+    skipped = {
+        "record": "workload",
+        "workload": "embed",
+        "variant": "V2-104M",
+        "precision": "fp8-delayed",
+        "cells": 5031,
+        "mean_length": 1652.0,
+        "status": "skipped",
+        "reason": "no FP8 path",
+    }
+    run = make_result(
+        "perf",
+        [
+            row("hf-sdpa", "bf16", 400.0),
+            row("te-packed", "bf16", 1000.0),
+            {**skipped, "backend": "hf-sdpa"},
+            {**skipped, "backend": "te-packed", "reason": "no GPU"},
+        ],
+        {"source": "random-init"},
+        {"workload": "embed"},
+        env=_env("NVIDIA H100 80GB HBM3"),
+    )
+    other = make_result(
+        "perf", [row("hf-sdpa", "bf16", 100.0)], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3")
+    )
+    cli = make_result(
+        "perf",
+        [
+            {
+                "record": "run",
+                "status": "reported",
+                "workload": "embed",
+                "variant": "V2-104M",
+                "backend": "te-packed",
+                "precision": "bf16",
+                "cells": 5031,
+                "cells_per_s": 1000.0,
+                "startup_s": 21.0,
+                "startup_imports_s": 19.0,
+                "gpu_util_mean": 90.0,
+            }
+        ],
+        {"source": "random-init"},
+        {},
+        env=_env("NVIDIA H100 80GB HBM3"),
+    )
     _, md_path, _ = render_report([run, other, cli, _perf("NVIDIA H100 80GB HBM3", 220.0)], tmp_path)
     md = md_path.read_text()
-    perf = md[md.index("## Performance"):]
+    perf = md[md.index("## Performance") :]
     assert perf.index("embedding end to end") < perf.index("| variant | backend | precision | layout | batch |")
     assert "| te-packed | bf16 | 1e+03 | 2.50× | 93% |" in perf  # 1000 / 400 from the same file, not / 100
     assert "| te-packed | fp8-delayed | skipped: no GPU |" in perf and "| hf-sdpa | fp8-delayed |" not in perf
@@ -210,7 +403,10 @@ def test_a_pass_for_one_checkpoint_never_hides_a_fail_for_another(tmp_path):
     passed["created"] = "2099-01-01T00:00:00+0000"  # the newer run
     _, md_path, _ = render_report([failed, passed], tmp_path)
     md = md_path.read_text()
-    assert "| V2-104M · checkpoint aaaaaaaaaaaa | te | FAIL" in md and "| V2-104M · checkpoint bbbbbbbbbbbb | te | PASS" in md
+    assert (
+        "| V2-104M · checkpoint aaaaaaaaaaaa | te | FAIL" in md
+        and "| V2-104M · checkpoint bbbbbbbbbbbb | te | PASS" in md
+    )
     assert "**Overall: FAIL**" in md
     again = _parity(gpu, status="pass")  # the same checkpoint fixed and run again: it does replace the FAIL
     again["weights"], again["created"] = failed["weights"], "2099-01-02T00:00:00+0000"
@@ -242,8 +438,9 @@ def test_gfqual_report_exits_with_the_verdict_and_writes_verdict_json(tmp_path, 
     assert main(passed) == 1 and main([*passed, "--allow-incomplete"]) == 0
     assert json.loads((tmp_path / "b" / "verdict.json").read_text())["overall"] == "incomplete"
     write_result(_parity("NVIDIA H100 80GB HBM3", status="fail"), tmp_path / "failed" / "parity.json")
-    assert main(["report", "--results", str(tmp_path / "failed"), "--out", str(tmp_path / "c"),
-                 "--allow-incomplete"]) == 1
+    assert (
+        main(["report", "--results", str(tmp_path / "failed"), "--out", str(tmp_path / "c"), "--allow-incomplete"]) == 1
+    )
     verdict = json.loads((tmp_path / "c" / "verdict.json").read_text())
     assert verdict["overall"] == "fail" and verdict["per_gpu"] == {"H100": "fail"}
     assert "**Overall: FAIL**" in (tmp_path / "c" / "report.md").read_text()
@@ -270,10 +467,24 @@ def test_a_noisy_point_is_flagged_with_its_range(tmp_path):
 def test_memory_of_the_encoder_is_shown_beside_the_full_forward(tmp_path):
     run = _perf("NVIDIA H100 80GB HBM3", 220.0)
     encoder = {**run["records"][0], "forward": "encoder", "peak_mem_bytes": 2**29}
-    run["records"].append(stamp("perf", encoder))
-    run["records"].append(stamp("perf", {"record": "max_batch", "variant": "V2-104M", "backend": "te",
-                                         "precision": "bf16", "layout": "full", "seq_len": 4096, "forward": "encoder",
-                                         "status": "reported", "batch": 700, "max_batch": 700, "capped": False}))
+    run["records"].append(stamp(encoder))
+    run["records"].append(
+        stamp(
+            {
+                "record": "max_batch",
+                "variant": "V2-104M",
+                "backend": "te",
+                "precision": "bf16",
+                "layout": "full",
+                "seq_len": 4096,
+                "forward": "encoder",
+                "status": "reported",
+                "batch": 700,
+                "max_batch": 700,
+                "capped": False,
+            },
+        )
+    )
     md = render_report([run], tmp_path)[1].read_text()
     assert "| H100 | V2-104M | te | bf16 | 8 | 4096 | 2.00 | 0.50 | 75% |" in md
     assert "| H100 | V2-104M | te | bf16 | encoder output (embedding) | 4096 | 700 | largest that fits" in md

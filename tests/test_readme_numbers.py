@@ -29,11 +29,15 @@ def test_readme_end_to_end_table_is_the_committed_results():
     readme = (REPO / "README.md").read_text()
     te_cli = _rows("embed-cli-V2-104M-default-h100.json")[0]
     hf_cli = _rows("embed-cli-V2-104M-hf-sdpa-h100.json")[0]
-    expected = [f"| {_n(hf_cli['cells_per_s'])} cells/s | {_n(te_cli['cells_per_s'])} cells/s | "
-                f"{te_cli['cells_per_s'] / hf_cli['cells_per_s']:.2f}× |"]
-    for name, variant in (("workload-embed-V2-104M-real-h100.json", "V2-104M"),
-                          ("workload-embed-V2-316M-real-h100.json", "V2-316M"),
-                          ("workload-embed-V1-10M-real-h100.json", "V1-10M")):
+    expected = [
+        f"| {_n(hf_cli['cells_per_s'])} cells/s | {_n(te_cli['cells_per_s'])} cells/s | "
+        f"{te_cli['cells_per_s'] / hf_cli['cells_per_s']:.2f}× |"
+    ]
+    for name, variant in (
+        ("workload-embed-V2-104M-real-h100.json", "V2-104M"),
+        ("workload-embed-V2-316M-real-h100.json", "V2-316M"),
+        ("workload-embed-V1-10M-real-h100.json", "V1-10M"),
+    ):
         hf, te = _row(name, "hf-sdpa"), _row(name, "te-packed")
         expected.append(f"| embedding, {variant}, real cells ×9 | {_n(hf['cells_per_s'])} | {_n(te['cells_per_s'])}")
         expected.append(f"{te['cells_per_s'] / hf['cells_per_s']:.2f}× |")
@@ -42,19 +46,27 @@ def test_readme_end_to_end_table_is_the_committed_results():
     expected.append(f"(fp8-delayed {_n(fp8['cells_per_s'])}: {fp8['cells_per_s'] / te316['cells_per_s']:.2f}× bf16)")
     synth = "workload-embed-V2-104M-synth-h100.json"
     hf, comp, te = _row(synth, "hf-sdpa"), _row(synth, "hf-sdpa-compile"), _row(synth, "te-packed")
-    expected.append(f"| {_n(hf['cells_per_s'])} (compiled: {_n(comp['cells_per_s'])}) | {_n(te['cells_per_s'])} | "
-                    f"{te['cells_per_s'] / hf['cells_per_s']:.2f}× ({te['cells_per_s'] / comp['cells_per_s']:.2f}× vs compiled) |")
-    for name, variant in (("workload-perturb-V2-104M-real-h100.json", "V2-104M"),
-                          ("workload-perturb-V1-10M-real-h100.json", "V1-10M")):
+    expected.append(
+        f"| {_n(hf['cells_per_s'])} (compiled: {_n(comp['cells_per_s'])}) | {_n(te['cells_per_s'])} | "
+        f"{te['cells_per_s'] / hf['cells_per_s']:.2f}× ({te['cells_per_s'] / comp['cells_per_s']:.2f}× vs compiled) |"
+    )
+    for name, variant in (
+        ("workload-perturb-V2-104M-real-h100.json", "V2-104M"),
+        ("workload-perturb-V1-10M-real-h100.json", "V1-10M"),
+    ):
         hf, te = _row(name, "hf-sdpa"), _row(name, "te-packed")
-        expected.append(f"{variant} | {_n(hf['perturbations_per_s'])} /s | {_n(te['perturbations_per_s'])} /s | "
-                        f"{te['perturbations_per_s'] / hf['perturbations_per_s']:.2f}× |")
+        expected.append(
+            f"{variant} | {_n(hf['perturbations_per_s'])} /s | {_n(te['perturbations_per_s'])} /s | "
+            f"{te['perturbations_per_s'] / hf['perturbations_per_s']:.2f}× |"
+        )
         expected.append(f"{te['projected_hours']:.2f} h ({variant})")
     for name in ("workload-embed-V2-104M-real-h100.json", "workload-embed-V2-316M-real-h100.json"):
         te = _row(name, "te-packed")
         expected += [f"{te['pipeline_efficiency']:.0%}", f"{te['gpu_util_mean']:.0f}%"]
     hf, te = (_row("workload-embed-V2-104M-real-h100-1ace9e9.json", b) for b in ("hf-sdpa", "te-packed"))
-    expected.append(f"{_n(hf['cells_per_s'])} vs {_n(te['cells_per_s'])} cells/s, {te['cells_per_s'] / hf['cells_per_s']:.2f}×")
+    expected.append(
+        f"{_n(hf['cells_per_s'])} vs {_n(te['cells_per_s'])} cells/s, {te['cells_per_s'] / hf['cells_per_s']:.2f}×"
+    )
     v1 = _row("workload-embed-V1-10M-real-h100.json", "te-packed")
     expected.append(f"{v1['pipeline_efficiency']:.0%} efficiency, {v1['gpu_util_mean']:.0f}% busy")
     expected.append(f"{te_cli['startup_s']:.1f} s\nbefore its first batch, {te_cli['startup_imports_s']:.1f} s of it")
@@ -73,19 +85,30 @@ def test_readme_static_table_and_memory_are_the_committed_results():
     full = {"V1-10M": 2048, "V2-104M": 4096, "V2-316M": 4096}
 
     def vs_hf(variant, layout):
-        return _ratio(h100, (variant, "te", "bf16", layout, 16, full[variant]),
-                      (variant, "hf-sdpa", "bf16", layout, 16, full[variant]))["H100"]
+        return _ratio(
+            h100,
+            (variant, "te", "bf16", layout, 16, full[variant]),
+            (variant, "hf-sdpa", "bf16", layout, 16, full[variant]),
+        )["H100"]
 
     points = perf_points(h100)
     ceiling = [points[(v, "te", "bf16", "full", 16, 4096)]["H100"]["ceiling_fraction"] for v in ("V2-104M", "V2-316M")]
-    packed = [_ratio(h100, (v, "te-packed", "bf16", "packed", 16, 4096), (v, "te", "bf16", "padded-context", 16, 4096))["H100"]
-              for v in ("V2-104M", "V2-316M")]
-    fp8 = _ratio(h100 + h200, ("V2-316M", "te-fused", "fp8-delayed", "full", 16, 4096),
-                 ("V2-316M", "te-fused", "bf16", "full", 16, 4096))
+    packed = [
+        _ratio(h100, (v, "te-packed", "bf16", "packed", 16, 4096), (v, "te", "bf16", "padded-context", 16, 4096))[
+            "H100"
+        ]
+        for v in ("V2-104M", "V2-316M")
+    ]
+    fp8 = _ratio(
+        h100 + h200,
+        ("V2-316M", "te-fused", "fp8-delayed", "full", 16, 4096),
+        ("V2-316M", "te-fused", "bf16", "full", 16, 4096),
+    )
     expected = [
         f"| TE vs HF sdpa, real cells padded to 4,096, batch 16 | {vs_hf('V2-104M', 'padded-context'):.2f}× | "
         f"{vs_hf('V2-316M', 'padded-context'):.2f}× |",
-        f"| TE vs HF sdpa, every cell 4,096 long, batch 16 | {vs_hf('V2-104M', 'full'):.2f}× | {vs_hf('V2-316M', 'full'):.2f}× |",
+        f"| TE vs HF sdpa, every cell 4,096 long, batch 16 | {vs_hf('V2-104M', 'full'):.2f}× | "
+        f"{vs_hf('V2-316M', 'full'):.2f}× |",
         f"(full, batch 16) | {ceiling[0]:.0%} | {ceiling[1]:.0%} |",
         f"| {fp8['H100']:.2f}× (H200: {fp8['H200']:.2f}×) |",
         f"| packed over padding to the context (TE bf16, batch 16) | {packed[0]:.2f}× | {packed[1]:.2f}× |",
@@ -94,12 +117,19 @@ def test_readme_static_table_and_memory_are_the_committed_results():
     memory = json.loads((H100 / "perf-gpu-memory-h100.json").read_text())["records"]
     peak = {(r["variant"], r["backend"], r["forward"]): r["peak_mem_bytes"] for r in memory if r["record"] == "point"}
     largest = {(r["variant"], r["backend"], r["forward"]): r for r in memory if r["record"] == "max_batch"}
-    shares = [1 - peak[(v, "hf-sdpa", "encoder")] / peak[(v, "hf-sdpa", "mlm")] for v in ("V1-10M", "V2-104M", "V2-316M")]
+    shares = [
+        1 - peak[(v, "hf-sdpa", "encoder")] / peak[(v, "hf-sdpa", "mlm")] for v in ("V1-10M", "V2-104M", "V2-316M")
+    ]
     expected.append(f"{shares[0]:.0%} of HF's peak on V1-10M, {shares[1]:.0%} on V2-104M, {shares[2]:.0%} on V2-316M")
-    expected.append(f"(HF and TE: {largest[('V2-104M', 'hf-sdpa', 'mlm')]['max_batch']} and "
-                    f"{largest[('V2-104M', 'te', 'mlm')]['max_batch']} → {largest[('V2-104M', 'te', 'encoder')]['max_batch']} cells)")
-    expected.append(f"from {largest[('V2-316M', 'hf-sdpa', 'mlm')]['max_batch']} to "
-                    f"{largest[('V2-316M', 'hf-sdpa', 'encoder')]['max_batch']}")
+    expected.append(
+        f"(HF and TE: {largest[('V2-104M', 'hf-sdpa', 'mlm')]['max_batch']} and "
+        f"{largest[('V2-104M', 'te', 'mlm')]['max_batch']} → "
+        f"{largest[('V2-104M', 'te', 'encoder')]['max_batch']} cells)"
+    )
+    expected.append(
+        f"from {largest[('V2-316M', 'hf-sdpa', 'mlm')]['max_batch']} to "
+        f"{largest[('V2-316M', 'hf-sdpa', 'encoder')]['max_batch']}"
+    )
     crashes = [largest[("V2-316M", "te", f)] for f in ("mlm", "encoder")]
     assert all(c["status"] == "error" and c["failed_at_batch"] == 512 for c in crashes)
     assert "illegal memory access at batch 512 through the encoder" in readme
@@ -117,10 +147,12 @@ def test_readme_downstream_numbers_are_the_committed_results():
                 acc[(v, r["backend"], r["precision"])] = r["accuracy_mean"]
             if r["record"] == "agreement" and r["judged"]:
                 same[(v, r["backend"], r["precision"])] = (r["label_agreement"], r["status"])
-    expected = [f"HF fp32 scores accuracy {acc[('V1-10M', 'hf-sdpa', 'fp32')]:.3f} (V1-10M) and "
-                f"{acc[('V2-104M', 'hf-sdpa', 'fp32')]:.3f} (V2-104M)",
-                f"drops to {acc[('V2-104M', 'te', 'fp8-current')]:.3f} against HF bf16's "
-                f"{acc[('V2-104M', 'hf-sdpa', 'bf16')]:.3f} and labels {same[('V2-104M', 'te', 'fp8-current')][0]:.0%}"]
+    expected = [
+        f"HF fp32 scores accuracy {acc[('V1-10M', 'hf-sdpa', 'fp32')]:.3f} (V1-10M) and "
+        f"{acc[('V2-104M', 'hf-sdpa', 'fp32')]:.3f} (V2-104M)",
+        f"drops to {acc[('V2-104M', 'te', 'fp8-current')]:.3f} against HF bf16's "
+        f"{acc[('V2-104M', 'hf-sdpa', 'bf16')]:.3f} and labels {same[('V2-104M', 'te', 'fp8-current')][0]:.0%}",
+    ]
     assert same[("V2-104M", "te", "fp8-current")][1] == "fail"
     missing = [e for e in expected if e not in readme]
     assert not missing, f"README numbers not found as in the results: {missing}"

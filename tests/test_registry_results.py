@@ -10,7 +10,14 @@ import torch
 
 from harness.parity.metrics import StageStats
 from harness.results import (
-    REPO_ROOT, STATUSES, ResultsError, gate_status, make_result, read_result, read_results, write_result,
+    REPO_ROOT,
+    STATUSES,
+    ResultsError,
+    gate_status,
+    make_result,
+    read_result,
+    read_results,
+    write_result,
 )
 from models.registry import VARIANTS, UnknownVariantError, get_variant, variants_matching
 
@@ -50,8 +57,9 @@ def _verdict(**extra) -> dict:
 
 
 def test_results_round_trip_and_validation(tmp_path):
-    path = write_result(make_result("parity", [_verdict(rel_l2=float("nan"))], {"source": "random-init"}, {},
-                                    env=ENV), tmp_path)
+    path = write_result(
+        make_result("parity", [_verdict(rel_l2=float("nan"))], {"source": "random-init"}, {}, env=ENV), tmp_path
+    )
     back = read_result(path)
     assert back["records"][0]["rel_l2"] is None and back["env"] == ENV  # non-finite is null, never "nan"
     assert back["records"][0]["gating"] is True
@@ -77,49 +85,147 @@ def test_results_reader_rejects_what_it_cannot_read(tmp_path):
             read_result(tmp_path / "bad.json")
 
 
-@pytest.mark.parametrize("record, gating", [
-    (_verdict(), True),
-    (_verdict(status="fail"), True),
-    (_verdict(status="skipped", reason="no GPU"), False),
-    (_verdict(status="reported"), False),  # shown unjudged: no tolerance, nothing to gate on
-    (_verdict(precision="fp8-delayed-dpa", status="fail"), False),  # TE beta: shown, never gating
-    ({"record": "stage", "variant": "V1-10M", "backend": "te", "precision": "fp32", "status": "fail",
-      "stage": "logits", "rel_l2": 1.0}, False),  # its case's verdict gates, not each stage
-    ({"record": "agreement", "variant": "V1-10M", "backend": "te", "precision": "bf16", "status": "pass",
-      "task": "dosage", "judged": False}, False),  # informative comparison against HF fp32
-    ({"record": "max_batch", "variant": "V2-316M", "backend": "te", "precision": "bf16", "status": "error",
-      "seq_len": 4096, "max_batch": 256, "reason": "AcceleratorError at batch 512: CUDA error: an illegal memory "
-                                                   "access was encountered"}, True),  # a kernel crash gates
-    ({"record": "point", "variant": "V2-316M", "backend": "te", "precision": "fp8-current", "status": "error",
-      "layout": "full", "batch": 8, "seq_len": 4096, "key": "k",
-      "reason": "ValueError: No dot product attention backend is available"}, False),  # missing feature, no crash
-])
+@pytest.mark.parametrize(
+    "record, gating",
+    [
+        (_verdict(), True),
+        (_verdict(status="fail"), True),
+        (_verdict(status="skipped", reason="no GPU"), False),
+        (_verdict(status="reported"), False),  # shown unjudged: no tolerance, nothing to gate on
+        (_verdict(precision="fp8-delayed-dpa", status="fail"), False),  # TE beta: shown, never gating
+        (
+            {
+                "record": "stage",
+                "variant": "V1-10M",
+                "backend": "te",
+                "precision": "fp32",
+                "status": "fail",
+                "stage": "logits",
+                "rel_l2": 1.0,
+            },
+            False,
+        ),  # its case's verdict gates, not each stage
+        (
+            {
+                "record": "agreement",
+                "variant": "V1-10M",
+                "backend": "te",
+                "precision": "bf16",
+                "status": "pass",
+                "task": "dosage",
+                "judged": False,
+            },
+            False,
+        ),  # informative comparison against HF fp32
+        (
+            {
+                "record": "max_batch",
+                "variant": "V2-316M",
+                "backend": "te",
+                "precision": "bf16",
+                "status": "error",
+                "seq_len": 4096,
+                "max_batch": 256,
+                "reason": "AcceleratorError at batch 512: CUDA error: an illegal memory access was encountered",
+            },
+            True,
+        ),  # a kernel crash gates
+        (
+            {
+                "record": "point",
+                "variant": "V2-316M",
+                "backend": "te",
+                "precision": "fp8-current",
+                "status": "error",
+                "layout": "full",
+                "batch": 8,
+                "seq_len": 4096,
+                "key": "k",
+                "reason": "ValueError: No dot product attention backend is available",
+            },
+            False,
+        ),  # missing feature, no crash
+    ],
+)
 def test_one_rule_says_what_gates(record, gating):
-    (stamped,) = make_result(("parity" if record["record"] in ("verdict", "stage") else
-                              "downstream" if record["record"] == "agreement" else "perf"),
-                             [record], {}, {}, env=ENV)["records"]
+    (stamped,) = make_result(
+        (
+            "parity"
+            if record["record"] in ("verdict", "stage")
+            else "downstream"
+            if record["record"] == "agreement"
+            else "perf"
+        ),
+        [record],
+        {},
+        {},
+        env=ENV,
+    )["records"]
     assert stamped["gating"] is gating
     assert gate_status(stamped) == (("fail" if record["status"] == "error" else record["status"]) if gating else None)
 
 
 def test_schema_1_files_are_upgraded_on_read(tmp_path):
     """Committed schema-1 files stay as measured; reading them gives schema 2."""
-    v1 = {"schema_version": 1, "kind": "perf", "created": "2026-01-01T00:00:00+00:00", "env": ENV, "weights": {},
-          "config": {}, "records": [
-              {"record": "point", "variant": "V1-10M", "backend": "te", "precision": "bf16", "layout": "full",
-               "batch": 8, "seq_len": 2048, "key": "a", "status": "ok", "spread": "nan"},
-              {"record": "point", "variant": "V1-10M", "backend": "te", "precision": "bf16", "layout": "full",
-               "batch": 9999, "seq_len": 2048, "key": "b", "status": "oom", "reason": "CUDA out of memory"},
-              {"workload": "embed", "variant": "V1-10M", "backend": "te", "precision": "bf16", "status": "ok",
-               "cells": 5},
-              {"workload": "embed", "variant": "V1-10M", "backend": "te", "precision": "bf16", "cells": 5,
-               "cells_per_s": 9.0},
-          ]}
+    v1 = {
+        "schema_version": 1,
+        "kind": "perf",
+        "created": "2026-01-01T00:00:00+00:00",
+        "env": ENV,
+        "weights": {},
+        "config": {},
+        "records": [
+            {
+                "record": "point",
+                "variant": "V1-10M",
+                "backend": "te",
+                "precision": "bf16",
+                "layout": "full",
+                "batch": 8,
+                "seq_len": 2048,
+                "key": "a",
+                "status": "ok",
+                "spread": "nan",
+            },
+            {
+                "record": "point",
+                "variant": "V1-10M",
+                "backend": "te",
+                "precision": "bf16",
+                "layout": "full",
+                "batch": 9999,
+                "seq_len": 2048,
+                "key": "b",
+                "status": "oom",
+                "reason": "CUDA out of memory",
+            },
+            {
+                "workload": "embed",
+                "variant": "V1-10M",
+                "backend": "te",
+                "precision": "bf16",
+                "status": "ok",
+                "cells": 5,
+            },
+            {
+                "workload": "embed",
+                "variant": "V1-10M",
+                "backend": "te",
+                "precision": "bf16",
+                "cells": 5,
+                "cells_per_s": 9.0,
+            },
+        ],
+    }
     (tmp_path / "v1.json").write_text(json.dumps(v1))
     back = read_result(tmp_path / "v1.json")
     assert back["schema_version"] == 2
     assert [(r["record"], r["status"]) for r in back["records"]] == [
-        ("point", "reported"), ("point", "skipped"), ("workload", "reported"), ("run", "reported")]
+        ("point", "reported"),
+        ("point", "skipped"),
+        ("workload", "reported"),
+        ("run", "reported"),
+    ]
     assert back["records"][0]["spread"] is None and "out of memory" in back["records"][1]["reason"]
     assert not any(r["gating"] for r in back["records"])
 
@@ -159,8 +265,14 @@ def test_a_parity_case_that_raises_is_an_error_verdict_and_the_run_goes_on(monke
     def run_parity(spec, variant, reference, candidate):
         if spec.precision == "bf16":
             raise ValueError("No dot product attention backend is available for the provided inputs.")
-        verdict = {"record": "verdict", "variant": spec.variant, "backend": spec.candidate,
-                   "precision": spec.precision, "status": "skipped", "reason": "stub"}
+        verdict = {
+            "record": "verdict",
+            "variant": spec.variant,
+            "backend": spec.candidate,
+            "precision": spec.precision,
+            "status": "skipped",
+            "reason": "stub",
+        }
         return [verdict], verdict
 
     monkeypatch.setattr(parity_run, "run_parity", run_parity)

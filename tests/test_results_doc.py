@@ -24,5 +24,5 @@ def test_every_record_kind_is_described_with_an_example_that_passes_the_schema()
 def test_the_doc_names_every_status():
     from harness.results import STATUSES
 
-    table = DOC[DOC.index("| status | meaning |"):]
+    table = DOC[DOC.index("| status | meaning |") :]
     assert all(f"| `{s}` |" in table for s in STATUSES)

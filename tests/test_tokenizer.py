@@ -25,10 +25,12 @@ G = [f"ENSG{i:011d}" for i in range(4)]
 
 
 def test_hand_computed_ranking_with_ties_and_duplicates():
-    counts = np.array([
-        [4, 4, 1, 0],  # g0: 4/9*1e4/1, g1: 4/9*1e4/2, g2: 1/9*1e4/1 -> g0 > g1 > g2
-        [2, 0, 2, 0],  # tie between g0 and g2: broken by token id (g0 first)
-    ])
+    counts = np.array(
+        [
+            [4, 4, 1, 0],  # g0: 4/9*1e4/1, g1: 4/9*1e4/2, g2: 1/9*1e4/1 -> g0 > g1 > g2
+            [2, 0, 2, 0],  # tie between g0 and g2: broken by token id (g0 first)
+        ]
+    )
     tok = tokenize_counts(counts, G, V1, _dicts())
     assert tok.cells == [[2, 3, 4], [2, 4]]
     # duplicate Ensembl IDs are summed: g3 twice (1 + 3) outranks g0 (3)
@@ -39,8 +41,11 @@ def test_hand_computed_ranking_with_ties_and_duplicates():
 def test_v2_adds_cls_and_eos_and_truncates():
     v2 = VARIANTS["V2-104M"]
     genes = [f"ENSG{i:011d}" for i in range(v2.vocab_size - 4)]
-    d = Dictionaries("gc104M", {"<pad>": 0, "<mask>": 1, "<cls>": 2, "<eos>": 3, **{g: i + 4 for i, g in enumerate(genes)}},
-                     {g: 1.0 for g in genes})
+    d = Dictionaries(
+        "gc104M",
+        {"<pad>": 0, "<mask>": 1, "<cls>": 2, "<eos>": 3, **{g: i + 4 for i, g in enumerate(genes)}},
+        {g: 1.0 for g in genes},
+    )
     tok = tokenize_counts(np.array([[5, 4, 3, 2]]), genes[:4], v2, d, max_len=4)
     assert tok.cells == [[2, 4, 5, 3]]
 
@@ -52,11 +57,14 @@ def test_empty_cells_are_reported_and_skipped_and_unknown_genes_counted():
     assert tok.empty_cells == [] and tok.cell_index == [0, 1]
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.array([[1.0, np.nan]]), "NaN"),
-    (np.array([[1, -2]]), "negative"),
-    (np.array([[0.5, 2.0]]), "not integers"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.array([[1.0, np.nan]]), "NaN"),
+        (np.array([[1, -2]]), "negative"),
+        (np.array([[0.5, 2.0]]), "not integers"),
+    ],
+)
 def test_bad_counts_are_refused(bad, message):
     with pytest.raises(TokenizerError, match=message):
         tokenize_counts(bad, G[:2], V1, _dicts())

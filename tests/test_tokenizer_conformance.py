@@ -66,8 +66,10 @@ def upstream_tokens(X, ensembl_ids, n_counts, token_dict, median_dict, mapping_d
 
 def _raw_dicts(shared_data, family):
     folder = shared_data / "geneformer_dicts" / family
-    return [load_pickle_dict(folder / f"{stem}_{family}.pkl")
-            for stem in ("token_dictionary", "gene_median_dictionary", "ensembl_mapping_dict")]
+    return [
+        load_pickle_dict(folder / f"{stem}_{family}.pkl")
+        for stem in ("token_dictionary", "gene_median_dictionary", "ensembl_mapping_dict")
+    ]
 
 
 REAL_FILES = {
@@ -84,8 +86,9 @@ def test_tokens_equal_upstream_in_every_real_cell(shared_data, name, variant):
     adata = anndata.read_h5ad(shared_data / REAL_FILES[name])
     token_dict, median_dict, mapping_dict = _raw_dicts(shared_data, variant.dictionary_family)
     n_counts = adata.obs["n_counts"].to_numpy(dtype=float)
-    want, tied = upstream_tokens(adata.X, adata.var["ensembl_id"], n_counts, token_dict, median_dict,
-                                 mapping_dict, variant)
+    want, tied = upstream_tokens(
+        adata.X, adata.var["ensembl_id"], n_counts, token_dict, median_dict, mapping_dict, variant
+    )
     dicts = Dictionaries.load(shared_data / "geneformer_dicts", variant.dictionary_family)
     got = tokenize_counts(adata.X, list(adata.var["ensembl_id"]), variant, dicts, n_counts=n_counts)
     assert got.cell_index == [i for i, c in enumerate(want) if len(c) > (2 if variant.has_cls_eos else 0)]
@@ -138,9 +141,17 @@ def test_hand_worked_aliases_symbols_duplicates_and_the_cut_off():
     # scores ∝ G3 5, G0 4, G4 4 (tie: token id G0 6 < G4 8), G1 3, G2 2
     enc = Encoder(ids, V2, d)
     assert enc.encode(counts, np.array([33.0])).cells == [[2, 7, 4, 8, 5, 6, 3]]
-    assert enc.columns == {"input": 9, "used": 7, "genes": 5, "dropped_empty_id": 1, "dropped_not_in_vocabulary": 1,
-                           "dropped_no_median": 0, "mapped_to_another_id": 2, "summed_into_another_column": 2,
-                           "version_suffix_stripped": 1}
+    assert enc.columns == {
+        "input": 9,
+        "used": 7,
+        "genes": 5,
+        "dropped_empty_id": 1,
+        "dropped_not_in_vocabulary": 1,
+        "dropped_no_median": 0,
+        "mapped_to_another_id": 2,
+        "summed_into_another_column": 2,
+        "version_suffix_stripped": 1,
+    }
     cut = Encoder(ids, V2, d, max_len=4).encode(counts, np.array([33.0]))
     assert cut.cells == [[2, 7, 4, 3]]  # 4,096 − 2 in the real model: the two best genes, then <eos>
     # literally: G0 4, G4 4 (tie: G0 first), G2 8/4 = 2, G1 1 (the alias, the symbol and the retired ID lost)
@@ -176,7 +187,6 @@ def test_tokenize_cli_metadata_errors_and_versioned_ids(tmp_path, capsys):
     import json
 
     from harness.cli import main
-
     from harness.data.synthetic import SYNTHETIC_GENE_PREFIX
 
     G = [f"{SYNTHETIC_GENE_PREFIX}{i:08d}" for i in range(3)]
@@ -210,17 +220,33 @@ def test_commands_that_run_no_model_import_neither_torch_nor_transformers(tmp_pa
     genes = [f"ENSG{i:011d}" for i in range(V1.vocab_size - 2)]
     folder = tmp_path / "dicts" / "gc30M"
     folder.mkdir(parents=True)
-    for stem, payload in (("token_dictionary", {"<pad>": 0, "<mask>": 1, **{g: i + 2 for i, g in enumerate(genes)}}),
-                          ("gene_median_dictionary", {g: 1.0 for g in genes})):
+    for stem, payload in (
+        ("token_dictionary", {"<pad>": 0, "<mask>": 1, **{g: i + 2 for i, g in enumerate(genes)}}),
+        ("gene_median_dictionary", {g: 1.0 for g in genes}),
+    ):
         (folder / f"{stem}_gc30M.pkl").write_bytes(pickle.dumps(payload))
     h5ad = _h5ad(tmp_path / "c.h5ad", genes[:3], n_counts=[4.0, 7.0])
-    code = ("import sys\nfrom harness.cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n"
-            "    rc = e.code\nprint('rc', rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    code = (
+        "import sys\nfrom harness.cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n"
+        "    rc = e.code\nprint('rc', rc, 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
     repo = str(Path(__file__).resolve().parents[1] / "results" / "h100")
-    for argv in (["tokenize", "--help"],
-                 ["tokenize", "--input", str(h5ad), "--variant", "V1-10M", "--dicts", str(tmp_path / "dicts"),
-                  "--out", str(tmp_path / "tok")],
-                 ["variants"], ["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "4", "--genes", "300"],
-                 ["report-perf", "--results", repo, "--out", str(tmp_path / "plots")]):
+    for argv in (
+        ["tokenize", "--help"],
+        [
+            "tokenize",
+            "--input",
+            str(h5ad),
+            "--variant",
+            "V1-10M",
+            "--dicts",
+            str(tmp_path / "dicts"),
+            "--out",
+            str(tmp_path / "tok"),
+        ],
+        ["variants"],
+        ["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "4", "--genes", "300"],
+        ["report-perf", "--results", repo, "--out", str(tmp_path / "plots")],
+    ):
         done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
         assert done.stdout.strip().splitlines()[-1] == "rc 0 False False", done.stdout + done.stderr

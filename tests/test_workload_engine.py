@@ -14,11 +14,17 @@ from harness.cli import main
 from harness.data.batching import FILLER_SEGMENT, budget_batches, collate
 from harness.data.synthetic import rank_value_cells
 from harness.embeddings import (
-    CPU_TOKEN_BUDGET, default_token_budget, encode_cells, extract, layers_to_run, stage_output,
+    CPU_TOKEN_BUDGET,
+    cell_embedding_stage,
+    default_token_budget,
+    encode_cells,
+    extract,
+    layers_to_run,
+    mean_over_genes,
+    stage_output,
 )
-from harness.embeddings import cell_embedding_stage, mean_over_genes
-from models.hf import random_hf_model
 from harness.precision import get_precision
+from models.hf import random_hf_model
 from models.registry import get_variant
 
 V1, V2 = get_variant("V1-10M"), get_variant("V2-104M")
@@ -46,15 +52,18 @@ def _reference_embedding(backend, cell, variant, leave_out=None):
     return mean_over_genes(hidden, mask)[0], hidden[0]
 
 
-@pytest.mark.parametrize("backend_name,layout", [("hf-eager", "padded"), ("hf-sdpa", "padded"),
-                                                 ("te-format-torch", "padded"), ("te-format-torch", "packed")])
+@pytest.mark.parametrize(
+    "backend_name,layout",
+    [("hf-eager", "padded"), ("hf-sdpa", "padded"), ("te-format-torch", "padded"), ("te-format-torch", "packed")],
+)
 def test_encode_cells_is_geneformers_definition_in_every_layout(v1_model, v1_cells, backend_name, layout):
     backend = build_backend(backend_name, v1_model, FP32, "cpu")
     leave = [None] * len(v1_cells)
     leave[3], leave[7] = 5, 0
     pick = [(2, 0), (9, 17), (3, 5)]
-    pooled = encode_cells(backend, v1_cells, V1, layers_to_run(V1, -1), budget=300, leave_out=leave, pick=pick,
-                          layout=layout)
+    pooled = encode_cells(
+        backend, v1_cells, V1, layers_to_run(V1, -1), budget=300, leave_out=leave, pick=pick, layout=layout
+    )
     for i, cell in enumerate(v1_cells):
         want, hidden = _reference_embedding(backend, cell, V1, leave[i])
         assert torch.allclose(pooled.means()[i], want, atol=TIGHT), i
@@ -123,7 +132,7 @@ def test_budget_batches_cover_every_cell_within_few_shapes():
                 assert batch.input_ids.numel() <= 4096 and batch.input_ids.shape[1] % 128 == 0
             else:
                 assert batch.n_cells == len(rows) and batch.max_seqlen == V2.context
-                sizes = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1])[batch.n_cells:]
+                sizes = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1])[batch.n_cells :]
                 assert (sizes <= FILLER_SEGMENT).all()  # filler never one long attention segment
         if layout == "packed":  # every pack the budget, the last one a power of two
             totals = [b.input_ids.numel() for b, _ in plan]
@@ -142,11 +151,38 @@ def test_embed_cli_defaults_h5ad_and_no_silent_overwrite(tmp_path, capsys):
     import anndata
 
     assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "10", "--genes", "1500"]) == 0
-    assert main(["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts", "synthetic",
-                 "--out", str(tmp_path / "tok"), "--max-len", "64", "--obs-columns", "cell_state"]) == 0
+    assert (
+        main(
+            [
+                "tokenize",
+                "--input",
+                str(tmp_path / "s.h5ad"),
+                "--variant",
+                "V1-10M",
+                "--dicts",
+                "synthetic",
+                "--out",
+                str(tmp_path / "tok"),
+                "--max-len",
+                "64",
+                "--obs-columns",
+                "cell_state",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "e.h5ad"
-    argv = ["embed", "--input", str(tmp_path / "tok"), "--variant", "V1-10M", "--out", str(out),
-            "--json", str(tmp_path / "r.json")]
+    argv = [
+        "embed",
+        "--input",
+        str(tmp_path / "tok"),
+        "--variant",
+        "V1-10M",
+        "--out",
+        str(out),
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
     assert main(argv) == 0
     adata = anndata.read_h5ad(out)
     assert adata.obsm["X_geneformer"].shape == (10, V1.hidden_size)
@@ -163,19 +199,75 @@ def test_embed_cli_defaults_h5ad_and_no_silent_overwrite(tmp_path, capsys):
 
 def test_workload_bench_records_the_pipeline_and_its_ceiling(tmp_path):
     assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "8", "--genes", "1500"]) == 0
-    assert main(["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts", "synthetic",
-                 "--out", str(tmp_path / "tok"), "--max-len", "48"]) == 0
+    assert (
+        main(
+            [
+                "tokenize",
+                "--input",
+                str(tmp_path / "s.h5ad"),
+                "--variant",
+                "V1-10M",
+                "--dicts",
+                "synthetic",
+                "--out",
+                str(tmp_path / "tok"),
+                "--max-len",
+                "48",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "w.json"
-    assert main(["bench", "--workload", "embed", "--cells", str(tmp_path / "tok"), "--variants", "V1-10M",
-                 "--backends", "hf-sdpa", "te-packed", "--precisions", "fp32", "--repeat-to", "20",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--workload",
+                "embed",
+                "--cells",
+                str(tmp_path / "tok"),
+                "--variants",
+                "V1-10M",
+                "--backends",
+                "hf-sdpa",
+                "te-packed",
+                "--precisions",
+                "fp32",
+                "--repeat-to",
+                "20",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     hf, te = json.loads(out.read_text())["records"]
     assert hf["status"] == "reported" and hf["cells"] == 20 and 0 < hf["pipeline_efficiency"]
     assert hf["tokens_per_s"] == pytest.approx(hf["tokens"] / hf["seconds"])
     assert te["status"] == "skipped" and "CUDA" in te["reason"]
     out = tmp_path / "p.json"
-    assert main(["bench", "--workload", "perturb", "--cells", str(tmp_path / "tok"), "--variants", "V1-10M",
-                 "--backends", "hf-sdpa", "--precisions", "fp32", "--perturb-cells", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--workload",
+                "perturb",
+                "--cells",
+                str(tmp_path / "tok"),
+                "--variants",
+                "V1-10M",
+                "--backends",
+                "hf-sdpa",
+                "--precisions",
+                "fp32",
+                "--perturb-cells",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(out.read_text())["records"]
     assert row["perturbations"] > 0 and row["projected_hours"] > 0
     assert main(["bench", "--workload", "embed", "--sweep", "cpu-smoke", "--cells", str(tmp_path / "tok")]) == 2

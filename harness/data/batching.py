@@ -35,8 +35,9 @@ class Batch:
 
     def pin(self) -> "Batch":
         """The same batch in page-locked memory, so its copy to the GPU can run asynchronously."""
-        return Batch(self.input_ids.pin_memory(), self.attention_mask.pin_memory(), self.gene_mask.pin_memory(),
-                     self.full)
+        return Batch(
+            self.input_ids.pin_memory(), self.attention_mask.pin_memory(), self.gene_mask.pin_memory(), self.full
+        )
 
     def first_cells(self, k: int, multiple: int = 1) -> "Batch":
         """The first ``k`` cells alone (a small batch to calibrate FP8 scales on)."""
@@ -66,8 +67,9 @@ class Batch:
 
     def split(self, size: int) -> list["Batch"]:
         return [
-            Batch(self.input_ids[i : i + size], self.attention_mask[i : i + size], self.gene_mask[i : i + size],
-                  self.full)
+            Batch(
+                self.input_ids[i : i + size], self.attention_mask[i : i + size], self.gene_mask[i : i + size], self.full
+            )
             for i in range(0, self.input_ids.shape[0], size)
         ]
 
@@ -117,13 +119,27 @@ class PackedBatch:
 
     def to(self, device, non_blocking: bool = False) -> "PackedBatch":
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return PackedBatch(move(self.input_ids), move(self.position_ids), move(self.gene_mask),
-                           move(self.cu_seqlens), self.max_seqlen, self.n_cells, move(self.segment_ids))
+        return PackedBatch(
+            move(self.input_ids),
+            move(self.position_ids),
+            move(self.gene_mask),
+            move(self.cu_seqlens),
+            self.max_seqlen,
+            self.n_cells,
+            move(self.segment_ids),
+        )
 
     def pin(self) -> "PackedBatch":
         pin = lambda t: t.pin_memory()  # noqa: E731
-        return PackedBatch(pin(self.input_ids), pin(self.position_ids), pin(self.gene_mask), pin(self.cu_seqlens),
-                           self.max_seqlen, self.n_cells, pin(self.segment_ids))
+        return PackedBatch(
+            pin(self.input_ids),
+            pin(self.position_ids),
+            pin(self.gene_mask),
+            pin(self.cu_seqlens),
+            self.max_seqlen,
+            self.n_cells,
+            pin(self.segment_ids),
+        )
 
     def first_cells(self, k: int, multiple: int = 1) -> "PackedBatch":
         """The first ``k`` cells alone, packed again (token count rounded up to ``multiple``)."""
@@ -141,8 +157,9 @@ class PackedBatch:
         return self.segment_ids
 
 
-def pack(cells: list[list[int]], variant: Variant, multiple: int = 1, total: int | None = None,
-         max_seqlen: int | None = None) -> PackedBatch:
+def pack(
+    cells: list[list[int]], variant: Variant, multiple: int = 1, total: int | None = None, max_seqlen: int | None = None
+) -> PackedBatch:
     """Cells end to end (THD); ``multiple`` rounds the token count up (FP8 GEMMs need 16).
     ``total`` fixes the token count (filler segments of at most ``FILLER_SEGMENT`` tokens make up
     the rest) and ``max_seqlen`` the declared longest segment, so that batches of different cells
@@ -152,17 +169,35 @@ def pack(cells: list[list[int]], variant: Variant, multiple: int = 1, total: int
     ids = torch.as_tensor(np.concatenate([np.asarray(c, dtype=np.int64) for c in cells]))
     if total is not None and total < len(ids):
         raise ValueError(f"{len(ids)} tokens do not fit a pack of {total}")
-    return _packed(ids, _is_gene(ids, variant), [len(c) for c in cells], multiple, ids.device,
-                   pad_id=variant.special_tokens["<pad>"], total=total, max_seqlen=max_seqlen)
+    return _packed(
+        ids,
+        _is_gene(ids, variant),
+        [len(c) for c in cells],
+        multiple,
+        ids.device,
+        pad_id=variant.special_tokens["<pad>"],
+        total=total,
+        max_seqlen=max_seqlen,
+    )
 
 
 FILLER_SEGMENT = 128  # filler is cut into short segments: its attention costs next to nothing
 
 
-def _packed(ids, gene_mask, lengths: list[int], multiple: int, device, pad_id: int = 0,
-            total: int | None = None, max_seqlen: int | None = None) -> PackedBatch:
+def _packed(
+    ids,
+    gene_mask,
+    lengths: list[int],
+    multiple: int,
+    device,
+    pad_id: int = 0,
+    total: int | None = None,
+    max_seqlen: int | None = None,
+) -> PackedBatch:
     filler = (_round_up(total, multiple) if total else _round_up(len(ids), multiple)) - len(ids)
-    pieces = [FILLER_SEGMENT] * (filler // FILLER_SEGMENT) + ([filler % FILLER_SEGMENT] if filler % FILLER_SEGMENT else [])
+    pieces = [FILLER_SEGMENT] * (filler // FILLER_SEGMENT) + (
+        [filler % FILLER_SEGMENT] if filler % FILLER_SEGMENT else []
+    )
     segments = lengths + (pieces if total else ([filler] if filler else []))
     if filler:
         ids = torch.cat([ids, torch.full((filler,), pad_id, dtype=ids.dtype, device=device)])
@@ -172,8 +207,15 @@ def _packed(ids, gene_mask, lengths: list[int], multiple: int, device, pad_id: i
     cu[1:] = torch.cumsum(sizes, 0)
     segment_ids = torch.repeat_interleave(torch.arange(len(segments)), sizes)
     positions = torch.arange(len(segment_ids)) - cu[:-1].long()[segment_ids]
-    return PackedBatch(ids, positions.to(device), gene_mask, cu.to(device), max(max(segments), max_seqlen or 0),
-                       len(lengths), segment_ids.to(device))
+    return PackedBatch(
+        ids,
+        positions.to(device),
+        gene_mask,
+        cu.to(device),
+        max(max(segments), max_seqlen or 0),
+        len(lengths),
+        segment_ids.to(device),
+    )
 
 
 def pack_to_budget(cells: list[list[int]], variant: Variant, budget: int, multiple: int = 1) -> list[PackedBatch]:
@@ -224,8 +266,9 @@ def budget_groups(lengths: list[int], budget: int, padded: bool = True, step: in
     return groups
 
 
-def budget_batches(cells: list[list[int]], variant: Variant, layout: str, budget: int,
-                   multiple: int = 1, fixed_shape: bool = True) -> list[tuple[Batch | PackedBatch, list[int]]]:
+def budget_batches(
+    cells: list[list[int]], variant: Variant, layout: str, budget: int, multiple: int = 1, fixed_shape: bool = True
+) -> list[tuple[Batch | PackedBatch, list[int]]]:
     """Cells batched for throughput, longest first, each batch within ``budget`` tokens (the same
     budget for every layout, so a padded and a packed backend get the same memory): ``(batch,
     indices of its cells)``. Padded batches are rounded up to a multiple of ``SHAPE_MULTIPLE``
@@ -244,5 +287,16 @@ def budget_batches(cells: list[list[int]], variant: Variant, layout: str, budget
     # every pack holds exactly ``budget`` tokens, the last one the next power of two: one or two shapes
     sizes = [sum(len(cells[i]) for i in g) for g in groups]
     last = min(budget, 1 << max(0, sizes[-1] - 1).bit_length())
-    return [(pack([cells[i] for i in g], variant, multiple, total=max(n, budget if k < len(groups) - 1 else last),
-                  max_seqlen=variant.context), g) for k, (g, n) in enumerate(zip(groups, sizes))]
+    return [
+        (
+            pack(
+                [cells[i] for i in g],
+                variant,
+                multiple,
+                total=max(n, budget if k < len(groups) - 1 else last),
+                max_seqlen=variant.context,
+            ),
+            g,
+        )
+        for k, (g, n) in enumerate(zip(groups, sizes))
+    ]

@@ -48,10 +48,19 @@ def _same_vocabulary(variant: Variant) -> set[str]:
 
 
 def tokenize_to_parquet(
-    source: str | Path, variant: Variant, dicts: Dictionaries, out: str | Path,
-    chunk_size: int = 2048, gene_column: str | None = None, layer: str | None = None,
-    obs_columns: tuple[str, ...] = (), filter_pass: bool = True, max_len: int | None = None,
-    progress: bool = True, map_genes: bool = True, recompute_n_counts: bool = False,
+    source: str | Path,
+    variant: Variant,
+    dicts: Dictionaries,
+    out: str | Path,
+    chunk_size: int = 2048,
+    gene_column: str | None = None,
+    layer: str | None = None,
+    obs_columns: tuple[str, ...] = (),
+    filter_pass: bool = True,
+    max_len: int | None = None,
+    progress: bool = True,
+    map_genes: bool = True,
+    recompute_n_counts: bool = False,
 ) -> dict:
     import pandas as pd
     from tqdm import tqdm
@@ -67,9 +76,16 @@ def tokenize_to_parquet(
         raise TokenizerError(f"{source}: no layer {layer!r} (layers: {', '.join(adata.layers) or 'none'})")
     encoder = Encoder(gene_ids(adata.var, gene_column, dicts), variant, dicts, max_len, map_genes, recompute_n_counts)
     identity = {
-        "source": str(source.resolve()), **_fingerprint(source), "variant": variant.name,
-        "chunk_size": chunk_size, "layer": layer, "gene_column": gene_column, "max_len": max_len,
-        "obs_columns": list(obs_columns), "filter_pass": filter_pass, "map_genes": map_genes,
+        "source": str(source.resolve()),
+        **_fingerprint(source),
+        "variant": variant.name,
+        "chunk_size": chunk_size,
+        "layer": layer,
+        "gene_column": gene_column,
+        "max_len": max_len,
+        "obs_columns": list(obs_columns),
+        "filter_pass": filter_pass,
+        "map_genes": map_genes,
         "recompute_n_counts": recompute_n_counts,
     }
     work = out.with_name(out.name + ".partial")
@@ -77,8 +93,10 @@ def tokenize_to_parquet(
     if work.exists():
         previous = json.loads((work / MANIFEST).read_text()) if (work / MANIFEST).is_file() else {}
         if previous.get("identity") != identity:
-            raise TokenizerError(f"{work} holds an unfinished run with other settings or of another version of the "
-                                 "input (size, modification time, first MiB); remove it to start over")
+            raise TokenizerError(
+                f"{work} holds an unfinished run with other settings or of another version of the "
+                "input (size, modification time, first MiB); remove it to start over"
+            )
         manifest = previous
     work.mkdir(parents=True, exist_ok=True)
 
@@ -100,14 +118,21 @@ def tokenize_to_parquet(
             if passes is not None:
                 rows = rows[passes[start:stop]]
             block = matrix[start:stop][rows - start] if len(rows) else None
-            tok = encoder.encode(block, None if n_counts is None else n_counts[rows],
-                                 names=[str(n) for n in obs_names[rows]]) if len(rows) else None
+            tok = (
+                encoder.encode(
+                    block, None if n_counts is None else n_counts[rows], names=[str(n) for n in obs_names[rows]]
+                )
+                if len(rows)
+                else None
+            )
             kept = [int(rows[i]) for i in (tok.cell_index if tok else [])]
-            frame = pd.DataFrame({
-                "input_ids": tok.cells if tok else [],
-                "length": [len(c) for c in tok.cells] if tok else [],
-                "cell_index": kept,
-            })
+            frame = pd.DataFrame(
+                {
+                    "input_ids": tok.cells if tok else [],
+                    "length": [len(c) for c in tok.cells] if tok else [],
+                    "cell_index": kept,
+                }
+            )
             for col in obs_columns:
                 frame[col] = adata.obs[col].to_numpy()[kept]
             part = work / f"part-{int(key):06d}.parquet"
@@ -115,7 +140,9 @@ def tokenize_to_parquet(
             os.replace(part.with_suffix(".tmp"), part)
             empty = [int(rows[i]) for i in tok.empty_cells] if tok else []
             manifest["chunks"][key] = {
-                "cells": len(kept), "empty_cells": empty, "filtered_out": (stop - start) - len(rows),
+                "cells": len(kept),
+                "empty_cells": empty,
+                "filtered_out": (stop - start) - len(rows),
             }
             _write_json(work / MANIFEST, manifest)
             encoded_now += stop - start
@@ -149,13 +176,17 @@ def _likeliest_cause(encoder: Encoder, manifest: dict, passes) -> str:
     """Why a file gave no cell, in the order a user would check."""
     cols = encoder.columns
     if not cols["used"]:
-        return (f"none of its {cols['input']} gene columns reaches the {encoder.variant.dictionary_family} vocabulary "
-                f"({cols['dropped_empty_id']} empty IDs, {cols['dropped_not_in_vocabulary']} not in the vocabulary): "
-                "check var['ensembl_id'] (or --gene-column) holds Ensembl IDs")
+        return (
+            f"none of its {cols['input']} gene columns reaches the {encoder.variant.dictionary_family} vocabulary "
+            f"({cols['dropped_empty_id']} empty IDs, {cols['dropped_not_in_vocabulary']} not in the vocabulary): "
+            "check var['ensembl_id'] (or --gene-column) holds Ensembl IDs"
+        )
     if passes is not None and not passes.any():
         return "obs['filter_pass'] is 0 for every cell (or pass --no-filter-pass)"
-    return (f"every cell is empty: none has counts on the {cols['used']} gene columns in the vocabulary "
-            "(is the matrix in --layer, and are these raw counts?)")
+    return (
+        f"every cell is empty: none has counts on the {cols['used']} gene columns in the vocabulary "
+        "(is the matrix in --layer, and are these raw counts?)"
+    )
 
 
 def read_tokenized(path: str | Path, variant: Variant | None = None):

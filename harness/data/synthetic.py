@@ -84,9 +84,17 @@ def synthetic_dictionaries(variant: Variant, seed: int = 0):
 
 
 def synthetic_anndata(
-    dicts, n_cells: int = 240, n_states: int = 3, n_individuals: int = 6, n_genes: int = 4000,
-    program_size: int = 40, program_fold: float = 8.0, seed: int = 0, exclusive: bool = False,
-    state_names: tuple[str, ...] | None = None, labelled_genes: tuple[int, int] | None = None,
+    dicts,
+    n_cells: int = 240,
+    n_states: int = 3,
+    n_individuals: int = 6,
+    n_genes: int = 4000,
+    program_size: int = 40,
+    program_fold: float = 8.0,
+    seed: int = 0,
+    exclusive: bool = False,
+    state_names: tuple[str, ...] | None = None,
+    labelled_genes: tuple[int, int] | None = None,
 ):
     """Raw counts with planted cell states, for the offline pipeline.
 
@@ -121,7 +129,7 @@ def synthetic_anndata(
         free = by_level[~np.isin(by_level, programs.ravel())]
         if positive + negative > len(free) // 4:
             raise UsageError(f"{len(genes)} genes are too few for {positive}+{negative} labelled genes")
-        pos, neg = free[-positive:], free[len(free) // 4: len(free) // 4 + negative]
+        pos, neg = free[-positive:], free[len(free) // 4 : len(free) // 4 + negative]
         on = rng.random((n_cells, positive)) < 0.1
         profile[:, pos] = np.where(on, 50.0 * baseline.max(), 0.0)
     profile /= profile.sum(axis=1, keepdims=True)
@@ -143,7 +151,8 @@ def synthetic_anndata(
     var = pd.DataFrame({"ensembl_id": genes}, index=[f"GENE{i}" for i in range(len(genes))])
     adata = anndata.AnnData(X=X, obs=obs, var=var)
     adata.uns["synthetic"] = {
-        "seed": seed, "programs": {names[s]: genes[programs[s]].tolist() for s in range(n_states)},
+        "seed": seed,
+        "programs": {names[s]: genes[programs[s]].tolist() for s in range(n_states)},
         "note": "synthetic counts with planted cell-state programs; not biological data",
     }
     if labelled_genes:

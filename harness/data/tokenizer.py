@@ -62,8 +62,10 @@ def load_pickle_dict(path: Path) -> dict:
         with open(path, "rb") as fh:
             data = _DictionaryUnpickler(fh).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as exc:
-        raise TokenizerError(f"{path} is not a readable Geneformer dictionary ({type(exc).__name__}: {exc}); "
-                             "use the files of the Geneformer release") from None
+        raise TokenizerError(
+            f"{path} is not a readable Geneformer dictionary ({type(exc).__name__}: {exc}); "
+            "use the files of the Geneformer release"
+        ) from None
     if not isinstance(data, dict):
         raise TokenizerError(f"{path} does not hold a dictionary")
     return data
@@ -144,8 +146,15 @@ class Encoder:
     genes' token ids and medians are worked out once, then any number of row chunks are encoded.
     ``columns`` counts what happened to the input's gene columns, by reason."""
 
-    def __init__(self, ensembl_ids: list[str], variant: Variant, dicts: Dictionaries, max_len: int | None = None,
-                 map_genes: bool = True, recompute_n_counts: bool = False):
+    def __init__(
+        self,
+        ensembl_ids: list[str],
+        variant: Variant,
+        dicts: Dictionaries,
+        max_len: int | None = None,
+        map_genes: bool = True,
+        recompute_n_counts: bool = False,
+    ):
         import scipy.sparse as sp
 
         dicts.check_variant(variant)
@@ -173,21 +182,28 @@ class Encoder:
         column = {g: j for j, g in enumerate(genes)}
         rows = [i for i, t in enumerate(used) if t is not None]
         # one matrix maps every kept input column onto its gene, summing the columns that share one
-        self.merge = sp.csr_matrix((np.ones(len(rows)), (rows, [column[used[i]] for i in rows])),
-                                   shape=(len(ids), len(genes)))
+        self.merge = sp.csr_matrix(
+            (np.ones(len(rows)), (rows, [column[used[i]] for i in rows])), shape=(len(ids), len(genes))
+        )
         self.tokens = np.array([dicts.token_ids[g] for g in genes], dtype=np.int64)
         self.medians = np.array([dicts.medians[g] for g in genes], dtype=np.float64)
         self.columns = {
-            "input": len(ids), "used": len(rows), "genes": len(genes),
-            "dropped_empty_id": 0, "dropped_not_in_vocabulary": 0, "dropped_no_median": 0, **reasons,
+            "input": len(ids),
+            "used": len(rows),
+            "genes": len(genes),
+            "dropped_empty_id": 0,
+            "dropped_not_in_vocabulary": 0,
+            "dropped_no_median": 0,
+            **reasons,
             "mapped_to_another_id": sum(used[i] != ids[i] for i in rows),
             "summed_into_another_column": len(rows) - len(genes),
             "version_suffix_stripped": sum(a != b for a, b in zip(raw, ids)),
         }
         self.genes_dropped = len(ids) - len(rows)
 
-    def encode(self, counts, n_counts: np.ndarray | None = None, first_row: int = 0,
-               names: list[str] | None = None) -> Tokenized:
+    def encode(
+        self, counts, n_counts: np.ndarray | None = None, first_row: int = 0, names: list[str] | None = None
+    ) -> Tokenized:
         """Encode a cells × genes chunk (dense or sparse); rows are numbered from ``first_row``
         (``names``: the cells' obs names, for error messages)."""
         import scipy.sparse as sp
@@ -232,12 +248,18 @@ def check_n_counts(totals: np.ndarray, row_sums: np.ndarray, first_row: int = 0,
         who = f"obs name {names[i]!r}" if names is not None else f"row {first_row + i}"
         raise TokenizerError(
             f"obs['n_counts'] is {totals[i]!r} for the cell with {who} ({int(bad.sum())} such cells in this chunk): "
-            "fix the column, or pass --recompute-n-counts to use each cell's row sum")
+            "fix the column, or pass --recompute-n-counts to use each cell's row sum"
+        )
 
 
 def tokenize_counts(
-    counts, ensembl_ids: list[str], variant: Variant, dicts: Dictionaries,
-    max_len: int | None = None, n_counts: np.ndarray | None = None, map_genes: bool = True,
+    counts,
+    ensembl_ids: list[str],
+    variant: Variant,
+    dicts: Dictionaries,
+    max_len: int | None = None,
+    n_counts: np.ndarray | None = None,
+    map_genes: bool = True,
 ) -> Tokenized:
     """Encode a whole cells × genes count matrix (dense or scipy sparse)."""
     return Encoder(ensembl_ids, variant, dicts, max_len, map_genes).encode(counts, n_counts)
@@ -251,7 +273,9 @@ def gene_ids(var, gene_column: str | None, dicts: Dictionaries) -> list[str]:
         gene_column = "ensembl_id"
     if gene_column:
         if gene_column not in var:
-            raise TokenizerError(f"var has no {gene_column!r} column (columns: {', '.join(map(str, var.columns)) or 'none'})")
+            raise TokenizerError(
+                f"var has no {gene_column!r} column (columns: {', '.join(map(str, var.columns)) or 'none'})"
+            )
         return [str(g) for g in var[gene_column]]
     names = [str(n) for n in var.index]
     if names and sum(n.upper().startswith("ENS") for n in names) > len(names) / 2:
@@ -286,8 +310,13 @@ def open_anndata(path: str | Path):
 
 
 def tokenize_h5ad(
-    path: str | Path, variant: Variant, dicts: Dictionaries, max_len: int | None = None,
-    gene_column: str | None = None, layer: str | None = None, max_cells: int | None = None,
+    path: str | Path,
+    variant: Variant,
+    dicts: Dictionaries,
+    max_len: int | None = None,
+    gene_column: str | None = None,
+    layer: str | None = None,
+    max_cells: int | None = None,
 ) -> Tokenized:
     """Encode (the first ``max_cells`` cells of) an AnnData file in memory."""
     adata = open_anndata(path)

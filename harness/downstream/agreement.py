@@ -28,8 +28,12 @@ def _resample_indices(n: int, groups: np.ndarray | None, rng: np.random.Generato
 
 
 def metric_differences(
-    y: np.ndarray, reference: np.ndarray, candidate: np.ndarray, groups: np.ndarray | None = None,
-    n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+    y: np.ndarray,
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_boot: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
 ) -> dict:
     """``{metric}_diff`` and its 95% ``_ci_low``/``_ci_high`` over pooled out-of-fold predictions."""
     point_ref, point_cand = metrics(y, reference), metrics(y, candidate)
@@ -57,8 +61,12 @@ def prediction_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict:
     same = reference.argmax(axis=1) == candidate.argmax(axis=1)
     a, b = reference.ravel(), candidate.ravel()
     corr = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
-    return {"label_agreement": float(same.mean()), "n_disagree": int((~same).sum()),
-            "proba_pearson": corr, "proba_max_abs_diff": float(np.abs(a - b).max())}
+    return {
+        "label_agreement": float(same.mean()),
+        "n_disagree": int((~same).sum()),
+        "proba_pearson": corr,
+        "proba_max_abs_diff": float(np.abs(a - b).max()),
+    }
 
 
 def embedding_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict:

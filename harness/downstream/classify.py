@@ -35,8 +35,10 @@ def gene_folds(y: np.ndarray, folds: int = 5, seed: int = 0) -> Folds:
 
     counts = np.bincount(y)
     if counts.min() < folds:
-        raise UsageError(f"each class needs at least {folds} items for {folds}-fold cross-validation; "
-                         f"class sizes are {counts.tolist()}")
+        raise UsageError(
+            f"each class needs at least {folds} items for {folds}-fold cross-validation; "
+            f"class sizes are {counts.tolist()}"
+        )
     fold_of = np.empty(len(y), dtype=int)
     for k, (_, test) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)):
         fold_of[test] = k
@@ -49,8 +51,10 @@ def individual_folds(y: np.ndarray, individuals: np.ndarray, folds: int = 5, see
 
     donors = np.unique(individuals)
     if len(donors) < folds:
-        raise UsageError(f"{len(donors)} individuals cannot be split into {folds} folds by individual; "
-                         f"lower --folds or add individuals")
+        raise UsageError(
+            f"{len(donors)} individuals cannot be split into {folds} folds by individual; "
+            f"lower --folds or add individuals"
+        )
     fold_of = np.empty(len(y), dtype=int)
     splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
     for k, (_, test) in enumerate(splitter.split(y, y, individuals)):
@@ -94,7 +98,8 @@ def metrics(y: np.ndarray, proba: np.ndarray) -> dict:
 
     pred = proba.argmax(axis=1)
     return {
-        "roc_auc": roc_auc(y, proba), "accuracy": float(accuracy_score(y, pred)),
+        "roc_auc": roc_auc(y, proba),
+        "accuracy": float(accuracy_score(y, pred)),
         # over the classes present (true or predicted): a fold without a class has no F1 for it
         "macro_f1": float(f1_score(y, pred, average="macro", labels=np.union1d(y, pred), zero_division=0)),
     }

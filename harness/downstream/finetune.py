@@ -23,8 +23,7 @@ from torch import nn
 
 from harness.backends import Backend
 from harness.data.batching import collate
-from harness.embeddings import length_batches
-from harness.embeddings import mean_over_genes
+from harness.embeddings import length_batches, mean_over_genes
 from models.errors import UsageError
 from models.registry import Variant
 
@@ -45,16 +44,20 @@ def _trainable(backend: Backend, n_classes: int, cfg: FineTuneConfig) -> tuple[n
     if not 0 <= cfg.freeze_layers <= len(layers):
         raise UsageError(f"--freeze-layers must be between 0 and {len(layers)}, not {cfg.freeze_layers}")
     model.requires_grad_(False)
-    for layer in layers[cfg.freeze_layers:]:
+    for layer in layers[cfg.freeze_layers :]:
         layer.requires_grad_(True)
     torch.manual_seed(cfg.seed)
     head = nn.Linear(model.bert.embeddings.word_embeddings.weight.shape[1], n_classes).to(backend.device)
     encoder_params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([{"params": encoder_params, "lr": cfg.lr}, {"params": head.parameters(), "lr": cfg.head_lr}])
+    optimizer = torch.optim.AdamW(
+        [{"params": encoder_params, "lr": cfg.lr}, {"params": head.parameters(), "lr": cfg.head_lr}]
+    )
     return head, optimizer
 
 
-def _epoch_batches(cells: list[list[int]], items: np.ndarray, max_tokens: int, epoch: int, seed: int) -> list[list[int]]:
+def _epoch_batches(
+    cells: list[list[int]], items: np.ndarray, max_tokens: int, epoch: int, seed: int
+) -> list[list[int]]:
     groups = [[int(items[i]) for i in g] for g in length_batches([cells[i] for i in items], max_tokens)]
     order = np.random.default_rng(seed + epoch).permutation(len(groups))
     return [groups[i] for i in order]
@@ -76,8 +79,13 @@ def _train(backend: Backend, head: nn.Linear, optimizer, batches, variant: Varia
 
 
 def finetune_genes(
-    make_backend: Callable[[], Backend], cells: list[list[int]], variant: Variant, token_label: dict[int, int],
-    train_tokens: set[int], test_tokens: list[int], cfg: FineTuneConfig,
+    make_backend: Callable[[], Backend],
+    cells: list[list[int]],
+    variant: Variant,
+    token_label: dict[int, int],
+    train_tokens: set[int],
+    test_tokens: list[int],
+    cfg: FineTuneConfig,
 ) -> tuple[np.ndarray, float]:
     """Probabilities [len(test_tokens), 2] for the test genes, and the last epoch's training loss."""
     backend = make_backend()
@@ -97,7 +105,9 @@ def finetune_genes(
         return nn.functional.cross_entropy(head(hidden[target >= 0]), target[target >= 0])
 
     for epoch in range(cfg.epochs):
-        batches = [{"cells": [cells[i] for i in g]} for g in _epoch_batches(cells, relevant, cfg.max_tokens, epoch, cfg.seed)]
+        batches = [
+            {"cells": [cells[i] for i in g]} for g in _epoch_batches(cells, relevant, cfg.max_tokens, epoch, cfg.seed)
+        ]
         loss = _train(backend, head, optimizer, batches, variant, token_loss)
     sums = torch.zeros(variant.vocab_size, 2, dtype=torch.float64)
     counts = torch.zeros(variant.vocab_size, dtype=torch.float64)
@@ -115,8 +125,14 @@ def finetune_genes(
 
 
 def finetune_cells(
-    make_backend: Callable[[], Backend], cells: list[list[int]], variant: Variant, y: np.ndarray,
-    train: np.ndarray, test: np.ndarray, n_classes: int, cfg: FineTuneConfig,
+    make_backend: Callable[[], Backend],
+    cells: list[list[int]],
+    variant: Variant,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    n_classes: int,
+    cfg: FineTuneConfig,
 ) -> tuple[np.ndarray, float]:
     """Probabilities [len(test), n_classes] for the test cells, and the last epoch's training loss."""
     backend = make_backend()
@@ -129,8 +145,10 @@ def finetune_cells(
         return nn.functional.cross_entropy(head(pooled), targets[group["items"]].to(hidden.device))
 
     for epoch in range(cfg.epochs):
-        batches = [{"cells": [cells[i] for i in g], "items": g}
-                   for g in _epoch_batches(cells, train, cfg.max_tokens, epoch, cfg.seed)]
+        batches = [
+            {"cells": [cells[i] for i in g], "items": g}
+            for g in _epoch_batches(cells, train, cfg.max_tokens, epoch, cfg.seed)
+        ]
         loss = _train(backend, head, optimizer, batches, variant, cell_loss)
     proba = np.zeros((len(test), n_classes))
     with torch.no_grad():

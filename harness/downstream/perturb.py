@@ -57,10 +57,10 @@ class PerturbResult:
 
 def perturbed_copy(cell: list[int], position: int, mode: str, variant: Variant) -> list[int]:
     if mode == "delete":
-        return cell[:position] + cell[position + 1:]
+        return cell[:position] + cell[position + 1 :]
     if mode == "overexpress":
         first = 1 if variant.has_cls_eos else 0  # after <cls>
-        rest = cell[:position] + cell[position + 1:]
+        rest = cell[:position] + cell[position + 1 :]
         return rest[:first] + [cell[position]] + rest[first:]
     raise UsageError(f"perturbation mode must be one of {MODES}, not {mode!r}")
 
@@ -91,8 +91,15 @@ def _chunks(cells: list[list[int]], jobs: dict[int, list[int]], limit: int):
 
 @torch.no_grad()
 def perturb(
-    backend: Backend, cells: list[list[int]], variant: Variant, genes: list[int], goal: np.ndarray,
-    mode: str = "delete", emb_layer: int = -1, max_tokens: int | None = None, progress=None,
+    backend: Backend,
+    cells: list[list[int]],
+    variant: Variant,
+    genes: list[int],
+    goal: np.ndarray,
+    mode: str = "delete",
+    emb_layer: int = -1,
+    max_tokens: int | None = None,
+    progress=None,
 ) -> PerturbResult:
     """Perturb each of ``genes`` in every cell that expresses it; ``goal`` is a cell embedding;
     ``progress(n)`` is told of each perturbation queued."""
@@ -112,8 +119,9 @@ def perturb(
         where = {c: k for k, c in enumerate(piece)}
         rows = [cells[c] for c in piece] + [perturbed_copy(cells[c], p, mode, variant) for c, p in todo]
         leave = [None] * len(piece) + [moved if mode == "overexpress" else None] * len(todo)
-        pooled = encode_cells(backend, rows, variant, n_layers, budget, leave_out=leave,
-                              pick=[(where[c], p) for c, p in todo])
+        pooled = encode_cells(
+            backend, rows, variant, n_layers, budget, leave_out=leave, pick=[(where[c], p) for c, p in todo]
+        )
         if progress is not None:
             progress(len(todo))
         k = len(piece)
@@ -134,8 +142,17 @@ def perturb(
     null = encode_cells(backend, cells, variant, n_layers, max(variant.context, budget // 2)).means().float()
     null_cos, null_goal = 1 - _cos(originals, null), _cos(null, goal_t) - _cos(originals, goal_t)
     both = torch.cat(shifts, dim=1).cpu().numpy() if shifts else np.zeros((2, 0))
-    return PerturbResult(np.array([c for c, _ in done], dtype=int), np.array([cells[c][p] for c, p in done], dtype=int),
-                         both[0], both[1], null_cos.cpu().numpy(), null_goal.cpu().numpy(), seconds, real, run)
+    return PerturbResult(
+        np.array([c for c, _ in done], dtype=int),
+        np.array([cells[c][p] for c, p in done], dtype=int),
+        both[0],
+        both[1],
+        null_cos.cpu().numpy(),
+        null_goal.cpu().numpy(),
+        seconds,
+        real,
+        run,
+    )
 
 
 def shift_agreement(reference: PerturbResult, candidate: PerturbResult) -> dict:
@@ -153,6 +170,8 @@ def shift_agreement(reference: PerturbResult, candidate: PerturbResult) -> dict:
         "cos_shift_pearson": pearson(reference.cos_shift, candidate.cos_shift),
         "goal_shift_pearson": pearson(reference.goal_shift, candidate.goal_shift),
         "goal_shift_max_abs_diff": float(np.abs(reference.goal_shift - candidate.goal_shift).max()),
-        "noise_floor": floor, "n_pairs": len(reference.goal_shift), "n_above_floor": int(above.sum()),
+        "noise_floor": floor,
+        "n_pairs": len(reference.goal_shift),
+        "n_above_floor": int(above.sum()),
         "sign_agreement_above_floor": float(same_sign.mean()) if above.any() else float("nan"),
     }

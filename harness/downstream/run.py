@@ -27,7 +27,14 @@ import numpy as np
 from harness.capability import probe
 from harness.downstream import agreement
 from harness.downstream.classify import (
-    Folds, confusion, fold_metrics, gene_folds, individual_folds, metrics, probe_scores, summarize,
+    Folds,
+    confusion,
+    fold_metrics,
+    gene_folds,
+    individual_folds,
+    metrics,
+    probe_scores,
+    summarize,
 )
 from harness.downstream.dosage import gene_matrix
 from harness.downstream.finetune import FineTuneConfig, finetune_cells, finetune_genes
@@ -39,10 +46,16 @@ from models.errors import UsageError
 from models.registry import Variant
 
 PUBLISHED = {  # Geneformer example runs, gf-6L-30M (V1-10M) fine-tuned
-    "dosage": {"roc_auc_mean": 0.9142, "roc_auc_sd": 0.0320,
-               "note": "Geneformer example, gf-6L-30M fine-tuned, 5-fold CV over genes"},
-    "cardiomyopathy": {"accuracy": 0.8642, "macro_f1": 0.8427,
-                       "note": "Geneformer example, gf-6L-30M fine-tuned, held-out individuals"},
+    "dosage": {
+        "roc_auc_mean": 0.9142,
+        "roc_auc_sd": 0.0320,
+        "note": "Geneformer example, gf-6L-30M fine-tuned, 5-fold CV over genes",
+    },
+    "cardiomyopathy": {
+        "accuracy": 0.8642,
+        "macro_f1": 0.8427,
+        "note": "Geneformer example, gf-6L-30M fine-tuned, held-out individuals",
+    },
 }
 TASK_MODES = ("probe", "finetune")
 
@@ -118,8 +131,14 @@ def judge(row: dict, precision: str) -> dict:
 
 
 def _base(task: str, mode: str, variant: Variant, run: EvalRun, record: str) -> dict:
-    return {"record": record, "task": task, "mode": mode, "variant": variant.name,
-            "backend": run.backend, "precision": run.precision}
+    return {
+        "record": record,
+        "task": task,
+        "mode": mode,
+        "variant": variant.name,
+        "backend": run.backend,
+        "precision": run.precision,
+    }
 
 
 class EvalRunner:
@@ -155,32 +174,70 @@ class EvalRunner:
 
 
 def _classification_records(
-    task: str, mode: str, variant: Variant, run: EvalRun, y: np.ndarray, proba: np.ndarray, folds: Folds,
-    items: list[str], classes: list[str], seconds: float, extra: dict,
+    task: str,
+    mode: str,
+    variant: Variant,
+    run: EvalRun,
+    y: np.ndarray,
+    proba: np.ndarray,
+    folds: Folds,
+    items: list[str],
+    classes: list[str],
+    seconds: float,
+    extra: dict,
 ) -> list[dict]:
     folds_rows = fold_metrics(y, proba, folds)
     pooled = {f"pooled_{k}": v for k, v in metrics(y, proba).items()}
-    records = [{**_base(task, mode, variant, run, "summary"), "status": "reported", "n_items": len(y),
-                "n_folds": folds.n_folds, "split": folds.grouped_by or "stratified", **summarize(folds_rows),
-                **pooled, "seconds": seconds, **extra}]
+    records = [
+        {
+            **_base(task, mode, variant, run, "summary"),
+            "status": "reported",
+            "n_items": len(y),
+            "n_folds": folds.n_folds,
+            "split": folds.grouped_by or "stratified",
+            **summarize(folds_rows),
+            **pooled,
+            "seconds": seconds,
+            **extra,
+        }
+    ]
     records += [{**_base(task, mode, variant, run, "fold"), **row} for row in folds_rows]
     for i, item in enumerate(items):
-        records.append({**_base(task, mode, variant, run, "prediction"), "item": item, "label": classes[y[i]],
-                        "predicted": classes[int(proba[i].argmax())], "fold": int(folds.fold_of[i]),
-                        **{f"p_{c}": float(proba[i, k]) for k, c in enumerate(classes)}})
+        records.append(
+            {
+                **_base(task, mode, variant, run, "prediction"),
+                "item": item,
+                "label": classes[y[i]],
+                "predicted": classes[int(proba[i].argmax())],
+                "fold": int(folds.fold_of[i]),
+                **{f"p_{c}": float(proba[i, k]) for k, c in enumerate(classes)},
+            }
+        )
     if len(classes) > 2:
         matrix = confusion(y, proba.argmax(axis=1), len(classes))
-        records += [{**_base(task, mode, variant, run, "confusion"), "true": classes[a], "predicted": classes[b],
-                     "count": int(matrix[a, b])} for a in range(len(classes)) for b in range(len(classes))]
+        records += [
+            {
+                **_base(task, mode, variant, run, "confusion"),
+                "true": classes[a],
+                "predicted": classes[b],
+                "count": int(matrix[a, b]),
+            }
+            for a in range(len(classes))
+            for b in range(len(classes))
+        ]
     return records
 
 
 def _agreement_records(task, mode, variant, runs_done, y, groups, embeddings, seed) -> list[dict]:
     records = []
     for cand, ref, judged in comparisons(list(runs_done)):
-        row = {**_base(task, mode, variant, cand, "agreement"), "reference": ref.name, "judged": judged,
-               **agreement.metric_differences(y, runs_done[ref], runs_done[cand], groups, seed=seed),
-               **agreement.prediction_agreement(runs_done[ref], runs_done[cand])}
+        row = {
+            **_base(task, mode, variant, cand, "agreement"),
+            "reference": ref.name,
+            "judged": judged,
+            **agreement.metric_differences(y, runs_done[ref], runs_done[cand], groups, seed=seed),
+            **agreement.prediction_agreement(runs_done[ref], runs_done[cand]),
+        }
         if cand in embeddings and ref in embeddings:
             row.update(agreement.embedding_agreement(embeddings[ref], embeddings[cand]))
         records.append({**row, **(judge(row, cand.precision) if judged else {"status": "reported"})})
@@ -188,13 +245,27 @@ def _agreement_records(task, mode, variant, runs_done, y, groups, embeddings, se
 
 
 def _published(task: str, mode: str, variant: Variant) -> dict:
-    return {"record": "published", "task": task, "mode": mode, "variant": "V1-10M", "backend": "published",
-            "precision": "n/a", **PUBLISHED[task]}
+    return {
+        "record": "published",
+        "task": task,
+        "mode": mode,
+        "variant": "V1-10M",
+        "backend": "published",
+        "precision": "n/a",
+        **PUBLISHED[task],
+    }
 
 
 def evaluate_genes(
-    data: GeneTaskData, runner: EvalRunner, runs: list[EvalRun], mode: str = "probe", n_folds: int = 5,
-    seed: int = 0, emb_layer: int = -1, finetune: FineTuneConfig | None = None, progress=print,
+    data: GeneTaskData,
+    runner: EvalRunner,
+    runs: list[EvalRun],
+    mode: str = "probe",
+    n_folds: int = 5,
+    seed: int = 0,
+    emb_layer: int = -1,
+    finetune: FineTuneConfig | None = None,
+    progress=print,
 ) -> list[dict]:
     """The dosage-sensitivity task for every run; records as the module docstring lists."""
     from harness.embeddings import extract
@@ -218,25 +289,37 @@ def evaluate_genes(
             if genes is None:
                 genes, y, missing = _genes_in_cells(data)
                 folds = gene_folds(y, n_folds, seed)
-            probas[run] = _finetune_gene_folds(data, runner, run, genes, y, folds, finetune or FineTuneConfig(seed=seed))
+            probas[run] = _finetune_gene_folds(
+                data, runner, run, genes, y, folds, finetune or FineTuneConfig(seed=seed)
+            )
         runner.release()
         seconds = time.perf_counter() - start
-        extra = {"n_positive": int(y.sum()), "n_negative": int((y == 0).sum()), "labelled_genes_not_seen": missing,
-                 "n_cells": len(data.cells)}
-        new = _classification_records(task, mode, variant, run, y, probas[run], folds, genes,
-                                      ["insensitive", "sensitive"], seconds, extra)
+        extra = {
+            "n_positive": int(y.sum()),
+            "n_negative": int((y == 0).sum()),
+            "labelled_genes_not_seen": missing,
+            "n_cells": len(data.cells),
+        }
+        new = _classification_records(
+            task, mode, variant, run, y, probas[run], folds, genes, ["insensitive", "sensitive"], seconds, extra
+        )
         records += new
         s = new[0]
-        progress(f"{task} {run.name:22s} ROC AUC {s['roc_auc_mean']:.4f} ± {s['roc_auc_sd']:.4f}  "
-                 f"accuracy {s['accuracy_mean']:.4f}  ({len(genes)} genes, {seconds:.1f} s)")
+        progress(
+            f"{task} {run.name:22s} ROC AUC {s['roc_auc_mean']:.4f} ± {s['roc_auc_sd']:.4f}  "
+            f"accuracy {s['accuracy_mean']:.4f}  ({len(genes)} genes, {seconds:.1f} s)"
+        )
     records += _agreement_records(task, mode, variant, probas, y, None, vectors, seed)
     return records + [_published(task, mode, variant)]
 
 
 def _genes_in_cells(data: GeneTaskData):
     seen = {t for c in data.cells for t in c}
-    keep = [(g, lab) for g, lab in zip(data.labels.genes, data.labels.labels)
-            if g in data.token_ids and data.token_ids[g] in seen]
+    keep = [
+        (g, lab)
+        for g, lab in zip(data.labels.genes, data.labels.labels)
+        if g in data.token_ids and data.token_ids[g] in seen
+    ]
     return [g for g, _ in keep], np.array([lab for _, lab in keep]), len(data.labels.genes) - len(keep)
 
 
@@ -246,15 +329,29 @@ def _finetune_gene_folds(data, runner, run, genes, y, folds, cfg) -> np.ndarray:
     proba = np.zeros((len(genes), 2))
     for k in range(folds.n_folds):
         train, test = folds.split(k)
-        proba[test], _ = finetune_genes(lambda: runner.backend(run), data.cells, runner.variant, token_label,
-                                        set(tokens[train].tolist()), tokens[test].tolist(), cfg)
+        proba[test], _ = finetune_genes(
+            lambda: runner.backend(run),
+            data.cells,
+            runner.variant,
+            token_label,
+            set(tokens[train].tolist()),
+            tokens[test].tolist(),
+            cfg,
+        )
         runner.release()
     return proba
 
 
 def evaluate_cells(
-    data: CellTaskData, runner: EvalRunner, runs: list[EvalRun], mode: str = "probe", n_folds: int = 5,
-    seed: int = 0, emb_layer: int = -1, finetune: FineTuneConfig | None = None, progress=print,
+    data: CellTaskData,
+    runner: EvalRunner,
+    runs: list[EvalRun],
+    mode: str = "probe",
+    n_folds: int = 5,
+    seed: int = 0,
+    emb_layer: int = -1,
+    finetune: FineTuneConfig | None = None,
+    progress=print,
 ) -> list[dict]:
     """The cardiomyopathy task (cell classification, split by individual) for every run."""
     from harness.embeddings import extract
@@ -268,33 +365,46 @@ def evaluate_cells(
         start = time.perf_counter()
         if mode == "probe":
             with progress_bar(len(data.cells), f"{run.name} cell embeddings") as bar:
-                vectors[run] = extract(runner.backend(run), data.cells, variant, "cell", emb_layer,
-                                       progress=bar.update).vectors
+                vectors[run] = extract(
+                    runner.backend(run), data.cells, variant, "cell", emb_layer, progress=bar.update
+                ).vectors
             probas[run] = probe_scores(vectors[run], data.y, folds, n_classes)
         else:
             cfg = finetune or FineTuneConfig(seed=seed)
             proba = np.zeros((len(data.y), n_classes))
             for k in range(folds.n_folds):
                 train, test = folds.split(k)
-                proba[test], _ = finetune_cells(lambda: runner.backend(run), data.cells, variant, data.y,
-                                                train, test, n_classes, cfg)
+                proba[test], _ = finetune_cells(
+                    lambda: runner.backend(run), data.cells, variant, data.y, train, test, n_classes, cfg
+                )
                 runner.release()
             probas[run] = proba
         runner.release()
         seconds = time.perf_counter() - start
         extra = {"n_individuals": len(set(data.individuals)), "n_cells": len(data.cells)}
-        new = _classification_records(task, mode, variant, run, data.y, probas[run], folds, items,
-                                      data.classes, seconds, extra)
+        new = _classification_records(
+            task, mode, variant, run, data.y, probas[run], folds, items, data.classes, seconds, extra
+        )
         records += new
-        progress(f"{task} {run.name:22s} accuracy {new[0]['accuracy_mean']:.4f} ± {new[0]['accuracy_sd']:.4f}  "
-                 f"macro-F1 {new[0]['macro_f1_mean']:.4f}  ({len(items)} cells, {seconds:.1f} s)")
+        progress(
+            f"{task} {run.name:22s} accuracy {new[0]['accuracy_mean']:.4f} ± {new[0]['accuracy_sd']:.4f}  "
+            f"macro-F1 {new[0]['macro_f1_mean']:.4f}  ({len(items)} cells, {seconds:.1f} s)"
+        )
     records += _agreement_records(task, mode, variant, probas, data.y, data.individuals, vectors, seed)
     return records + [_published(task, mode, variant)]
 
 
 def evaluate_perturbation(
-    data: CellTaskData, runner: EvalRunner, runs: list[EvalRun], start_class: str, goal_class: str,
-    perturbation: str = "delete", n_genes: int = 20, max_cells: int = 16, emb_layer: int = -1, progress=print,
+    data: CellTaskData,
+    runner: EvalRunner,
+    runs: list[EvalRun],
+    start_class: str,
+    goal_class: str,
+    perturbation: str = "delete",
+    n_genes: int = 20,
+    max_cells: int = 16,
+    emb_layer: int = -1,
+    progress=print,
 ) -> list[dict]:
     """Perturb the ``n_genes`` genes most often expressed in ``start_class`` cells, in up to
     ``max_cells`` of them; shift toward the ``goal_class`` centroid (each run's own centroid)."""
@@ -320,23 +430,48 @@ def evaluate_perturbation(
         wanted = set(genes)
         n_jobs = sum(t in wanted for c in start_cells for t in c)
         with progress_bar(n_jobs, f"{run.name} perturbations", unit="perturbation") as bar:
-            res = results[run] = perturb(backend, start_cells, variant, genes, goal, perturbation, emb_layer,
-                                         progress=bar.update)
+            res = results[run] = perturb(
+                backend, start_cells, variant, genes, goal, perturbation, emb_layer, progress=bar.update
+            )
         del backend
         runner.release()
         n = len(res.cos_shift)
-        records.append({
-            **_base(task, mode, variant, run, "summary"), "status": "reported", "start_class": start_class,
-            "goal_class": goal_class, "n_cells": len(start_cells), "n_genes": len(genes), "n_pairs": n,
-            "seconds": res.seconds, "perturbations_per_s": n / res.seconds,
-            "padding_fraction": 1 - res.real_tokens / res.padded_tokens, "noise_floor": res.noise_floor,
-            "cos_shift_mean": float(res.cos_shift.mean()), "goal_shift_mean": float(res.goal_shift.mean()),
-        })
-        records += [{**_base(task, mode, variant, run, "shift"), "cell": int(c), "gene_token": int(g),
-                     "cos_shift": float(cs), "goal_shift": float(gs)}
-                    for c, g, cs, gs in zip(res.cell, res.gene, res.cos_shift, res.goal_shift)]
+        records.append(
+            {
+                **_base(task, mode, variant, run, "summary"),
+                "status": "reported",
+                "start_class": start_class,
+                "goal_class": goal_class,
+                "n_cells": len(start_cells),
+                "n_genes": len(genes),
+                "n_pairs": n,
+                "seconds": res.seconds,
+                "perturbations_per_s": n / res.seconds,
+                "padding_fraction": 1 - res.real_tokens / res.padded_tokens,
+                "noise_floor": res.noise_floor,
+                "cos_shift_mean": float(res.cos_shift.mean()),
+                "goal_shift_mean": float(res.goal_shift.mean()),
+            }
+        )
+        records += [
+            {
+                **_base(task, mode, variant, run, "shift"),
+                "cell": int(c),
+                "gene_token": int(g),
+                "cos_shift": float(cs),
+                "goal_shift": float(gs),
+            }
+            for c, g, cs, gs in zip(res.cell, res.gene, res.cos_shift, res.goal_shift)
+        ]
         progress(f"{task} {run.name:22s} {n} perturbations, {n / res.seconds:.1f}/s, noise floor {res.noise_floor:.2e}")
     for cand, ref, judged in comparisons(list(results)):
-        records.append({**_base(task, mode, variant, cand, "agreement"), "reference": ref.name, "judged": judged,
-                        "status": "reported", **shift_agreement(results[ref], results[cand])})
+        records.append(
+            {
+                **_base(task, mode, variant, cand, "agreement"),
+                "reference": ref.name,
+                "judged": judged,
+                "status": "reported",
+                **shift_agreement(results[ref], results[cand]),
+            }
+        )
     return records

@@ -28,8 +28,9 @@ def _te_attention(precision: Precision, q, k, v) -> tuple[torch.Tensor, torch.Te
     import transformer_engine.pytorch as te
 
     heads, head_dim = q.shape[2], q.shape[3]
-    module = te.DotProductAttention(heads, head_dim, attn_mask_type="no_mask", qkv_format="bshd",
-                                    attention_dropout=0.0).eval()
+    module = te.DotProductAttention(
+        heads, head_dim, attn_mask_type="no_mask", qkv_format="bshd", attention_dropout=0.0
+    ).eval()
     recipe = make_recipe(precision) if precision.is_fp8 else None
     if recipe is not None:
         with torch.enable_grad(), quantization(precision, recipe):
@@ -40,15 +41,24 @@ def _te_attention(precision: Precision, q, k, v) -> tuple[torch.Tensor, torch.Te
     return first, second
 
 
-def check_attention_kernel(variant: Variant, precision_name: str, seq_len: int, batch: int = 2,
-                           seed: int = 0) -> dict:
+def check_attention_kernel(variant: Variant, precision_name: str, seq_len: int, batch: int = 2, seed: int = 0) -> dict:
     """One record (``record: attention_kernel``): metrics, peer metrics, repeat difference, verdict.
     A machine that cannot run it gives a skipped record with the reason."""
     precision = get_precision(precision_name)
-    base = {"record": "attention_kernel", "variant": variant.name, "backend": KERNEL_BACKEND,
-            "precision": precision.name, "seq_len": seq_len, "batch": batch, "seed": seed,
-            "heads": variant.num_attention_heads, "head_dim": variant.head_dim,
-            "reference": "torch SDPA @ fp64", "peer": "torch SDPA @ bf16", "cells": "random Q, K, V ~ N(0, 1)"}
+    base = {
+        "record": "attention_kernel",
+        "variant": variant.name,
+        "backend": KERNEL_BACKEND,
+        "precision": precision.name,
+        "seq_len": seq_len,
+        "batch": batch,
+        "seed": seed,
+        "heads": variant.num_attention_heads,
+        "head_dim": variant.head_dim,
+        "reference": "torch SDPA @ fp64",
+        "peer": "torch SDPA @ bf16",
+        "cells": "random Q, K, V ~ N(0, 1)",
+    }
     cap = probe()
     reason = cap.skip_reason("te", precision)
     if not reason and precision.dtype != torch.bfloat16:
@@ -72,21 +82,30 @@ def check_attention_kernel(variant: Variant, precision_name: str, seq_len: int, 
         first, second = _te_attention(precision, q, k, v)
     except Exception as exc:  # TE finding no kernel for this case is a finding: recorded
         return {**base, "status": "error", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-    status, violations, entry = judge_tensors(KERNEL_STAGE, precision.name, reference, rows(first),
-                                              peer=rows(sdpa(torch.bfloat16)))
+    status, violations, entry = judge_tensors(
+        KERNEL_STAGE, precision.name, reference, rows(first), peer=rows(sdpa(torch.bfloat16))
+    )
     repeat_max_abs = float((first.float() - second.float()).abs().max())
     if repeat_max_abs:
         status = "fail"
-        violations = "; ".join(filter(None, [violations, f"not deterministic: the same input twice differs by "
-                                                           f"up to {repeat_max_abs:.3g}"]))
-    return {**base, "status": status, "violations": violations, "repeat_max_abs": repeat_max_abs,
-            **{k: entry.metrics[k] for k in ("rel_l2", "cos_dist", "max_abs", "mean_abs")},
-            **{f"peer_{k}": entry.peer_metrics[k] for k in ("rel_l2", "cos_dist", "max_abs")}}
+        violations = "; ".join(
+            filter(None, [violations, f"not deterministic: the same input twice differs by up to {repeat_max_abs:.3g}"])
+        )
+    return {
+        **base,
+        "status": status,
+        "violations": violations,
+        "repeat_max_abs": repeat_max_abs,
+        **{k: entry.metrics[k] for k in ("rel_l2", "cos_dist", "max_abs", "mean_abs")},
+        **{f"peer_{k}": entry.peer_metrics[k] for k in ("rel_l2", "cos_dist", "max_abs")},
+    }
 
 
 def format_kernel_record(r: dict) -> str:
     head = f"{r['variant']:17s} {r['backend']:19s} {r['precision']:15s} {r['status'].upper():5s}"
     if r["status"] in ("skipped", "error"):
         return f"{head} {r['reason']}"
-    return (f"{head} {r['seq_len']} tokens, {r['heads']}x{r['head_dim']}: rel_l2={r['rel_l2']:.2e} "
-            f"(bf16 SDPA {r['peer_rel_l2']:.2e}), repeat max|d|={r['repeat_max_abs']:.2g} {r['violations']}")
+    return (
+        f"{head} {r['seq_len']} tokens, {r['heads']}x{r['head_dim']}: rel_l2={r['rel_l2']:.2e} "
+        f"(bf16 SDPA {r['peer_rel_l2']:.2e}), repeat max|d|={r['repeat_max_abs']:.2g} {r['violations']}"
+    )

@@ -124,8 +124,9 @@ def judge_stage(entry: StageComparison, precision: str) -> tuple[str, str]:
     return status, "; ".join(violations + [f"not judged (no peer): {u}" for u in unjudged])
 
 
-def judge_tensors(stage: str, precision: str, reference: torch.Tensor, candidate: torch.Tensor,
-                  peer: torch.Tensor | None = None) -> tuple[str, str, StageComparison]:
+def judge_tensors(
+    stage: str, precision: str, reference: torch.Tensor, candidate: torch.Tensor, peer: torch.Tensor | None = None
+) -> tuple[str, str, StageComparison]:
     """Judge tensors computed outside a hooked forward (cell embeddings, one kernel's output) as
     ``stage``: rows ``[N, D]`` of the candidate (and its peer) against the reference."""
 

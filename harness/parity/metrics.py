@@ -85,7 +85,9 @@ class StageStats:
             out = {
                 "max_abs": self.max_abs,
                 "mean_abs": self.sum_abs / n,
-                "rel_l2": math.sqrt(self.sum_sq_diff / self.sum_sq_ref) if self.sum_sq_ref else math.sqrt(self.sum_sq_diff),
+                "rel_l2": math.sqrt(self.sum_sq_diff / self.sum_sq_ref)
+                if self.sum_sq_ref
+                else math.sqrt(self.sum_sq_diff),
                 "cosine": cosine,
                 "cos_dist": max(0.0, 1.0 - cosine),
                 "pearson": cov / math.sqrt(var) if var > 0 else nan,

@@ -19,7 +19,7 @@ from harness.parity.engine import compare, judge, judge_tensors
 from harness.precision import get_precision
 from harness.tolerances import needs_peer, table_as_dict
 from models.errors import UsageError
-from models.registry import Variant
+from models.registry import VARIANTS, Variant
 
 
 @dataclass(frozen=True)
@@ -143,9 +143,14 @@ def _run_one(spec: ParitySpec, reference_source, candidate_source, progress) -> 
     try:
         records, verdict = run_parity(spec, get_variant(spec.variant), reference_source, candidate_source)
     except Exception as exc:  # a kernel that cannot run this case is a finding: recorded, and the run goes on
-        verdict = {"record": "verdict", "variant": spec.variant, "backend": spec.candidate,
-                   "precision": spec.precision, "status": "error",
-                   "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        verdict = {
+            "record": "verdict",
+            "variant": spec.variant,
+            "backend": spec.candidate,
+            "precision": spec.precision,
+            "status": "error",
+            "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+        }
         records = [verdict]
     progress(format_verdict(verdict))
     return records
@@ -173,13 +178,15 @@ def compare_cell_embeddings(
     tolerance of the candidate's precision: (status, violations, metrics)."""
     ref = extract(reference, cells, variant, "cell", emb_layer)
     cand = extract(candidate, cells, variant, "cell", emb_layer)
-    status, violations, entry = judge_tensors("cell_embedding", candidate.precision.name,
-                                              torch.from_numpy(ref.vectors), torch.from_numpy(cand.vectors))
+    status, violations, entry = judge_tensors(
+        "cell_embedding", candidate.precision.name, torch.from_numpy(ref.vectors), torch.from_numpy(cand.vectors)
+    )
     return status, violations, entry.metrics
 
 
-def synthetic_embedding_check(variant: Variant, model, candidate: str, device: str, n_cells: int,
-                              max_len: int, seed: int) -> dict:
+def synthetic_embedding_check(
+    variant: Variant, model, candidate: str, device: str, n_cells: int, max_len: int, seed: int
+) -> dict:
     """The data path end to end on synthetic counts (no user data): planted-state AnnData →
     rank-value tokens → cell embeddings from the HF reference and the candidate, compared."""
     import time
@@ -196,10 +203,47 @@ def synthetic_embedding_check(variant: Variant, model, candidate: str, device: s
     start = time.perf_counter()
     status, violations, metrics = compare_cell_embeddings(reference, cand, cells, variant)
     return {
-        "record": "embedding", "variant": variant.name, "backend": candidate, "precision": precision.name,
-        "reference": f"hf-eager@{reference.precision.name}", "cells": "synthetic (planted states)",
-        "n_cells": len(cells), "seq_len": max_len, "real_tokens": sum(map(len, cells)),
-        "seconds": time.perf_counter() - start, "status": status, "violations": violations,
+        "record": "embedding",
+        "variant": variant.name,
+        "backend": candidate,
+        "precision": precision.name,
+        "reference": f"hf-eager@{reference.precision.name}",
+        "cells": "synthetic (planted states)",
+        "n_cells": len(cells),
+        "seq_len": max_len,
+        "real_tokens": sum(map(len, cells)),
+        "seconds": time.perf_counter() - start,
+        "status": status,
+        "violations": violations,
         "attention_backend": cand.attention_backend,
         **{k: metrics[k] for k in ("rel_l2", "cos_dist", "max_abs")},
     }
+
+
+KERNEL_CHECK_PRECISIONS = ("bf16", "fp8-delayed-dpa", "fp8-current-dpa")  # gfqual run on a GPU
+
+
+def default_specs(device: str, variants: list[str], seed: int) -> list:
+    """What ``gfqual run`` does with no arguments, by hardware: the most useful it can."""
+    specs = []
+    for name in variants:
+        v = VARIANTS[name]
+        if device == "cpu":
+            specs.append(ParitySpec(name, "te-format-torch", "fp32", max_len=64, seed=seed))
+            continue
+        specs.append(ParitySpec(name, "te-format-torch", "fp32", max_len=v.context, seed=seed, micro_batch=2))
+        for precision in (
+            "fp32",
+            "bf16",
+            "fp8-delayed",
+            "fp8-current",
+            "fp8-delayed-dpa",
+            "fp8-current-dpa",
+            "fp8-block",
+            "mxfp8",
+        ):
+            specs.append(ParitySpec(name, "te", precision, max_len=v.context, seed=seed, micro_batch=2))
+        for precision in ("fp32", "bf16"):  # the fused and packed builds must be as correct as the default
+            for backend in ("te-fused", "te-packed"):
+                specs.append(ParitySpec(name, backend, precision, max_len=v.context, seed=seed, micro_batch=2))
+    return specs

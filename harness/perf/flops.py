@@ -3,7 +3,8 @@
 Per layer: the QKV, output, fc1 and fc2 GEMMs on every token the batch holds (padding is
 computed too, so it counts), and attention's QK^T and PV products over every (query, key) pair
 inside one sequence: S² per padded cell, Σ len² for packed cells. Then, for a full forward (not
-the encoder alone), the MLM head's transform and decoder on every token. LayerNorm, softmax and element-wise work are left out (under 1%).
+the encoder alone), the MLM head's transform and decoder on every token. LayerNorm, softmax and
+element-wise work are left out (under 1%).
 """
 
 from __future__ import annotations

@@ -36,10 +36,16 @@ def compare(baseline: dict, run: dict, max_slowdown: float = 0.05) -> list[dict]
         b = base[key]
         ratio = r["cells_per_s"] / b["cells_per_s"]
         allowed = max(max_slowdown, b["spread"], r["spread"])
-        rows.append({
-            **dict(zip(KEY, key)), "baseline_cells_per_s": b["cells_per_s"], "cells_per_s": r["cells_per_s"],
-            "ratio": ratio, "allowed_slowdown": allowed, "regressed": ratio < 1 - allowed,
-        })
+        rows.append(
+            {
+                **dict(zip(KEY, key)),
+                "baseline_cells_per_s": b["cells_per_s"],
+                "cells_per_s": r["cells_per_s"],
+                "ratio": ratio,
+                "allowed_slowdown": allowed,
+                "regressed": ratio < 1 - allowed,
+            }
+        )
     if not rows:
         raise GateError("no point of the run matches a point of the baseline")
     return rows

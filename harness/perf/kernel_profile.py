@@ -26,8 +26,15 @@ TOP_KERNELS = 8
 def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
     """One record (``record: kernel_profile``): kernel milliseconds per forward in total, by kind
     and for the longest kernels, for ``point`` (layout ``full``) on this GPU."""
-    base = {"record": "kernel_profile", "variant": point.variant, "backend": point.backend,
-            "precision": point.precision, "layout": point.layout, "batch": point.batch, "seq_len": point.seq_len}
+    base = {
+        "record": "kernel_profile",
+        "variant": point.variant,
+        "backend": point.backend,
+        "precision": point.precision,
+        "layout": point.layout,
+        "batch": point.batch,
+        "seq_len": point.seq_len,
+    }
     cap = probe()
     reason = "a kernel profile needs a CUDA GPU" if not cap.cuda else cap.skip_reason(point.backend, point.precision)
     if reason:
@@ -53,16 +60,24 @@ def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
     def per_forward(micros: float) -> float:  # profiler microseconds over all repeats -> ms per forward
         return micros / repeats / 1e3
 
-    return {**base, "status": "reported", "repeats": repeats,
-            "kernel_ms": per_forward(sum(by_kind.values())),
-            **{kind_key(kind): per_forward(by_kind[kind]) for kind in (*(k for k, _ in KERNEL_KINDS), OTHER)},
-            "top_kernels": "; ".join(f"{per_forward(t):.2f} ms {name[:120]}" for name, t in by_kernel.most_common(TOP_KERNELS))}
+    return {
+        **base,
+        "status": "reported",
+        "repeats": repeats,
+        "kernel_ms": per_forward(sum(by_kind.values())),
+        **{kind_key(kind): per_forward(by_kind[kind]) for kind in (*(k for k, _ in KERNEL_KINDS), OTHER)},
+        "top_kernels": "; ".join(
+            f"{per_forward(t):.2f} ms {name[:120]}" for name, t in by_kernel.most_common(TOP_KERNELS)
+        ),
+    }
 
 
 def format_profile(r: dict) -> str:
     head = f"{r['variant']:10s} {r['backend']:10s} {r['precision']:16s} B={r['batch']:<4}"
     if r["status"] != "reported":
         return f"{head} {r['status'].upper()}: {r['reason']}"
-    kinds = ", ".join(f"{kind} {r[kind_key(kind)]:.1f} ({r[kind_key(kind)] / r['kernel_ms']:.0%})"
-                      for kind in (*(k for k, _ in KERNEL_KINDS), OTHER))
+    kinds = ", ".join(
+        f"{kind} {r[kind_key(kind)]:.1f} ({r[kind_key(kind)] / r['kernel_ms']:.0%})"
+        for kind in (*(k for k, _ in KERNEL_KINDS), OTHER)
+    )
     return f"{head} {r['kernel_ms']:.1f} ms of kernels per forward: {kinds}"

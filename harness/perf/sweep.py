@@ -34,9 +34,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
 import numpy as np
+import torch
 
 from harness.backends import PACKED_BACKENDS, build_backend
 from harness.capability import probe
@@ -141,8 +140,10 @@ class CellPool:
 def cell_pool(variant: Variant, seq_len: int, n: int, seed: int, cells_from: str | None = None) -> CellPool:
     """``n`` realistic cells of at most ``seq_len`` tokens: real tokenized cells, or synthetic."""
     if cells_from is None:
-        return CellPool(rank_value_cells(variant, n, seq_len, seed),
-                        f"synthetic: log-normal lengths around the real median of {REAL_MEDIAN_GENES} genes")
+        return CellPool(
+            rank_value_cells(variant, n, seq_len, seed),
+            f"synthetic: log-normal lengths around the real median of {REAL_MEDIAN_GENES} genes",
+        )
     from harness.data.stream import read_tokenized
 
     real = [list(c) for c in read_tokenized(cells_from, variant)["input_ids"]]
@@ -150,8 +151,10 @@ def cell_pool(variant: Variant, seq_len: int, n: int, seed: int, cells_from: str
         raise UsageError(f"{cells_from} holds no cells")
     picks = np.random.default_rng(seed).choice(len(real), size=n, replace=n > len(real))
     cells = [_truncate(real[i], seq_len, variant) for i in picks]
-    return CellPool(cells, f"real: {len(real)} tokenized cells of {cells_from}, {n} drawn"
-                           f"{' with replacement' if n > len(real) else ''}")
+    return CellPool(
+        cells,
+        f"real: {len(real)} tokenized cells of {cells_from}, {n} drawn{' with replacement' if n > len(real) else ''}",
+    )
 
 
 def _truncate(cell: list[int], seq_len: int, variant: Variant) -> list[int]:
@@ -160,7 +163,9 @@ def _truncate(cell: list[int], seq_len: int, variant: Variant) -> list[int]:
     return [*cell[: seq_len - 1], cell[-1]] if variant.has_cls_eos else cell[:seq_len]  # keep <eos>
 
 
-def layout_batches(point: Point, variant: Variant, seed: int, pool: CellPool | None = None) -> list[Batch | PackedBatch]:
+def layout_batches(
+    point: Point, variant: Variant, seed: int, pool: CellPool | None = None
+) -> list[Batch | PackedBatch]:
     """The batches one repeat of ``point`` runs; realistic layouts cut them from ``pool``."""
     multiple = get_precision(point.precision).token_multiple
     if point.layout == "full":
@@ -208,8 +213,9 @@ class SweepRunner:
             return None
         key = (point.variant, point.seq_len)
         if key not in self._pools:
-            self._pools[key] = cell_pool(get_variant(point.variant), point.seq_len, self.sweep.pool_cells,
-                                         self.sweep.seed, self.sweep.cells_from)
+            self._pools[key] = cell_pool(
+                get_variant(point.variant), point.seq_len, self.sweep.pool_cells, self.sweep.seed, self.sweep.cells_from
+            )
         return self._pools[key]
 
     def _backend_for(self, point: Point):
@@ -264,15 +270,24 @@ class SweepRunner:
         energy = tel.get("energy_j")
         return {
             **row,
-            "status": "reported", "attention_backend": backend.attention_backend,
-            "median_ms": timing.median_ms, "min_ms": timing.min_ms, "max_ms": timing.max_ms,
-            "spread": timing.spread, "repeats": timing.repeats, "remeasured": remeasured,
+            "status": "reported",
+            "attention_backend": backend.attention_backend,
+            "median_ms": timing.median_ms,
+            "min_ms": timing.min_ms,
+            "max_ms": timing.max_ms,
+            "spread": timing.spread,
+            "repeats": timing.repeats,
+            "remeasured": remeasured,
             "noisy": timing.spread > NOISE_LIMIT,
-            "cells": cells, "passes": len(batches), "cells_per_s": timing.per_s(cells),
-            "tokens_per_s": timing.per_s(real), "padded_tokens_per_s": timing.per_s(padded),
+            "cells": cells,
+            "passes": len(batches),
+            "cells_per_s": timing.per_s(cells),
+            "tokens_per_s": timing.per_s(real),
+            "padded_tokens_per_s": timing.per_s(padded),
             "padding_fraction": 1 - real / padded,
             "peak_mem_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
-            "tflops": tflops, "shape_tflops": shape_tflops,
+            "tflops": tflops,
+            "shape_tflops": shape_tflops,
             "ceiling_tflops": self.ceiling,
             "ceiling_fraction": tflops / self.ceiling if self.ceiling else None,
             "energy_per_cell_j": energy / (cells * timing.repeats) if energy is not None else None,
@@ -280,11 +295,19 @@ class SweepRunner:
             **({"cells_source": pool.source, "mean_cell_tokens": pool.mean_length} if pool else {}),
         }
 
-    def max_batch(self, variant: str, backend: str, precision: str, seq_len: int, forward: str = "mlm",
-                  cap: int = 4096) -> dict:
+    def max_batch(
+        self, variant: str, backend: str, precision: str, seq_len: int, forward: str = "mlm", cap: int = 4096
+    ) -> dict:
         """The largest batch of full-length cells one pass of ``forward`` fits: doubling, then bisection."""
-        row = {"record": "max_batch", "variant": variant, "backend": backend, "precision": precision,
-               "layout": "full", "seq_len": seq_len, "forward": forward}
+        row = {
+            "record": "max_batch",
+            "variant": variant,
+            "backend": backend,
+            "precision": precision,
+            "layout": "full",
+            "seq_len": seq_len,
+            "forward": forward,
+        }
         reason = probe().skip_reason(backend, precision)
         if reason:
             return {**row, "status": "skipped", "reason": reason}
@@ -293,8 +316,12 @@ class SweepRunner:
             try:
                 point = Point(variant, backend, precision, "full", n, seq_len, forward)
                 built = self._backend_for(point)
-                warm(built, layout_batches(point, get_variant(variant), 0), 1,
-                     step_for(built, forward, get_variant(variant)))
+                warm(
+                    built,
+                    layout_batches(point, get_variant(variant), 0),
+                    1,
+                    step_for(built, forward, get_variant(variant)),
+                )
                 return True
             except torch.OutOfMemoryError:
                 self._backend = self._backend_key = None
@@ -311,8 +338,14 @@ class SweepRunner:
                 good, bad = (n, bad) if fits(n) else (good, n)
         except Exception as exc:  # not an OOM: a kernel failure is a finding, recorded with its batch
             self._backend = self._backend_key = None
-            return {**row, "status": "error", "batch": good, "max_batch": good, "failed_at_batch": n,
-                    "reason": f"{type(exc).__name__} at batch {n}: {str(exc).splitlines()[0][:200]}"}
+            return {
+                **row,
+                "status": "error",
+                "batch": good,
+                "max_batch": good,
+                "failed_at_batch": n,
+                "reason": f"{type(exc).__name__} at batch {n}: {str(exc).splitlines()[0][:200]}",
+            }
         return {**row, "status": "reported", "batch": good, "max_batch": good, "capped": bad is None}
 
 
@@ -331,15 +364,18 @@ def run_sweep(sweep: Sweep, out: Path, progress=print) -> list[dict]:
     runner = SweepRunner(sweep, ceiling)
     jobs = [(p.key, lambda p=p: runner.run(p)) for p in sweep.points()]
     if sweep.max_batch_search:
-        for v, b, pr, s, f in itertools.product(sweep.variants, sweep.backends, sweep.precisions, sweep.seq_lens,
-                                                sweep.forwards):
+        for v, b, pr, s, f in itertools.product(
+            sweep.variants, sweep.backends, sweep.precisions, sweep.seq_lens, sweep.forwards
+        ):
             seq = get_variant(v).context if s == "context" else int(s)
             jobs.append((f"max_batch/{v}/{b}/{pr}/{seq}/{f}", lambda a=(v, b, pr, seq, f): runner.max_batch(*a)))
     ctx = context()
     out.parent.mkdir(parents=True, exist_ok=True)
     todo = [(key, job) for key, job in jobs if key not in done]
-    with (open(partial, "a") if ctx.is_main else contextlib.nullcontext()) as log, \
-            progress_bar(len(todo), f"sweep {sweep.name}", unit="point") as bar:
+    with (
+        open(partial, "a") if ctx.is_main else contextlib.nullcontext() as log,
+        progress_bar(len(todo), f"sweep {sweep.name}", unit="point") as bar,
+    ):
         for key, job in todo:
             row = {**job(), "key": key}
             if ctx.distributed:
@@ -351,9 +387,11 @@ def run_sweep(sweep: Sweep, out: Path, progress=print) -> list[dict]:
             done[key] = row
             bar.update(1)
             if row["status"] == "error" and is_kernel_crash(row.get("reason")):
-                raise KernelCrash(f"{key}: {row['reason']}. A kernel fault leaves this process's CUDA context "
-                                  f"unusable, so the sweep stops here with the fault recorded in {partial}; run the "
-                                  "same command again to resume from the next point")
+                raise KernelCrash(
+                    f"{key}: {row['reason']}. A kernel fault leaves this process's CUDA context "
+                    f"unusable, so the sweep stops here with the fault recorded in {partial}; run the "
+                    "same command again to resume from the next point"
+                )
     return [done[k] for k, _ in jobs]
 
 
@@ -366,17 +404,27 @@ def combine_ranks(rows: list[dict]) -> dict:
         r, row = bad[0]
         return {**row, "world_size": len(rows), "reason": f"rank {r} of {len(rows)}: {row.get('reason')}"}
     if first["record"] != "point":
-        return {**first, "world_size": len(rows), "max_batch": min(row["max_batch"] for row in rows),
-                "batch": min(row["batch"] for row in rows)}
-    total = {k: sum(row[k] for row in rows) for k in ("cells", "cells_per_s", "tokens_per_s", "padded_tokens_per_s",
-                                                      "tflops", "shape_tflops")}
+        return {
+            **first,
+            "world_size": len(rows),
+            "max_batch": min(row["max_batch"] for row in rows),
+            "batch": min(row["batch"] for row in rows),
+        }
+    total = {
+        k: sum(row[k] for row in rows)
+        for k in ("cells", "cells_per_s", "tokens_per_s", "padded_tokens_per_s", "tflops", "shape_tflops")
+    }
     ceiling = first.get("ceiling_tflops")
     energies = [row.get("energy_per_cell_j") for row in rows]
     return {
-        **first, **total,
-        "median_ms": max(row["median_ms"] for row in rows), "max_ms": max(row["max_ms"] for row in rows),
-        "min_ms": min(row["min_ms"] for row in rows), "spread": max(row["spread"] for row in rows),
-        "repeats": min(row["repeats"] for row in rows), "remeasured": any(row["remeasured"] for row in rows),
+        **first,
+        **total,
+        "median_ms": max(row["median_ms"] for row in rows),
+        "max_ms": max(row["max_ms"] for row in rows),
+        "min_ms": min(row["min_ms"] for row in rows),
+        "spread": max(row["spread"] for row in rows),
+        "repeats": min(row["repeats"] for row in rows),
+        "remeasured": any(row["remeasured"] for row in rows),
         "noisy": any(row["noisy"] for row in rows),
         "peak_mem_bytes": max((row.get("peak_mem_bytes") or 0) for row in rows) or None,
         "ceiling_fraction": total["tflops"] / (ceiling * len(rows)) if ceiling else None,
@@ -388,13 +436,52 @@ def combine_ranks(rows: list[dict]) -> dict:
 
 
 def format_row(r: dict) -> str:
-    head = (f"{r['variant']:17s} {r['backend']:15s} {r['precision']:12s} {r.get('layout', ''):14s} "
-            f"{r.get('forward', 'mlm'):7s}")
+    head = (
+        f"{r['variant']:17s} {r['backend']:15s} {r['precision']:12s} {r.get('layout', ''):14s} "
+        f"{r.get('forward', 'mlm'):7s}"
+    )
     if r["status"] != "reported":
         return f"{head} B={r.get('batch', '-')!s:>4} {r['status'].upper()}: {r.get('reason')}"
     if r["record"] == "max_batch":
         return f"{head} max batch at {r['seq_len']} tokens: {r['max_batch']}{' (cap)' if r['capped'] else ''}"
     frac = f" {r['ceiling_fraction']:.0%} of ceiling" if r.get("ceiling_fraction") else ""
     mem = f" {r['peak_mem_bytes'] / 2**30:.1f} GiB" if r.get("peak_mem_bytes") else ""
-    return (f"{head} B={r['batch']:>4} S={r['seq_len']}: {r['median_ms']:8.2f} ms  {r['cells_per_s']:8.1f} cells/s  "
-            f"{r['tflops']:6.1f} TFLOP/s{frac}{mem}")
+    return (
+        f"{head} B={r['batch']:>4} S={r['seq_len']}: {r['median_ms']:8.2f} ms  {r['cells_per_s']:8.1f} cells/s  "
+        f"{r['tflops']:6.1f} TFLOP/s{frac}{mem}"
+    )
+
+
+CPU_SWEEP_MINUTES = 10  # longer than this on a CPU is a GPU sweep started by mistake
+
+
+def refuse_gpu_sweep_on_cpu(sweep, force: bool) -> None:
+    """A GPU sweep on a CPU would run for hours: refused unless ``--force`` when it would take over
+    ``CPU_SWEEP_MINUTES``, with what it would cost (its tokens at this CPU's measured rate for a
+    short cell of its first variant: a lower bound, attention grows faster than the tokens)."""
+    import time
+
+    from harness.backends import build_backend
+    from harness.capability import probe
+    from harness.data.synthetic import synthetic_batch
+    from harness.precision import get_precision
+    from models.hf import random_hf_model
+    from models.registry import get_variant
+
+    if probe().cuda or force:
+        return
+    points = sweep.points()
+    tokens = sum(p.batch * p.seq_len for p in points) * (sweep.warmup + sweep.repeats)
+    variant = get_variant(points[0].variant)
+    backend = build_backend("hf-sdpa", random_hf_model(variant, 0), get_precision("fp32"), "cpu")
+    batch = synthetic_batch(variant, 1, 256, seed=0)
+    start = time.perf_counter()
+    backend.forward(batch)
+    rate = 256 / (time.perf_counter() - start)
+    if tokens / rate < CPU_SWEEP_MINUTES * 60:
+        return
+    raise UsageError(
+        f"--sweep {sweep.name} is a GPU sweep ({len(points)} points, {tokens / 1e6:.0f} M tokens): "
+        f"on this CPU ({rate:.0f} tokens/s for {variant.name} at 256 tokens) it would take at least "
+        f"{tokens / rate / 3600:.0f} h; run it on a GPU, or pass --force"
+    )

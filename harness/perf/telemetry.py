@@ -41,13 +41,15 @@ class Telemetry:
         while not self._stop.is_set():
             try:
                 util = n.nvmlDeviceGetUtilizationRates(h)
-                self.samples.append({
-                    "power_w": n.nvmlDeviceGetPowerUsage(h) / 1e3,
-                    "sm_clock_mhz": n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM),
-                    "gpu_util": util.gpu,
-                    "temp_c": n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU),
-                    "mem_used_bytes": n.nvmlDeviceGetMemoryInfo(h).used,
-                })
+                self.samples.append(
+                    {
+                        "power_w": n.nvmlDeviceGetPowerUsage(h) / 1e3,
+                        "sm_clock_mhz": n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM),
+                        "gpu_util": util.gpu,
+                        "temp_c": n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU),
+                        "mem_used_bytes": n.nvmlDeviceGetMemoryInfo(h).used,
+                    }
+                )
             except Exception:
                 pass
             self._stop.wait(self.interval_s)

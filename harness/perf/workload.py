@@ -40,11 +40,26 @@ def _skipped(base: dict, backend: str, precision: str) -> dict | None:
     return {**base, "status": "skipped", "reason": reason} if reason else None
 
 
-def embed_workload(variant: Variant, backend_name: str, precision: str, cells: list, source,
-                   cells_from: str, max_tokens: int | None = None) -> dict:
+def embed_workload(
+    variant: Variant,
+    backend_name: str,
+    precision: str,
+    cells: list,
+    source,
+    cells_from: str,
+    max_tokens: int | None = None,
+) -> dict:
     """One embed workload row (see the module docstring)."""
-    base = {"record": "workload", "workload": "embed", "variant": variant.name, "backend": backend_name, "precision": precision,
-            "cells": len(cells), "cells_from": cells_from, "mean_length": sum(map(len, cells)) / len(cells)}
+    base = {
+        "record": "workload",
+        "workload": "embed",
+        "variant": variant.name,
+        "backend": backend_name,
+        "precision": precision,
+        "cells": len(cells),
+        "cells_from": cells_from,
+        "mean_length": sum(map(len, cells)) / len(cells),
+    }
     skipped = _skipped(base, backend_name, precision)
     if skipped:
         return skipped
@@ -64,10 +79,21 @@ def embed_workload(variant: Variant, backend_name: str, precision: str, cells: l
     attention = backend.attention_backend
     del backend
     _free_cached_memory()
-    return {**base, "status": "reported", "attention_backend": attention, "max_tokens": budget, "build_s": build_s, "tokens": tokens, "seconds": seconds,
-            "cells_per_s": len(cells) / seconds, "tokens_per_s": tokens / seconds, "gpu_util_mean": util,
-            "static_seconds": static_s, "static_tokens_per_s": tokens / static_s,
-            "pipeline_efficiency": static_s / seconds}
+    return {
+        **base,
+        "status": "reported",
+        "attention_backend": attention,
+        "max_tokens": budget,
+        "build_s": build_s,
+        "tokens": tokens,
+        "seconds": seconds,
+        "cells_per_s": len(cells) / seconds,
+        "tokens_per_s": tokens / seconds,
+        "gpu_util_mean": util,
+        "static_seconds": static_s,
+        "static_tokens_per_s": tokens / static_s,
+        "pipeline_efficiency": static_s / seconds,
+    }
 
 
 def static_seconds(backend, cells: list, variant: Variant, budget: int) -> float:
@@ -84,14 +110,31 @@ def static_seconds(backend, cells: list, variant: Variant, budget: int) -> float
     return time.perf_counter() - start
 
 
-def perturb_workload(variant: Variant, backend_name: str, precision: str, cells: list, source, cells_from: str,
-                     all_lengths: list[int], mode: str = "delete", max_tokens: int | None = None) -> dict:
+def perturb_workload(
+    variant: Variant,
+    backend_name: str,
+    precision: str,
+    cells: list,
+    source,
+    cells_from: str,
+    all_lengths: list[int],
+    mode: str = "delete",
+    max_tokens: int | None = None,
+) -> dict:
     """Every gene of ``cells`` perturbed, toward the mean embedding of the cells themselves."""
     from harness.downstream.perturb import perturb
 
-    base = {"record": "workload", "workload": "perturb", "variant": variant.name, "backend": backend_name, "precision": precision,
-            "cells": len(cells), "cells_from": cells_from, "perturbation": mode,
-            "mean_length": sum(map(len, cells)) / len(cells)}
+    base = {
+        "record": "workload",
+        "workload": "perturb",
+        "variant": variant.name,
+        "backend": backend_name,
+        "precision": precision,
+        "cells": len(cells),
+        "cells_from": cells_from,
+        "perturbation": mode,
+        "mean_length": sum(map(len, cells)) / len(cells),
+    }
     skipped = _skipped(base, backend_name, precision)
     if skipped:
         return skipped
@@ -110,9 +153,18 @@ def perturb_workload(variant: Variant, backend_name: str, precision: str, cells:
     n_specials = 2 if variant.has_cls_eos else 0
     lengths = [all_lengths[i % len(all_lengths)] for i in range(PROJECTION_CELLS)]
     projected_tokens = sum(L + (L - n_specials) * (L - 1) for L in lengths)
-    return {**base, "status": "reported", "attention_backend": attention, "perturbations": n, "seconds": result.seconds, "perturbations_per_s": n / result.seconds,
-            "tokens_per_s": tokens_per_s, "padding_fraction": 1 - result.real_tokens / result.padded_tokens,
-            "projection_cells": PROJECTION_CELLS, "projection_mean_length": sum(lengths) / len(lengths),
-            "projected_hours": projected_tokens / tokens_per_s / 3600,
-            "projection_note": "every gene deleted in each cell; the original Geneformer perturber: about 60 h "
-                               "on an A100 (Geneformer paper)"}
+    return {
+        **base,
+        "status": "reported",
+        "attention_backend": attention,
+        "perturbations": n,
+        "seconds": result.seconds,
+        "perturbations_per_s": n / result.seconds,
+        "tokens_per_s": tokens_per_s,
+        "padding_fraction": 1 - result.real_tokens / result.padded_tokens,
+        "projection_cells": PROJECTION_CELLS,
+        "projection_mean_length": sum(lengths) / len(lengths),
+        "projected_hours": projected_tokens / tokens_per_s / 3600,
+        "projection_note": "every gene deleted in each cell; the original Geneformer perturber: about 60 h "
+        "on an A100 (Geneformer paper)",
+    }

@@ -27,7 +27,9 @@ def pytest_addoption(parser):
     group.addoption("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     group.addoption("--precisions", nargs="+", default=["fp32"], choices=[p for p in PRECISIONS if p != "fp64"])
     group.addoption(
-        "--backends", nargs="+", default=["te-format-torch", "te", "te-packed"],
+        "--backends",
+        nargs="+",
+        default=["te-format-torch", "te", "te-packed"],
         choices=[b for b in BACKENDS if not b.startswith("hf")],
     )
     group.addoption("--length", type=int, default=64, help="longest cell (tokens); default 64 (CPU CI)")
@@ -41,20 +43,43 @@ def pytest_addoption(parser):
 def pytest_generate_tests(metafunc):
     opt = metafunc.config.getoption
     if "kernel_case" in metafunc.fixturenames:  # TE's attention alone: each variant's head shape
-        cases = [(v, p, min(opt("--length"), VARIANTS[v].context)) for v in opt("--variants") for p in opt("--precisions")]
-        metafunc.parametrize("kernel_case", cases, ids=[f"{v}/attention-kernel/{p}" for v, p, _ in cases])
+        cases = [
+            (v, p, min(opt("--length"), VARIANTS[v].context)) for v in opt("--variants") for p in opt("--precisions")
+        ]
+        metafunc.parametrize(
+            "kernel_case",
+            [pytest.param(c, marks=pytest.mark.gpu) for c in cases],
+            ids=[f"{v}/attention-kernel/{p}" for v, p, _ in cases],
+        )
     if "parity_spec" not in metafunc.fixturenames:
         return
     from harness.parity.run import ParitySpec
 
     specs = [
-        ParitySpec(v, b, p, n_cells=opt("--cells"), max_len=min(opt("--length"), VARIANTS[v].context),
-                   micro_batch=opt("--micro-batch"), h5ad=opt("--h5ad"), dicts=opt("--dicts"))
+        ParitySpec(
+            v,
+            b,
+            p,
+            n_cells=opt("--cells"),
+            max_len=min(opt("--length"), VARIANTS[v].context),
+            micro_batch=opt("--micro-batch"),
+            h5ad=opt("--h5ad"),
+            dicts=opt("--dicts"),
+        )
         for v in opt("--variants")
         for p in opt("--precisions")
         for b in opt("--backends")
     ]
-    metafunc.parametrize("parity_spec", specs, ids=[s.key for s in specs])
+    metafunc.parametrize(
+        "parity_spec",
+        [pytest.param(s, marks=[pytest.mark.gpu] if needs_gpu(s.candidate) else []) for s in specs],
+        ids=[s.key for s in specs],
+    )
+
+
+def needs_gpu(backend: str) -> bool:
+    """TE itself needs a CUDA GPU; the TE-layout plain-PyTorch forward runs anywhere."""
+    return backend != "te-format-torch"
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +92,8 @@ def pytest_sessionfinish(session, exitstatus):
     if not _RECORDS:
         return
     from harness.parity.run import run_config
-    from models.hf import random_weights_block
     from harness.results import make_result, write_result
+    from models.hf import random_weights_block
 
     path = write_result(
         make_result("parity", _RECORDS, random_weights_block(0), run_config(_SPECS)),

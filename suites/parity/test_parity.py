@@ -24,6 +24,8 @@ def test_parity(parity_spec, parity_log):
     specs_log.append(parity_spec)
     if verdict["status"] == "skipped":
         pytest.skip(verdict["reason"])
-    assert verdict["status"] == "pass", format_verdict(verdict) + "\n" + "\n".join(
-        f"  {r['stage']}: {r['violations']}" for r in records if r.get("status") == "fail"
+    assert verdict["status"] == "pass", (
+        format_verdict(verdict)
+        + "\n"
+        + "\n".join(f"  {r['stage']}: {r['violations']}" for r in records if r.get("status") == "fail")
     )

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from harness.parity.run import ParitySpec, run_parity
-from models.hf import random_hf_model
 from models import convert
 from models.checkpoint import Checkpoint
+from models.hf import random_hf_model
 from models.registry import get_variant
 
 VARIANT = "V2-104M"  # has <cls>/<eos>; 12 heads make head permutations meaningful

@@ -14,8 +14,15 @@ SAMPLE = "scrna/celltypist_sample/celltypist_sample_559cells_rawcounts.h5ad"
 @pytest.mark.parametrize("variant", ["V1-10M", "V2-104M"])
 def test_parity_on_real_cells(variant, shared_data):
     v = get_variant(variant)
-    spec = ParitySpec(variant, "te-format-torch", "fp32", n_cells=3, max_len=64,
-                      h5ad=str(shared_data / SAMPLE), dicts=str(shared_data / "geneformer_dicts"))
+    spec = ParitySpec(
+        variant,
+        "te-format-torch",
+        "fp32",
+        n_cells=3,
+        max_len=64,
+        h5ad=str(shared_data / SAMPLE),
+        dicts=str(shared_data / "geneformer_dicts"),
+    )
     batch = make_batch(spec, v, multiple=1)
     assert batch.attention_mask.eq(0).any(), "real-cell batches must include padding"
     if v.has_cls_eos:

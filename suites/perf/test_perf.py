@@ -10,9 +10,9 @@ import pytest
 
 from harness.backends import build_backend
 from harness.capability import probe
-from models.hf import random_hf_model
 from harness.perf.sweep import Point, layout_batches
 from harness.precision import get_precision
+from models.hf import random_hf_model
 from models.registry import get_variant
 
 ON_GPU = probe().cuda
@@ -28,7 +28,11 @@ def _model():
     return random_hf_model(get_variant("V1-10M"), seed=0)
 
 
-@pytest.mark.parametrize("point", POINTS, ids=[p.key for p in POINTS])
+@pytest.mark.parametrize(
+    "point",
+    [pytest.param(p, marks=[pytest.mark.gpu] if p.backend == "te" else []) for p in POINTS],
+    ids=[p.key for p in POINTS],
+)
 def test_forward_throughput(point, benchmark):
     reason = probe().skip_reason(point.backend, point.precision)
     if reason:

@@ -1,0 +1,94 @@
+"""What every subcommand shares: argument types and help, the output check, writing results,
+the model source."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.precision import PRECISIONS
+from models.errors import UsageError
+from models.registry import VARIANTS
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (0 or a negative count is a typo, never a default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a whole number of at least 1")
+    return value
+
+
+def check_output(path: str | None, overwrite: bool = False, option: str = "--out") -> None:
+    """Before any work: an output that would replace an existing file is refused unless
+    ``--overwrite``; its folder must be writable (a results *folder* gets a new file name)."""
+    import os
+    from pathlib import Path
+
+    if path is None:
+        return
+    out = Path(path)
+    if out.is_dir():
+        folder = out
+    else:
+        if out.exists() and not overwrite:
+            raise UsageError(f"{option} {out} exists; choose another path or pass --overwrite")
+        folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the nearest folder that exists: the rest will be created in it
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {out}: cannot write in {folder}; choose a writable location")
+
+
+def write_results(kind, records, weights, config, out) -> list[dict]:
+    """One results file, from rank 0 only under torchrun (every rank holds the same records);
+    returns the records as written (stamped with their gating flags)."""
+    from harness.distributed import context
+    from harness.results import make_result, write_result
+
+    result = make_result(kind, records, weights, config)
+    if context().is_main:
+        print(f"results: {write_result(result, out)}")
+    return result["records"]
+
+
+def model_source(checkpoint: str | None, variant, seed: int):
+    """(weights to build backends from, the results file's weights block): a checkpoint
+    directory, or seeded random weights of the variant's published config (said aloud)."""
+    from models.checkpoint import check_variant, read_checkpoint
+    from models.hf import random_hf_model, random_weights_block
+
+    if checkpoint:
+        source = read_checkpoint(checkpoint)
+        check_variant(source.config, variant, checkpoint)
+        return source, source.describe()
+    print(f"note: no --checkpoint: random weights (seed {seed}); outputs carry no learned biology")
+    return random_hf_model(variant, seed), random_weights_block(seed)
+
+
+RESULTS_OUT = "results file (.json) or folder (a new file in it); default results/local/"
+
+
+VARIANT_HELP = "a Geneformer variant: " + ", ".join(VARIANTS)
+
+
+SEED_HELP = "seed of the random weights (used when no --checkpoint is given)"
+PRECISION_CHOICES = [n for n in PRECISIONS if n != "fp64"]
+
+
+def compiler_log_to_file(folder: str = "results/local") -> str:
+    """TE compiles small helpers with torch.compile; their recompile warnings are the compiler's
+    business, not the user's: they go to a log file, not the terminal."""
+    import logging
+    from pathlib import Path
+
+    path = Path(folder) / "gfqual-compiler.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    for name in ("torch._dynamo", "torch._inductor"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False
+    return str(path)

@@ -1,0 +1,214 @@
+"""Performance: sweeps and workloads (bench), kernel profiles (profile), the regression gate (perf-gate).
+
+Each subcommand's arguments sit beside its handler (``register``)."""
+
+from __future__ import annotations
+
+from harness.backend_names import BACKENDS
+from harness.cli.common import (
+    PRECISION_CHOICES,
+    RESULTS_OUT,
+    SEED_HELP,
+    VARIANT_HELP,
+    check_output,
+    positive_int,
+    write_results,
+)
+from models.errors import CannotRunHere, UsageError
+from models.registry import VARIANTS
+
+
+def cmd_bench(args) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from harness.distributed import context
+    from harness.perf.sweep import Sweep, refuse_gpu_sweep_on_cpu, run_sweep
+    from harness.results import DEFAULT_RESULTS_DIR
+    from models.hf import random_weights_block
+
+    if (args.sweep is None) == (args.workload is None):
+        raise UsageError("gfqual bench takes one of --sweep (kernel sweeps) or --workload (a pipeline end to end)")
+    if args.workload:
+        return cmd_bench_workload(args)
+    ctx = context()  # under torchrun: join the group and take this rank's GPU first
+    sweep = Sweep.load(args.sweep)
+    if args.cells:
+        sweep.cells_from = args.cells
+    out = Path(args.out) if args.out else DEFAULT_RESULTS_DIR / f"perf-{sweep.name}.json"
+    if out.exists():
+        raise UsageError(f"{out} exists; choose another --out")
+    check_output(str(out))
+    refuse_gpu_sweep_on_cpu(sweep, args.force)
+    rows = run_sweep(sweep, out)
+    write_results(
+        "perf", rows, random_weights_block(sweep.seed), {"sweep": asdict(sweep), "world_size": ctx.world_size}, out
+    )
+    if ctx.is_main:
+        out.with_name(out.name + ".partial.jsonl").unlink()
+    return 0
+
+
+def cmd_bench_workload(args) -> int:
+    """``gfqual bench --workload embed|perturb``: the pipelines end to end (harness.perf.workload)."""
+    from pathlib import Path
+
+    from harness.data.stream import read_tokenized
+    from harness.perf.workload import embed_workload, perturb_workload
+    from models.hf import random_hf_model, random_weights_block
+    from models.registry import get_variant
+
+    if not args.cells:
+        raise UsageError("--workload needs --cells: a tokenized dataset (gfqual tokenize) to run on")
+    out = Path(args.out) if args.out else None
+    check_output(args.out)
+    rows = []
+    for name in args.variants:
+        variant = get_variant(name)
+        table = read_tokenized(args.cells, variant)
+        pool = [c for c in table["input_ids"]]
+        n = max(args.repeat_to or len(pool), len(pool))
+        cells = [pool[i % len(pool)] for i in range(n)]
+        where = f"{args.cells} ({len(pool)} cells" + (f", repeated to {n})" if n > len(pool) else ")")
+        source = random_hf_model(variant, args.seed)
+        for backend in args.backends:
+            for precision in args.precisions:
+                if args.workload == "embed":
+                    row = embed_workload(variant, backend, precision, cells, source, where, args.max_tokens)
+                else:
+                    row = perturb_workload(
+                        variant,
+                        backend,
+                        precision,
+                        pool[: args.perturb_cells],
+                        source,
+                        where,
+                        [len(c) for c in pool],
+                        max_tokens=args.max_tokens,
+                    )
+                rows.append(row)
+                print(_workload_line(row), flush=True)
+    write_results(
+        "perf",
+        rows,
+        random_weights_block(args.seed),
+        {"workload": args.workload, "cells": args.cells, "repeat_to": args.repeat_to},
+        out,
+    )
+    return 0
+
+
+def _workload_line(row: dict) -> str:
+    head = f"{row['workload']:7s} {row['variant']:10s} {row['backend']:15s} {row['precision']:12s}"
+    if row["status"] != "reported":
+        return f"{head} {row['status'].upper()}: {row['reason']}"
+    if row["workload"] == "perturb":
+        return (
+            f"{head} {row['perturbations']} perturbations of {row['cells']} cells: {row['perturbations_per_s']:.0f}/s, "
+            f"{row['tokens_per_s']:.0f} tokens/s; {row['projection_cells']} cells: {row['projected_hours']:.2f} h"
+        )
+    util = row["gpu_util_mean"]
+    return (
+        f"{head} {row['cells']} cells: {row['cells_per_s']:.0f} cells/s, {row['tokens_per_s']:.0f} tokens/s "
+        f"(static {row['static_tokens_per_s']:.0f}: efficiency {row['pipeline_efficiency']:.0%})"
+        + (f", GPU busy {util:.0f}%" if util is not None else "")
+        + f", budget {row['max_tokens']}"
+    )
+
+
+def cmd_profile(args) -> int:
+    from harness.capability import probe
+    from harness.perf.kernel_profile import format_profile, profile_point
+    from harness.perf.sweep import Point
+    from models.hf import random_hf_model, random_weights_block
+    from models.registry import get_variant
+
+    check_output(args.out)
+    if not probe().cuda:
+        raise CannotRunHere("gfqual profile: a kernel profile needs a CUDA GPU; none is visible")
+    variant = get_variant(args.variant)
+    seq_len = args.length or variant.context
+    model = random_hf_model(variant, args.seed)
+    records = []
+    for backend in args.backends:
+        for precision in args.precisions:
+            point = Point(variant.name, backend, precision, "full", args.batch, seq_len)
+            records.append(profile_point(point, model, args.repeats, args.seed))
+            print(format_profile(records[-1]))
+    write_results(
+        "perf", records, random_weights_block(args.seed), {"profile": vars(args) | {"func": "profile"}}, args.out
+    )
+    return 3 if all(r["status"] == "skipped" for r in records) else 0
+
+
+def cmd_perf_gate(args) -> int:
+    from harness.perf.gate import compare
+    from harness.results import read_result
+
+    rows = compare(read_result(args.baseline), read_result(args.run), args.max_slowdown)
+    for r in rows:
+        flag = "REGRESSED" if r["regressed"] else "ok"
+        print(
+            f"{r['variant']:10s} {r['backend']:10s} {r['precision']:12s} {r['layout']:14s} B={r['batch']:<4} "
+            f"{r['baseline_cells_per_s']:9.1f} -> {r['cells_per_s']:9.1f} cells/s ({r['ratio']:.3f}, "
+            f"allowed -{r['allowed_slowdown']:.1%}) {flag}"
+        )
+    regressed = sum(r["regressed"] for r in rows)
+    print(f"{len(rows)} points compared, {regressed} regressed")
+    return 1 if regressed else 0
+
+
+def register(sub, fmt: dict) -> None:
+    p = sub.add_parser(
+        "bench", help="a throughput / latency / memory sweep (resumable), or a workload end to end", **fmt
+    )
+    p.add_argument("--sweep", help="sweep file, or a shipped sweep: cpu-smoke, te-impl, gpu-baseline, ...")
+    p.add_argument(
+        "--workload",
+        choices=("embed", "perturb"),
+        help="instead of a sweep: gfqual embed's pipeline, or deleting every gene of --perturb-cells "
+        "cells, end to end on --cells, against the static forward of the same batches",
+    )
+    p.add_argument("--out", help="results file (default results/local/perf-<sweep>.json)")
+    p.add_argument(
+        "--cells",
+        help="a tokenized dataset (gfqual tokenize) whose real cells the realistic layouts "
+        "and the workloads use (default: the sweep's cells_from, else synthetic lengths)",
+    )
+    p.add_argument("--force", action="store_true", help="run a GPU sweep on a CPU anyway (hours)")
+    p.add_argument("--variants", nargs="+", default=["V2-104M"], choices=list(VARIANTS), help="workload: variants")
+    p.add_argument(
+        "--backends", nargs="+", default=["hf-sdpa", "te-packed"], choices=BACKENDS, help="workload: backends"
+    )
+    p.add_argument("--precisions", nargs="+", default=["bf16"], choices=PRECISION_CHOICES, help="workload: precisions")
+    p.add_argument("--repeat-to", type=positive_int, help="workload: repeat the dataset's cells up to this many")
+    p.add_argument("--perturb-cells", type=positive_int, default=16, help="perturb workload: cells")
+    p.add_argument("--max-tokens", type=positive_int, help="workload: tokens per batch (default: from free GPU memory)")
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "profile",
+        help="CUDA kernel time of one forward by kind (GEMM, attention, LayerNorm, "
+        "FP8 casts, other): what caps a speed-up",
+        **fmt,
+    )
+    p.add_argument("--variant", default="V2-316M", help=VARIANT_HELP)
+    p.add_argument("--backends", nargs="+", default=["te-fused"], choices=BACKENDS, help="backends")
+    p.add_argument(
+        "--precisions", nargs="+", default=["bf16", "fp8-delayed"], choices=PRECISION_CHOICES, help="precisions"
+    )
+    p.add_argument("--batch", type=positive_int, default=8, help="cells per forward")
+    p.add_argument("--length", type=positive_int, help="tokens per cell (default: the variant's context)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="profiled forwards")
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--out", help=RESULTS_OUT)
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        "perf-gate", help="compare a perf run with a baseline of the same GPU; exit 1 on regression", **fmt
+    )
+    p.add_argument("--baseline", required=True, help="baseline perf results file")
+    p.add_argument("--run", required=True, help="perf results file to judge")
+    p.add_argument("--max-slowdown", type=float, default=0.05, help="allowed slowdown beyond the measured noise")
+    p.set_defaults(func=cmd_perf_gate)

@@ -1,0 +1,94 @@
+"""Reports, rendered from results files alone.
+
+Each subcommand's arguments sit beside its handler (``register``)."""
+
+from __future__ import annotations
+
+from models.errors import UsageError
+
+
+def _render_kind(kind: str, folder: str, render, out: str, hint: str = "") -> int:
+    """One kind's results under ``folder`` through one report renderer."""
+    from harness.results import read_results
+
+    results = read_results(folder, kind=kind)
+    if not results:
+        raise UsageError(f"no {kind} results under {folder}{hint}")
+    print(f"wrote {render(results, out)}")
+    return 0
+
+
+def cmd_report_parity(args) -> int:
+    from reports.parity import render_parity_report
+
+    return _render_kind("parity", args.results, render_parity_report, args.out)
+
+
+def cmd_report_downstream(args) -> int:
+    from reports.downstream import render_downstream_report
+
+    return _render_kind("downstream", args.results, render_downstream_report, args.out, " (run gfqual eval first)")
+
+
+def cmd_report_perf(args) -> int:
+    from reports.perf import render_perf_plots
+
+    return _render_kind("perf", args.results, render_perf_plots, args.out, " (run gfqual bench first)")
+
+
+def cmd_report(args) -> int:
+    from harness.results import read_results
+    from reports.qualification import render_report
+
+    results = sorted((r for folder in args.results for r in read_results(folder)), key=lambda r: r["created"])
+    if not results:
+        raise UsageError(f"no results files under {', '.join(args.results)}")
+    page, md, verdict = render_report(results, args.out)
+    print(f"wrote {page}, {md} and verdict.json from {len(results)} results files: {verdict['overall'].upper()}")
+    if verdict["overall"] == "fail":
+        return 1
+    return 0 if verdict["overall"] == "pass" or args.allow_incomplete else 1
+
+
+def cmd_regenerate_reports(args) -> int:
+    from reports.regenerate import regenerate
+
+    for folder in regenerate(args.root):
+        print(f"wrote {folder}")
+    return 0
+
+
+def register(sub, fmt: dict) -> None:
+    p = sub.add_parser("report", help="hardware qualification report (HTML + markdown) from results files", **fmt)
+    p.add_argument("--results", required=True, nargs="+", help="folders of results files (searched recursively)")
+    p.add_argument("--out", required=True, help="report folder: report.html, report.md, verdict.json (regenerated)")
+    p.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="exit 0 when nothing failed but the verdict does not cover everything (else exit 1)",
+    )
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("regenerate-reports", help="re-render every committed report and plot from results/", **fmt)
+    p.add_argument("--root", default=".", help="repository root to write them under")
+    p.set_defaults(func=cmd_regenerate_reports)
+
+    p = sub.add_parser("report-downstream", help="render the downstream report (markdown + plots) from results", **fmt)
+    p.add_argument("--results", required=True, help="folder of results files")
+    p.add_argument("--out", required=True, help="report folder (its report files are regenerated)")
+    p.set_defaults(func=cmd_report_downstream)
+
+    p = sub.add_parser(
+        "report-perf",
+        help="draw the perf plots (throughput and memory vs batch, FP8 speed-up, "
+        "energy per cell, layouts) from results",
+        **fmt,
+    )
+    p.add_argument("--results", required=True, help="folder of results files")
+    p.add_argument("--out", required=True, help="folder for the PNG files (regenerated)")
+    p.set_defaults(func=cmd_report_perf)
+
+    p = sub.add_parser("report-parity", help="render the parity report (markdown + plots) from results", **fmt)
+    p.add_argument("--results", required=True, help="folder of results files")
+    p.add_argument("--out", required=True, help="report folder (its report files are regenerated)")
+    p.set_defaults(func=cmd_report_parity)
