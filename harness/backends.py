@@ -35,7 +35,7 @@ from torch import nn
 from harness.backend_names import BACKENDS, PACKED_BACKENDS
 from harness.capability import probe
 from harness.data.batching import Batch, PackedBatch
-from harness.precision import Precision, make_recipe, quantization, set_tf32
+from harness.precision import Precision, calibrate, make_recipe, quantization, set_tf32
 from models import convert
 from models.checkpoint import Checkpoint, load_parameters
 from models.errors import CannotRunHere, UsageError
@@ -140,10 +140,8 @@ class Backend:
         return captured["h"]
 
     def calibrate(self, batch: Batch) -> None:
-        """DelayedScaling takes its scales from the amax history, which TE updates when an FP8
-        region with autograd on closes: one such pass, on the data, before measuring."""
-        with torch.enable_grad(), quantization(self.precision, self._recipe):
-            self._call(batch)
+        """One calibration pass of the FP8 recipe on the data (``harness.precision.calibrate``)."""
+        calibrate(self.precision, self._recipe, lambda: self._call(batch))
         self._calibrated = True
 
     # -- stages --------------------------------------------------------------------------

@@ -160,6 +160,15 @@ def quantization(precision: Precision, recipe=None):
         yield
 
 
+def calibrate(precision: Precision, recipe, forward) -> None:
+    """DelayedScaling takes its scales from the amax history, which TE updates only when an FP8
+    region with autograd on closes: one ``forward()`` so, before anything is measured."""
+    import torch
+
+    with torch.enable_grad(), quantization(precision, recipe):
+        forward()
+
+
 def tf32_state() -> dict:
     import os
 

@@ -198,3 +198,14 @@ def to_html(sections: list[Section]) -> str:
             )
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def gate(name: str, statuses: list[str]) -> dict:
+    if not statuses:
+        return {"gate": name, "status": "not measured", "detail": ""}
+    failed = statuses.count("fail")
+    return {
+        "gate": name,
+        "status": "fail" if failed else "pass",
+        "detail": f"{failed} of {len(statuses)} failed" if failed else f"{len(statuses)} passed",
+    }

@@ -1,4 +1,5 @@
-"""Performance figures, drawn from perf results alone (never by running a model).
+"""Performance, drawn from perf results alone (never by running a model): the figures, and the
+qualification report's performance section with the regression and reliability gates.
 
 ``gfqual report-perf`` writes them as PNG files beside a GPU's results; the qualification report
 embeds the same figures. Four are asked for by hardware qualification — throughput vs batch, peak
@@ -18,9 +19,22 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from harness.perf.noise import energy_covered  # noqa: E402
+from harness.perf.noise import MIN_TELEMETRY_S, NOISE_LIMIT, energy_covered, is_noisy  # noqa: E402
 from harness.precision import PRECISIONS  # noqa: E402
-from reports.document import _png, _records, figure_legend, result_gpu, series_style  # noqa: E402
+from reports.document import (  # noqa: E402
+    GPU_COLUMNS,
+    NOT_MEASURED,
+    Figure,
+    Section,
+    Table,
+    _fmt,
+    _png,
+    _records,
+    figure_legend,
+    result_gpu,
+    series_style,
+)
+from reports.parity import failed_parity  # noqa: E402
 
 VS_BATCH = {  # file stem -> (record field, axis label)
     "throughput-vs-batch": ("cells_per_s", "throughput (cells/s)"),
@@ -203,3 +217,504 @@ def render_perf_plots(results: list[dict], out: str | Path) -> Path:
     for stem, png in perf_figures(results).items():
         (out / f"{stem}.png").write_bytes(png)
     return out
+
+
+def _workload_tables(results: list[dict]) -> list[Table]:
+    """The jobs users run, end to end (``gfqual bench --workload``, ``gfqual embed``): what a user
+    will see, so it leads; each speed-up pairs two rows of the same run (same file)."""
+    tables = []
+    embed, perturb, cli = [], [], []
+    for r in results:
+        if r["kind"] != "perf":
+            continue
+        gpu = result_gpu(r)
+        rows = [w for w in r["records"] if w["record"] in ("workload", "run")]
+        ok = {(w["variant"], w["backend"], w["precision"]): w for w in rows if w.get("status") == "reported"}
+        for w in rows:
+            if w["record"] == "run":  # gfqual embed itself
+                cli.append(
+                    [
+                        gpu,
+                        w["variant"],
+                        w["backend"],
+                        w["precision"],
+                        w.get("world_size", 1),
+                        w["cells"],
+                        _fmt(w["cells_per_s"]),
+                        _fmt(w.get("gpu_util_mean")),
+                        _fmt(w.get("startup_s")),
+                        _fmt(w.get("startup_imports_s")),
+                        r["env"].get("git_commit", "unknown")[:7],
+                    ]
+                )
+                continue
+            hf = ok.get((w["variant"], "hf-sdpa", "bf16"))
+            if w["status"] != "reported":
+                if w["backend"].startswith("hf-"):
+                    continue  # an FP8 recipe asked of HF: it has no FP8 path, nothing to show
+                measured = [f"{w['status']}: {w['reason']}"] + [NOT_MEASURED] * 4
+            elif w["workload"] == "perturb":
+                ratio = f"{w['perturbations_per_s'] / hf['perturbations_per_s']:.2f}×" if hf else NOT_MEASURED
+                perturb.append(
+                    [
+                        gpu,
+                        w["variant"],
+                        f"{w['cells']} cells, {w['perturbations']} deletions",
+                        w["backend"],
+                        w["precision"],
+                        _fmt(w["perturbations_per_s"]),
+                        ratio,
+                        _fmt(w["projected_hours"]),
+                    ]
+                )
+                continue
+            else:
+                ratio = f"{w['cells_per_s'] / hf['cells_per_s']:.2f}×" if hf else NOT_MEASURED
+                measured = [
+                    _fmt(w["cells_per_s"]),
+                    ratio,
+                    f"{w['pipeline_efficiency']:.0%}",
+                    _fmt(w.get("gpu_util_mean")),
+                    _fmt(w["max_tokens"]),
+                ]
+            if w["workload"] == "embed":
+                embed.append(
+                    [
+                        gpu,
+                        w["variant"],
+                        f"{w['cells']} ({w['mean_length']:.0f} tokens)",
+                        w["backend"],
+                        w["precision"],
+                        *measured,
+                    ]
+                )
+    if embed:
+        tables.append(
+            Table(
+                [
+                    "embedding end to end: GPU",
+                    "variant",
+                    "cells (mean length)",
+                    "backend",
+                    "precision",
+                    "cells/s",
+                    "vs HF sdpa bf16",
+                    "pipeline efficiency",
+                    "GPU busy %",
+                    "tokens per batch",
+                ],
+                sorted(embed, key=str),
+            )
+        )
+    if perturb:
+        tables.append(
+            Table(
+                [
+                    "perturbation end to end: GPU",
+                    "variant",
+                    "work",
+                    "backend",
+                    "precision",
+                    "perturbations/s",
+                    "vs HF sdpa bf16",
+                    "hours for 1,500 cells (projected)",
+                ],
+                sorted(perturb, key=str),
+            )
+        )
+    if cli:
+        tables.append(
+            Table(
+                [
+                    "gfqual embed: GPU",
+                    "variant",
+                    "backend",
+                    "precision",
+                    "GPUs",
+                    "cells",
+                    "cells/s",
+                    "GPU busy %",
+                    "start-up s",
+                    "of which imports s",
+                    "commit",
+                ],
+                sorted(cli, key=str),
+            )
+        )
+    return tables
+
+
+def perf_section(results: list[dict]) -> Section:
+    points = perf_points(results)
+    section = Section("Performance")
+    section.tables += _workload_tables(results)
+    if section.tables:
+        section.text.append(
+            "Workloads first: the commands users run, end to end on the 559 real celltypist cells repeated to "
+            "about 5,000 (and 5,000 synthetic cells), with default flags (token budget from the GPU's memory). "
+            "Pipeline efficiency: end-to-end tokens/s over the same batches' forward passes alone; GPU busy: "
+            "NVML utilisation during the run. The static sweeps below are the ceiling they are compared against."
+        )
+    profile = _kernel_profile_table(results)
+    if not points:
+        section.text.append(NOT_MEASURED)
+        section.tables += [profile] if profile else []
+        return section
+    gpus = [g for g in GPU_COLUMNS] + sorted({g for v in points.values() for g in v} - set(GPU_COLUMNS))
+    rows = [
+        [*key[:5], *(_with_noise(points[key][g]) if g in points[key] else NOT_MEASURED for g in gpus)]
+        for key in sorted(points)
+    ]
+    section.tables.append(
+        Table(["variant", "backend", "precision", "layout", "batch", *(f"{g} cells/s" for g in gpus)], rows)
+    )
+    noisy = sum(is_noisy(p) for by_gpu in points.values() for p in by_gpu.values())
+    section.text.append(
+        f"Each cells/s is the median of n timed repeats, with their range ((max − min) / median). ⚠ marks "
+        f"the {noisy} of {sum(map(len, points.values()))} points whose repeats vary by more than {NOISE_LIMIT:.0%}: "
+        "read them as approximate. Sweeps now time such a point again with three times the repeats before "
+        "recording it (harness/perf/noise.py); points recorded before that rule show their first measurement."
+    )
+    section.tables.append(
+        _speedup_table(results, points, gpus, ("te", "bf16"), ("hf-sdpa", "bf16"), "TE bf16 vs HF sdpa bf16")
+    )
+    failing = failed_parity(results)
+    for recipe in ("fp8-delayed", "fp8-current", "fp8-delayed-dpa"):
+        section.tables.append(
+            _speedup_table(results, points, gpus, ("te", recipe), ("te", "bf16"), f"TE {recipe} vs TE bf16", failing)
+        )
+    section.tables.append(_layout_table(points, gpus))
+    scaling = _scaling_table(results, points)
+    if scaling:
+        section.tables.append(scaling)
+    if profile:
+        section.tables.append(profile)
+    memory = _memory_table(results)
+    if memory:
+        section.tables.append(memory)
+    max_rows = [
+        [
+            gpu,
+            m["variant"],
+            m["backend"],
+            m["precision"],
+            FORWARD_NAMES[m.get("forward", "mlm")],
+            m["seq_len"],
+            m.get("max_batch"),
+            (
+                f"the search's cap: at least {m.get('max_batch')} fit"
+                if m.get("capped")
+                else "largest that fits (the next batch ran out of memory)"
+            )
+            if m["status"] == "reported"
+            else f"FAIL: the search stopped on an error, not on memory; {m.get('max_batch')} is only the largest "
+            f"that ran: {m.get('reason')}",
+        ]
+        for gpu, _r, m in _records(results, "perf", "max_batch")
+    ]
+    if max_rows:
+        section.tables.append(
+            Table(
+                [
+                    "largest batch: GPU",
+                    "variant",
+                    "backend",
+                    "precision",
+                    "forward",
+                    "tokens",
+                    "cells",
+                    "what stopped the search",
+                ],
+                max_rows,
+            )
+        )
+    not_run: defaultdict[tuple, tuple[set, set]] = defaultdict(
+        lambda: (set(), set())
+    )  # one row per reason: the variants and batches it hit
+    for gpu, _r, p in _records(results, "perf", "point"):
+        if p.get("status") != "reported":
+            variants, batches = not_run[
+                (gpu, p["backend"], p["precision"], p["layout"], f"{p['status']}: {p.get('reason')}")
+            ]
+            variants.add(p["variant"])
+            batches.add(p["batch"])
+    if not_run:
+        rows = [
+            [gpu, backend, precision, layout, ", ".join(sorted(v)), ", ".join(map(str, sorted(b))), why]
+            for (gpu, backend, precision, layout, why), (v, b) in sorted(not_run.items())
+        ]
+        section.tables.append(
+            Table(["not measured: GPU", "backend", "precision", "layout", "variants", "batches", "why"], rows)
+        )
+    captions = {
+        "throughput-vs-batch": "throughput vs batch",
+        "memory-vs-batch": "peak memory vs batch",
+        "energy-per-cell": "energy per cell vs batch",
+        "fp8-speedup": "FP8 recipes over bf16",
+        "layouts": "cells/s of realistic cells by input layout",
+    }
+    for stem, png in perf_figures(results).items():
+        section.figures.append(
+            Figure(
+                f"perf-{stem}.png",
+                png,
+                f"{captions[stem]} (solid / plain: H100; dashed / hatched: other GPUs)",
+                wide=True,
+            )
+        )
+    short = sum(
+        p.get("energy_per_cell_j") is not None and not energy_covered(p)
+        for by_gpu in points.values()
+        for p in by_gpu.values()
+    )
+    if short:
+        section.text.append(
+            f"Energy per cell is drawn only where GPU telemetry covered at least {MIN_TELEMETRY_S:.0f} s; "
+            f"{short} points measured over less are left out of that figure."
+        )
+    section.text.append(
+        "Throughput is cells per second at each model's full context unless the layout says otherwise "
+        "(padded-context: realistic cells padded to the context; packed: end to end, no padding (TE THD); "
+        "bucketed: sorted by length, padded "
+        "to each batch's longest). Timing: CUDA events, median of repeats after warm-up."
+    )
+    return section
+
+
+FORWARD_NAMES = {"mlm": "to MLM logits", "encoder": "encoder output (embedding)"}
+
+
+def _memory_table(results) -> Table | None:
+    """Peak memory of the full forward (MLM logits) beside the encoder alone (what embedding and
+    perturbation run), at the same shape: how much of the memory figures the logits are."""
+    encoder = perf_points(results, forward="encoder")
+    mlm = perf_points(results)
+    rows = []
+    for key in sorted(encoder):
+        for gpu, e in sorted(encoder[key].items()):
+            m = mlm.get(key, {}).get(gpu)
+            if e.get("peak_mem_bytes") is None or m is None or m.get("peak_mem_bytes") is None:
+                continue
+            rows.append(
+                [
+                    gpu,
+                    key[0],
+                    key[1],
+                    key[2],
+                    key[4],
+                    key[5],
+                    f"{m['peak_mem_bytes'] / 2**30:.2f}",
+                    f"{e['peak_mem_bytes'] / 2**30:.2f}",
+                    f"{1 - e['peak_mem_bytes'] / m['peak_mem_bytes']:.0%}",
+                ]
+            )
+    if not rows:
+        return None
+    return Table(
+        [
+            "peak memory: GPU",
+            "variant",
+            "backend",
+            "precision",
+            "batch",
+            "tokens",
+            "to MLM logits GiB",
+            "encoder output GiB",
+            "share of the peak the logits take",
+        ],
+        rows,
+    )
+
+
+def _kernel_profile_table(results) -> Table | None:
+    """gfqual profile: each kind's share of the kernel time of one forward (what caps a speed-up)."""
+    from harness.perf.kernel_kinds import KERNEL_KINDS, OTHER, kind_key
+
+    kinds = [k for k, _ in KERNEL_KINDS] + [OTHER]
+    rows = []
+    for gpu, _r, p in _records(results, "perf", "kernel_profile"):
+        head = [gpu, p["variant"], p["backend"], p["precision"], p["batch"]]
+        if p["status"] != "reported":
+            rows.append([*head, f"{p['status']}: {p['reason']}", *[NOT_MEASURED] * len(kinds)])
+            continue
+        rows.append(
+            [
+                *head,
+                _fmt(p["kernel_ms"]),
+                *(f"{_fmt(p[kind_key(k)])} ({p[kind_key(k)] / p['kernel_ms']:.0%})" for k in kinds),
+            ]
+        )
+    if not rows:
+        return None
+    return Table(
+        [
+            "kernel time per forward: GPU",
+            "variant",
+            "backend",
+            "precision",
+            "batch",
+            "total ms",
+            *(f"{k} ms" for k in kinds),
+        ],
+        sorted(rows, key=str),
+    )
+
+
+def _scaling_table(results, one_gpu) -> Table | None:
+    """torchrun sweeps: cells/s on N GPUs against the same point on one GPU of the same kind."""
+    rows = []
+    for gpu, _r, p in _records(results, "perf", "point"):
+        n = p.get("world_size", 1)
+        if n == 1 or p.get("status") != "reported":
+            continue
+        key = (p["variant"], p["backend"], p["precision"], p["layout"], p["batch"], p["seq_len"])
+        single = one_gpu.get(key, {}).get(gpu)
+        speedup = p["cells_per_s"] / single["cells_per_s"] if single else None
+        rows.append(
+            [
+                gpu,
+                *key[:5],
+                n,
+                _fmt(p["cells_per_s"]),
+                _fmt(speedup) if speedup else NOT_MEASURED,
+                _fmt(speedup / n) if speedup else NOT_MEASURED,
+            ]
+        )
+    if not rows:
+        return None
+    return Table(
+        [
+            "scaling: GPU",
+            "variant",
+            "backend",
+            "precision",
+            "layout",
+            "batch per GPU",
+            "GPUs",
+            "cells/s",
+            "over 1 GPU",
+            "efficiency",
+        ],
+        sorted(rows, key=str),
+    )
+
+
+def _layout_table(points, gpus) -> Table:
+    """Realistic cells: each way of batching them over TE padding every cell to the context."""
+    rows = []
+    for key in sorted(points):
+        variant, backend, precision, layout, batch, seq = key
+        padded = points.get((variant, "te", precision, "padded-context", batch, seq), {})
+        if layout not in ("bucketed", "packed") or not backend.startswith("te"):
+            continue
+        rows.append(
+            [
+                variant,
+                precision,
+                f"{backend} {layout}",
+                batch,
+                *(
+                    _fmt(points[key][g]["cells_per_s"] / padded[g]["cells_per_s"])
+                    if g in points[key] and g in padded
+                    else NOT_MEASURED
+                    for g in gpus
+                ),
+            ]
+        )
+    return Table(
+        ["over TE padded to the context: variant", "precision", "batching", "batch", *(f"{g} speed-up" for g in gpus)],
+        rows,
+    )
+
+
+def _with_noise(p: dict) -> str:
+    """A point's cells/s with its repeat count and range; ⚠ where the range exceeds the noise limit."""
+    text = f"{_fmt(p['cells_per_s'])} (n={p.get('repeats', '?')}, range {p.get('spread') or 0.0:.0%})"
+    return ("⚠ " if is_noisy(p) else "") + text
+
+
+def _speedup_table(results, points, gpus, num, den, title, failing=frozenset()) -> Table:
+    """One row per point of ``num``: its cells/s over ``den``'s at the same shape, in one run."""
+    ratios = same_run_ratios(results, lambda k: (k[0], *den, *k[3:]) if k[1:3] == num else None)
+    rows = []
+    for key in sorted(points):
+        variant, backend, precision, layout, batch, seq = key
+        if (backend, precision) != num:
+            continue
+        rows.append(
+            [
+                variant,
+                layout,
+                batch,
+                *(
+                    (
+                        _fmt(ratios[key][g])
+                        + (
+                            " (fails parity: not counted)"
+                            if {(g, variant, backend, precision), (g, variant, None, precision)} & failing
+                            else ""
+                        )
+                    )
+                    if g in ratios.get(key, {})
+                    else NOT_MEASURED
+                    for g in gpus
+                ),
+            ]
+        )
+    return Table([f"{title}: variant", "layout", "batch", *(f"{g} speed-up (one run)" for g in gpus)], rows)
+
+
+def perf_gate(results: list[dict]) -> dict:
+    """Newest perf run against the oldest of the same sweep on the same GPU, where both exist."""
+    from harness.perf.gate import compare
+
+    groups = defaultdict(list)  # like with like: the same sweep on the same GPU count
+    for r in results:
+        if r["kind"] == "perf" and "sweep" in r["config"]:
+            gpus = r["config"].get("world_size", 1)
+            groups[(result_gpu(r), r["config"]["sweep"]["name"], gpus)].append(r)
+    pairs = [(g, rs[0], rs[-1]) for g, rs in groups.items() if len(rs) > 1]
+    if not pairs:
+        return {
+            "gate": "performance regression",
+            "status": "not evaluated",
+            "detail": "one run per GPU and sweep: these are baselines",
+        }
+    regressed = [
+        f"{g[0]} {g[1]}{f' ×{g[2]} GPUs' if g[2] > 1 else ''}: "
+        f"{r['variant']} {r['backend']} {r['precision']} B={r['batch']} ×{r['ratio']:.2f}"
+        for g, base, run in pairs
+        for r in compare(base, run)
+        if r["regressed"]
+    ]
+    return {"gate": "performance regression", "status": "fail" if regressed else "pass", "detail": "; ".join(regressed)}
+
+
+def kernel_crashes(results: list[dict]) -> list[tuple[str, str]]:
+    """(GPU, what crashed) for every perf record that gates: a measurement gates only when it died
+    on a kernel fault outside TE beta features (harness.results.gates)."""
+    return [
+        (
+            gpu,
+            f"{r['variant']} {r['backend']} {r['precision']}"
+            f"{' ' + FORWARD_NAMES[r['forward']] if 'forward' in r else ''}: {r.get('reason')}",
+        )
+        for res in results
+        if res["kind"] == "perf"
+        for gpu in [result_gpu(res)]
+        for r in res["records"]
+        if r.get("gating")
+    ]
+
+
+def reliability_gate(results: list[dict]) -> dict:
+    """A kernel that crashes is a failure wherever it happens (a perf point or the largest-batch
+    search included), outside TE beta features: a speed table must not sit quietly beside it."""
+    crashes = sorted({f"{gpu} {text}" for gpu, text in kernel_crashes(results)})
+    if not any(res["kind"] == "perf" for res in results):
+        return {"gate": "reliability (no kernel crash)", "status": "not measured", "detail": ""}
+    return {
+        "gate": "reliability (no kernel crash)",
+        "status": "fail" if crashes else "pass",
+        "detail": "; ".join(crashes) if crashes else "no crash in any perf run",
+    }

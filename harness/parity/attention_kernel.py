@@ -15,7 +15,7 @@ import torch
 
 from harness.capability import probe
 from harness.parity.engine import judge_tensors
-from harness.precision import Precision, get_precision, make_recipe, quantization
+from harness.precision import Precision, calibrate, get_precision, make_recipe, quantization
 from models.registry import Variant
 
 KERNEL_STAGE = "attention_kernel"  # a "hidden" stage class in the tolerance table
@@ -33,8 +33,7 @@ def _te_attention(precision: Precision, q, k, v) -> tuple[torch.Tensor, torch.Te
     ).eval()
     recipe = make_recipe(precision) if precision.is_fp8 else None
     if recipe is not None:
-        with torch.enable_grad(), quantization(precision, recipe):
-            module(q, k, v)
+        calibrate(precision, recipe, lambda: module(q, k, v))
     with torch.no_grad(), quantization(precision, recipe):
         first = module(q, k, v)
         second = module(q, k, v)
