@@ -8,17 +8,18 @@ from pathlib import Path
 from harness.results import read_results
 
 REPO = Path(__file__).resolve().parents[1]
+RENDERED = "reports/rendered"  # every generated artefact under version control, and nothing else
 
 
 def artefacts(repo: Path = REPO) -> list[tuple[str, list[Path], str]]:
     """(renderer, results folders, output folder relative to the repository) for each artefact."""
     results = repo / "results"
     return [
-        ("qualification", [results / "h100", results / "h200"], "reports/qualification"),
-        ("parity", [results / "h100"], "reports/h100"),
-        ("downstream", [results / "h100"], "reports/downstream"),
-        ("perf", [results / "h100"], "results/h100/plots"),
-        ("perf", [results / "h200"], "results/h200/plots"),
+        ("qualification", [results / "h100", results / "h200"], f"{RENDERED}/qualification"),
+        ("parity", [results / "h100"], f"{RENDERED}/parity-h100"),
+        ("downstream", [results / "h100"], f"{RENDERED}/downstream"),
+        ("perf", [results / "h100"], f"{RENDERED}/perf-h100"),
+        ("perf", [results / "h200"], f"{RENDERED}/perf-h200"),
     ]
 
 

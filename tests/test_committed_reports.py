@@ -16,3 +16,17 @@ def test_committed_reports_are_what_the_committed_results_render(tmp_path):
         for name in made:
             if name.endswith((".md", ".json")):
                 assert (fresh / name).read_text() == (committed / name).read_text(), f"{out}/{name} is stale"
+
+
+def test_generated_artefacts_live_in_one_place():
+    """Every rendered file is under reports/rendered/; results/ holds results, reports/ holds code."""
+    stray = [
+        p.relative_to(REPO).as_posix()
+        for folder in ("results", "reports")
+        for p in (REPO / folder).rglob("*")
+        if p.suffix in (".png", ".html", ".md") and "rendered" not in p.relative_to(REPO).parts
+    ]
+    assert not stray, f"rendered files outside reports/rendered/: {stray}"
+    assert {out for _r, _f, out in artefacts()} == {
+        f"reports/rendered/{name}" for name in ("qualification", "parity-h100", "downstream", "perf-h100", "perf-h200")
+    }
