@@ -117,3 +117,18 @@ def downstream_bound(precision: str) -> float:
     from harness.precision import get_precision
 
     return DOWNSTREAM_MAX_METRIC_DIFF["fp8" if get_precision(precision).is_fp8 else precision]
+
+
+# Backward parity (harness/parity/backward.py): relative L2 of every activation and parameter
+# gradient of the MLM loss against the reference's. Rationale in TOLERANCES.md.
+BACKWARD_MAX_REL_L2 = {"fp32": 1e-4}
+
+
+def backward_bound(precision) -> float:
+    """The backward bound of a ``Precision`` (only precisions with a measured bound have one)."""
+    if precision.name not in BACKWARD_MAX_REL_L2:
+        raise KeyError(
+            f"no backward tolerance for precision {precision.name!r} (measured so far: "
+            f"{', '.join(BACKWARD_MAX_REL_L2)})"
+        )
+    return BACKWARD_MAX_REL_L2[precision.name]

@@ -1,0 +1,185 @@
+"""Backward parity: the gradients of one MLM loss, reference against candidate, stage by stage and
+parameter by parameter.
+
+Both backends run the same masked batch (a seeded 15% of gene tokens replaced by ``<mask>``, the
+loss the cross-entropy of the original tokens there, as in Geneformer's pretraining), in eval mode
+so dropout is off and both train the same deterministic function. Compared:
+
+* per stage, the gradient flowing back into each tap's output (the same stages as forward parity:
+  each layer's attention, post-attention LayerNorm, MLP and output; the embeddings), at the real
+  token positions only;
+* per parameter, each gradient, the candidate's mapped through the conversion table into the HF
+  layout (the conversion is a linear re-indexing, so it maps gradients as it maps weights: TE's
+  packed QKV gradient becomes HF's Q, K and V gradients). A parameter the candidate has no
+  gradient for is a failure of its own ("no gradient"), as a detached path would be.
+
+Judged on relative L2: each row against the precision's bound (``harness.tolerances``) or 1.5 times
+HF's own error at the candidate's precision, whichever is larger (rationale: TOLERANCES.md). The
+first failing row in backward order (from the logits down, then the parameters) names where the
+backward pass went wrong.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from harness.backends import Backend
+from harness.data.batching import Batch
+from harness.tolerances import backward_bound
+from models import convert
+from models.registry import Variant
+
+MASK_FRACTION = 0.15  # Geneformer's pretraining masks 15% of gene tokens
+BACKWARD_PEER_FACTOR = 1.5  # a candidate may be this much further from the reference than HF at its precision
+GRADIENT_FLOOR = 1e-5  # of the reference gradient's norm: below it a gradient counts as zero
+
+
+def masked_batch(batch: Batch, variant: Variant, seed: int) -> tuple[Batch, torch.Tensor]:
+    """(the batch with a seeded 15% of its gene tokens replaced by <mask>, the labels: the original
+    token there and -100 elsewhere), at least one masked token per cell."""
+    gen = torch.Generator().manual_seed(seed)
+    genes = batch.gene_mask.bool()
+    chosen = (torch.rand(genes.shape, generator=gen) < MASK_FRACTION) & genes
+    first_gene = genes.float().argmax(dim=1)
+    chosen[torch.arange(len(chosen)), first_gene] = True
+    labels = torch.where(chosen, batch.input_ids, torch.full_like(batch.input_ids, -100))
+    ids = batch.input_ids.masked_fill(chosen, variant.special_tokens["<mask>"])
+    return Batch(ids, batch.attention_mask, batch.gene_mask, batch.full), labels
+
+
+def gradients(backend: Backend, batch: Batch, labels: torch.Tensor) -> tuple[dict, dict, set, float]:
+    """(stage -> gradient at its output [real tokens, H], parameter -> gradient (zeros where none
+    arrived), the parameters no gradient reached, loss) of one backward pass of the MLM loss."""
+    model = backend.model
+    model.zero_grad(set_to_none=True)
+    real = batch.attention_mask.bool().to(backend.device)
+    stage_grads: dict[str, torch.Tensor] = {}
+
+    def keep(stage: str, grad_output) -> None:
+        stage_grads[stage] = grad_output[0][real].detach().double().cpu()
+
+    handles = [
+        tap.module.register_full_backward_hook(lambda _m, _gi, go, stage=tap.stage: keep(stage, go))
+        for tap in backend.taps()
+        if tap.stage != "logits"
+    ]
+    try:
+        with warnings.catch_warnings():
+            # the embeddings' inputs are token ids: PyTorch notes that their hook sees output gradients only
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            logits = backend.forward_with_grad(batch)
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), labels.to(logits.device).reshape(-1), ignore_index=-100
+            )
+            loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    params = dict(model.named_parameters())
+    missing = {n for n, p in params.items() if p.grad is None}
+    grads = {n: (torch.zeros_like(p) if p.grad is None else p.grad).detach().double().cpu() for n, p in params.items()}
+    return stage_grads, grads, missing, float(loss.detach())
+
+
+def as_hf_layout(grads: dict, missing: set, layout: str, variant: Variant) -> tuple[dict, set]:
+    """Parameter gradients under HF names, and the HF parameters a missing gradient feeds."""
+    if layout == "hf":
+        return grads, set(missing)
+
+    def to_hf(tensors: dict) -> dict:
+        return convert.convert_state_dict(tensors, "hf", variant.num_hidden_layers, variant.num_attention_heads)[0]
+
+    marks = to_hf({n: torch.full_like(g, float(n in missing)) for n, g in grads.items()})
+    return to_hf(grads), {k for k, v in marks.items() if v.abs().sum() > 0}
+
+
+def _rel_l2(reference: torch.Tensor, candidate: torch.Tensor, floor: float) -> float:
+    """‖candidate − reference‖ / max(‖reference‖, floor). Some gradients are zero in exact
+    arithmetic (attention's key bias: softmax ignores a shift shared by a query's scores), so
+    against them a relative error only measures rounding; ``floor`` (GRADIENT_FLOOR of the whole
+    reference gradient's norm) keeps those from reading as failures and still catches a wrong one."""
+    return float((candidate - reference).norm() / max(float(reference.norm()), floor))
+
+
+def compare_backward(
+    reference: Backend,
+    candidate: Backend,
+    peer: Backend,
+    batch: Batch,
+    labels: torch.Tensor,
+    variant: Variant,
+    candidate_layout: str,
+) -> tuple[list[dict], dict]:
+    """(one row per stage and per parameter, the verdict) of the candidate's gradients against the
+    reference's. Each row's limit is the precision's backward bound, or ``BACKWARD_PEER_FACTOR``
+    times the peer's own error there (HF at the candidate's precision), whichever is larger: deep
+    random-weight models lose digits in some LayerNorm backwards at any precision, and a candidate
+    is not asked to beat HF itself."""
+    ref_stages, ref_params, _, ref_loss = gradients(reference, batch, labels)
+    peer_stages, peer_params, _, _ = gradients(peer, batch, labels)
+    cand_stages, cand_params, cand_missing, cand_loss = gradients(candidate, batch, labels)
+    cand_params, lost = as_hf_layout(cand_params, cand_missing, candidate_layout, variant)
+    bound = backward_bound(candidate.precision)
+    floor = GRADIENT_FLOOR * float(torch.cat([g.flatten() for g in ref_params.values()]).norm())
+    rows = []
+
+    def row(stage: str, kind: str, ref, peer_grad, cand, floor: float) -> dict:
+        if cand is None:
+            return {
+                "stage": stage,
+                "kind": kind,
+                "rel_l2": None,
+                "peer_rel_l2": None,
+                "status": "fail",
+                "violations": "no gradient reached this parameter"
+                if kind.startswith("parameter")
+                else "stage missing from the candidate",
+            }
+        rel, peer_rel = _rel_l2(ref, cand, floor), _rel_l2(ref, peer_grad, floor)
+        limit = max(bound, BACKWARD_PEER_FACTOR * peer_rel)
+        ok = rel <= limit  # NaN fails
+        return {
+            "stage": stage,
+            "kind": kind,
+            "rel_l2": rel,
+            "peer_rel_l2": peer_rel,
+            "limit": limit,
+            "status": "pass" if ok else "fail",
+            "violations": "" if ok else f"rel_l2={rel:.3g} > {limit:.3g}",
+        }
+
+    for stage in [t.stage for t in reversed(reference.taps()) if t.stage in ref_stages]:  # backward order
+        ref = ref_stages[stage]
+        rows.append(
+            row(
+                stage,
+                "activation gradient",
+                ref,
+                peer_stages[stage],
+                cand_stages.get(stage),
+                GRADIENT_FLOOR * float(ref.norm()),
+            )
+        )
+    for name, ref in sorted(ref_params.items()):
+        rows.append(
+            row(name, "parameter gradient", ref, peer_params[name], None if name in lost else cand_params[name], floor)
+        )
+    rows = [{"record": "backward_stage", "order": i, **r} for i, r in enumerate(rows)]
+    failed = [r for r in rows if r["status"] == "fail"]
+    judged = [r for r in rows if r["rel_l2"] is not None]
+    worst = max(judged, key=lambda r: r["rel_l2"] / r["limit"])
+    verdict = {
+        "record": "backward_verdict",
+        "status": "fail" if failed else "pass",
+        "bound": bound,
+        "first_diverging_stage": failed[0]["stage"] if failed else None,
+        "failed": len(failed),
+        "violations": "; ".join(f"{r['stage']}: {r['violations']}" for r in failed[:3]),
+        "worst_stage": worst["stage"],
+        "worst_rel_l2": worst["rel_l2"],
+        "loss_reference": ref_loss,
+        "loss_candidate": cand_loss,
+    }
+    return rows, verdict
