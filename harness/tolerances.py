@@ -132,3 +132,16 @@ def backward_bound(precision) -> float:
             f"{', '.join(BACKWARD_MAX_REL_L2)})"
         )
     return BACKWARD_MAX_REL_L2[precision.name]
+
+
+# Training trajectories (harness/parity/trajectory.py): the largest per-step relative loss
+# difference and the final weights' relative L2 after the steps. Rationale in TOLERANCES.md.
+TRAJECTORY_MAX = {"fp32": {"loss": 1e-4, "weights": 1e-5}}
+
+
+def trajectory_bound(precision) -> dict:
+    if precision.name not in TRAJECTORY_MAX:
+        raise KeyError(
+            f"no trajectory tolerance for precision {precision.name!r} (measured so far: {', '.join(TRAJECTORY_MAX)})"
+        )
+    return TRAJECTORY_MAX[precision.name]

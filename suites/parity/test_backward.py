@@ -14,6 +14,7 @@ import torch
 from harness.backends import build_backend
 from harness.data.synthetic import synthetic_batch
 from harness.parity.backward import compare_backward, masked_batch
+from harness.parity.trajectory import compare_trajectories
 from harness.precision import get_precision
 from models.hf import random_hf_model
 from models.registry import VARIANTS, get_variant
@@ -103,3 +104,24 @@ def test_backward_planted_faults_are_caught_and_named(plant, where):
     rows, verdict = _compare("V1-10M", plant)
     assert verdict["status"] == "fail", f"{plant.__name__} passed the backward gate"
     assert verdict["first_diverging_stage"] == where, [r["stage"] for r in rows if r["status"] == "fail"][:5]
+
+
+def test_fifty_adamw_steps_follow_the_reference_and_a_wrong_backward_does_not():
+    """Training trajectories (harness/parity/trajectory.py): 50 AdamW steps of the MLM loss with the
+    notebooks' learning rate, TE layout fp32 against HF fp64, within the table's bound; the same
+    steps with a detached residual leave it."""
+    v = get_variant("V1-10M")
+    batch = synthetic_batch(v, 2, 32, seed=0)
+
+    def run(plant=None):
+        reference = build_backend("hf-eager", _model("V1-10M"), get_precision("fp64"), "cpu")
+        candidate = build_backend("te-format-torch", _model("V1-10M"), get_precision("fp32"), "cpu")
+        if plant:
+            plant(candidate.model)
+        return compare_trajectories(reference, candidate, batch, v, 50, "te")
+
+    good = run()
+    assert good["status"] == "pass", good["violations"]
+    assert good["loss_last_reference"] < good["loss_first"] - 0.5  # it trained
+    bad = run(detached_residual)
+    assert bad["status"] == "fail" and "final weights" in bad["violations"]
