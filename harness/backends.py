@@ -262,7 +262,7 @@ class TEBackend(TEFormatTorchBackend):
     def attention_backend(self) -> str | None:
         """The backend TE's DotProductAttention selected for the last forward: FlashAttention (with
         its version), FusedAttention (cuDNN, with its sub-backend) or the unfused PyTorch path."""
-        if self.precision.dtype == torch.float32:
+        if self.materializes_attention:  # TE at fp32: its unfused path
             return super().attention_backend
         from transformer_engine.pytorch.attention.dot_product_attention import _attention_backends as chosen
 

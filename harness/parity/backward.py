@@ -49,6 +49,14 @@ def masked_batch(batch: Batch, variant: Variant, seed: int) -> tuple[Batch, torc
     return Batch(ids, batch.attention_mask, batch.gene_mask, batch.full), labels
 
 
+def mlm_loss(backend: Backend, batch: Batch, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the original tokens at the masked positions, with autograd on."""
+    logits = backend.forward_with_grad(batch)
+    return torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), labels.to(logits.device).reshape(-1), ignore_index=-100
+    )
+
+
 def gradients(backend: Backend, batch: Batch, labels: torch.Tensor) -> tuple[dict, dict, set, float]:
     """(stage -> gradient at its output [real tokens, H], parameter -> gradient (zeros where none
     arrived), the parameters no gradient reached, loss) of one backward pass of the MLM loss."""
@@ -69,10 +77,7 @@ def gradients(backend: Backend, batch: Batch, labels: torch.Tensor) -> tuple[dic
         with warnings.catch_warnings():
             # the embeddings' inputs are token ids: PyTorch notes that their hook sees output gradients only
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            logits = backend.forward_with_grad(batch)
-            loss = torch.nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), labels.to(logits.device).reshape(-1), ignore_index=-100
-            )
+            loss = mlm_loss(backend, batch, labels)
             loss.backward()
     finally:
         for h in handles:

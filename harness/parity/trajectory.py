@@ -15,7 +15,7 @@ import torch
 
 from harness.backends import Backend
 from harness.data.batching import Batch
-from harness.parity.backward import masked_batch
+from harness.parity.backward import masked_batch, mlm_loss
 from harness.tolerances import trajectory_bound
 from models import convert
 from models.registry import Variant
@@ -25,20 +25,14 @@ LR, WARMUP_FRACTION, WEIGHT_DECAY = 5e-5, 0.1, 0.001
 
 def train(backend: Backend, batch: Batch, variant: Variant, steps: int, seed: int = 0) -> list[float]:
     """``steps`` AdamW steps of the MLM loss on ``batch`` (a new mask each step); the losses."""
-    params = [p for p in backend.model.parameters()]
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY)
+    optimizer = torch.optim.AdamW(backend.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     warmup = max(1, int(WARMUP_FRACTION * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     losses = []
     for step in range(steps):
         masked, labels = masked_batch(batch, variant, seed + step)
         optimizer.zero_grad(set_to_none=True)
-        logits = backend.forward_with_grad(masked)
-        loss = torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), labels.to(logits.device).reshape(-1), ignore_index=-100
-        )
+        loss = mlm_loss(backend, masked, labels)
         loss.backward()
         optimizer.step()
         schedule.step()

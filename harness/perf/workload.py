@@ -40,6 +40,23 @@ def _skipped(base: dict, backend: str, precision: str) -> dict | None:
     return {**base, "status": "skipped", "reason": reason} if reason else None
 
 
+def _base(
+    workload: str, variant: Variant, backend_name: str, precision: str, cells: list, cells_from: str, **extra
+) -> dict:
+    """What every workload row says of what it ran on."""
+    return {
+        "record": "workload",
+        "workload": workload,
+        "variant": variant.name,
+        "backend": backend_name,
+        "precision": precision,
+        "cells": len(cells),
+        "cells_from": cells_from,
+        "mean_length": sum(map(len, cells)) / len(cells),
+        **extra,
+    }
+
+
 def embed_workload(
     variant: Variant,
     backend_name: str,
@@ -50,16 +67,7 @@ def embed_workload(
     max_tokens: int | None = None,
 ) -> dict:
     """One embed workload row (see the module docstring)."""
-    base = {
-        "record": "workload",
-        "workload": "embed",
-        "variant": variant.name,
-        "backend": backend_name,
-        "precision": precision,
-        "cells": len(cells),
-        "cells_from": cells_from,
-        "mean_length": sum(map(len, cells)) / len(cells),
-    }
+    base = _base("embed", variant, backend_name, precision, cells, cells_from)
     skipped = _skipped(base, backend_name, precision)
     if skipped:
         return skipped
@@ -124,17 +132,7 @@ def perturb_workload(
     """Every gene of ``cells`` perturbed, toward the mean embedding of the cells themselves."""
     from harness.downstream.perturb import perturb
 
-    base = {
-        "record": "workload",
-        "workload": "perturb",
-        "variant": variant.name,
-        "backend": backend_name,
-        "precision": precision,
-        "cells": len(cells),
-        "cells_from": cells_from,
-        "perturbation": mode,
-        "mean_length": sum(map(len, cells)) / len(cells),
-    }
+    base = _base("perturb", variant, backend_name, precision, cells, cells_from, perturbation=mode)
     skipped = _skipped(base, backend_name, precision)
     if skipped:
         return skipped
