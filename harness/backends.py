@@ -72,10 +72,14 @@ class Backend:
     name: str
     input_layout = "padded"  # the batches it runs fastest: "padded" (Batch) or "packed" (PackedBatch)
 
-    def __init__(self, model: nn.Module, precision: Precision, device: str):
+    def __init__(self, model: nn.Module, precision: Precision, device: str, training: bool = False):
+        """``training``: keep the weights in fp32 for a mixed-precision precision (its products run
+        at its dtype under ``torch.autocast`` in ``forward_with_grad``), as users train."""
         self.precision = precision
         self.device = device
-        self.model = model.to(device=device, dtype=precision.dtype).eval()
+        self.training = training
+        dtype = torch.float32 if training and precision.mixed else precision.dtype
+        self.model = model.to(device=device, dtype=dtype).eval()
         self._recipe = make_recipe(precision) if precision.is_fp8 else None
         self._calibrated = False
 
@@ -124,11 +128,16 @@ class Backend:
         return 3 * 4 * variant.num_attention_heads * variant.context if self.materializes_attention else 0
 
     def forward_with_grad(self, batch: Batch) -> torch.Tensor:
-        """The same forward with autograd on, for fine-tuning. The model stays in eval mode
-        (dropout off), so HF and TE train the same deterministic function."""
+        """The same forward with autograd on, for training. The model stays in eval mode (dropout
+        off), so HF and TE train the same deterministic function; a backend built for training at
+        a mixed precision runs it under ``torch.autocast``."""
         batch = batch.to(self.device)
         set_tf32(self.precision.tf32)
-        with quantization(self.precision, self._recipe):
+        autocast = self.training and self.precision.mixed
+        with (
+            torch.autocast(self.device.split(":")[0], dtype=self.precision.dtype, enabled=autocast),
+            quantization(self.precision, self._recipe),
+        ):
             return self._call(batch)
 
     def final_hidden(self, batch: Batch) -> torch.Tensor:
@@ -168,10 +177,10 @@ class HFBackend(Backend):
     """HF as shipped, given its own best settings: no attention mask when no cell is padded (so
     sdpa may take its flash kernel), and optionally ``torch.compile`` over the encoder."""
 
-    def __init__(self, model, precision, device, attn_implementation: str, compiled: bool = False):
+    def __init__(self, model, precision, device, attn_implementation: str, compiled: bool = False, training=False):
         model.set_attn_implementation(attn_implementation)
         self.name = f"hf-{attn_implementation}" + ("-compile" if compiled else "")
-        super().__init__(model, precision, device)
+        super().__init__(model, precision, device, training)
         self._bert = torch.compile(self.model.bert, dynamic=True) if compiled else self.model.bert
 
     @property
@@ -250,9 +259,9 @@ class TEFormatTorchBackend(Backend):
 class TEBackend(TEFormatTorchBackend):
     """TransformerEngine; the model's ``impl`` is the modular build or the fused TransformerLayer."""
 
-    def __init__(self, model, precision, device):
+    def __init__(self, model, precision, device, training=False):
         self.name = "te" if model.impl == "modular" else "te-fused"
-        super().__init__(model, precision, device)
+        super().__init__(model, precision, device, training)
 
     def _call(self, batch) -> torch.Tensor:
         batch = self._padded_only(batch)
@@ -306,8 +315,8 @@ class TEPackedBackend(TEBackend):
 
     input_layout = "packed"
 
-    def __init__(self, model, precision, device):
-        super().__init__(model, precision, device)
+    def __init__(self, model, precision, device, training=False):
+        super().__init__(model, precision, device, training)
         self.name = "te-packed"
         self._padded_shape = None  # (B, S, flat positions) while a padded batch is running
 
@@ -354,9 +363,11 @@ def te_format_tensors(ckpt_or_hf: Checkpoint | nn.Module) -> tuple[dict, dict]:
     return te_tensors, cfg
 
 
-def build_backend(name: str, source, precision: Precision, device: str | None = None) -> Backend:
+def build_backend(
+    name: str, source, precision: Precision, device: str | None = None, training: bool = False
+) -> Backend:
     """A backend of ``name`` over ``source``: a Checkpoint (HF or TE layout; converted as the
-    backend needs) or an in-memory HF model (random-init runs)."""
+    backend needs) or an in-memory HF model (random-init runs); ``training``: see ``Backend``."""
     if name not in BACKENDS:
         raise UsageError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
     reason = probe().skip_reason(name, precision)
@@ -382,19 +393,19 @@ def build_backend(name: str, source, precision: Precision, device: str | None = 
                 source.parameters(), "hf", cfg["num_hidden_layers"], cfg["num_attention_heads"]
             )
             model = hf_model_from_tensors(cfg, hf_tensors, attn)
-        return HFBackend(model, precision, device, attn, compiled=name.endswith("-compile"))
+        return HFBackend(model, precision, device, attn, compiled=name.endswith("-compile"), training=training)
     tensors, cfg = te_format_tensors(source)
     if name == "te-format-torch":
         model = TEFormatTorchForMaskedLM(cfg)
         load_parameters(model, tensors)
-        return TEFormatTorchBackend(model, precision, device)
+        return TEFormatTorchBackend(model, precision, device, training)
     from models.te import TEGeneformerForMaskedLM
 
     model = TEGeneformerForMaskedLM(
         cfg, impl="fused" if name == "te-fused" else "modular", qkv_format="thd" if name == "te-packed" else "bshd"
     ).to(device)
     model.load_checkpoint_tensors(tensors)
-    return (TEPackedBackend if name == "te-packed" else TEBackend)(model, precision, device)
+    return (TEPackedBackend if name == "te-packed" else TEBackend)(model, precision, device, training)
 
 
 @contextlib.contextmanager

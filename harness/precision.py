@@ -37,6 +37,12 @@ class Precision:
         return self.recipe is not None
 
     @property
+    def mixed(self) -> bool:
+        """Trained in mixed precision: fp32 master weights, products at ``dtype`` under autocast
+        (HF Trainer's ``bf16=True``; TE's recipes keep fp32 weights under FP8 as well)."""
+        return self.dtype_name not in ("float32", "float64")
+
+    @property
     def token_multiple(self) -> int:
         """Token counts a batch must be rounded up to: FP8 GEMMs need dimensions divisible by 16."""
         return FP8_TOKEN_MULTIPLE if self.is_fp8 else 1

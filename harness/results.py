@@ -83,6 +83,27 @@ RECORD_KINDS = {
         "verdict",
         "TE's attention kernel alone against SDPA in fp64",
     ),
+    "backward_stage": RecordKind(
+        "parity",
+        ("stage", "kind", "status"),
+        JUDGED,
+        "never",
+        "one activation or parameter gradient of the MLM loss against the reference's; the verdict gates",
+    ),
+    "backward_verdict": RecordKind(
+        "parity",
+        ("status",),
+        JUDGED,
+        "verdict",
+        "a backward parity case's outcome, with its worst and first diverging gradient (gfqual train-parity)",
+    ),
+    "trajectory_verdict": RecordKind(
+        "parity",
+        ("status", "steps", "max_step_loss_rel_diff", "final_weights_rel_l2"),
+        JUDGED,
+        "verdict",
+        "N AdamW steps on the candidate against the reference: per-step loss and final weights",
+    ),
     "point": RecordKind(
         "perf",
         ("status", "layout", "batch", "seq_len"),

@@ -21,6 +21,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    """argparse type: a whole number ≥ 0 (0 meaning none of something, as ``--steps 0``)."""
+    return positive_int(text) if text.strip() != "0" else 0
+
+
 def check_output(path: str | None, overwrite: bool = False, option: str = "--out") -> None:
     """Before any work: an output that would replace an existing file is refused unless
     ``--overwrite``; its folder must be writable (a results *folder* gets a new file name)."""

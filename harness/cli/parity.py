@@ -14,6 +14,7 @@ from harness.cli.common import (
     VARIANT_HELP,
     check_output,
     compiler_log_to_file,
+    nonnegative_int,
     positive_int,
     write_results,
 )
@@ -126,6 +127,26 @@ def cmd_run(args) -> int:
     return 1 if "fail" in gating else 0
 
 
+def cmd_train_parity(args) -> int:
+    from harness.capability import probe
+    from harness.parity.training_parity import default_training_specs, run_training_parity, training_config
+    from harness.results import gate_status
+    from models.hf import random_weights_block
+
+    check_output(args.out, args.overwrite)
+    cap = probe()
+    specs = default_training_specs(cap.device, args.variants, args.precisions, args.steps, args.seed)
+    print(
+        f"gfqual train-parity on {cap.gpu_name or 'CPU'}: gradients and {specs[0].steps}-step AdamW trajectories "
+        f"of the MLM loss, {specs[0].candidate} against HF; weights: seeded random init (seed {args.seed})"
+    )
+    records = run_training_parity(specs, args.seed)
+    records = write_results("parity", records, random_weights_block(args.seed), training_config(specs), args.out)
+    gating = [s for s in map(gate_status, (r for r in records if r["record"] != "backward_stage")) if s]
+    print(f"{len(gating)} training checks: {gating.count('fail')} failed")
+    return 1 if "fail" in gating else 0
+
+
 def register(sub, fmt: dict) -> None:
     p = sub.add_parser(
         "parity",
@@ -159,3 +180,25 @@ def register(sub, fmt: dict) -> None:
     p.add_argument("--out", help=RESULTS_OUT)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "train-parity",
+        help="gradients layer by layer and AdamW loss trajectories of the MLM loss, TE against HF; exit 1 on a failure",
+        **fmt,
+    )
+    p.add_argument("--variants", nargs="+", default=["V1-10M", "V2-104M"], choices=list(VARIANTS), help="variants")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=PRECISION_CHOICES,
+        help="candidate precisions (default: fp32 on a CPU; on a GPU fp32, bf16 and every FP8 recipe)",
+    )
+    p.add_argument(
+        "--steps",
+        type=nonnegative_int,
+        help="optimizer steps per trajectory; 0: gradients only (default 50 CPU, 200 GPU)",
+    )
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--out", help=RESULTS_OUT)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_train_parity)

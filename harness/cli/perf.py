@@ -35,6 +35,10 @@ def cmd_bench(args) -> int:
     sweep = Sweep.load(args.sweep)
     if args.cells:
         sweep.cells_from = args.cells
+    if args.variants:
+        sweep.variants = [v for v in sweep.variants if v in args.variants]
+        if not sweep.variants:
+            raise UsageError(f"--variants {' '.join(args.variants)}: sweep {sweep.name} measures none of them")
     out = Path(args.out) if args.out else DEFAULT_RESULTS_DIR / f"perf-{sweep.name}.json"
     if out.exists():
         raise UsageError(f"{out} exists; choose another --out")
@@ -63,7 +67,7 @@ def cmd_bench_workload(args) -> int:
     out = Path(args.out) if args.out else None
     check_output(args.out)
     rows = []
-    for name in args.variants:
+    for name in args.variants or ["V2-104M"]:
         variant = get_variant(name)
         table = read_tokenized(args.cells, variant)
         pool = [c for c in table["input_ids"]]
@@ -176,7 +180,13 @@ def register(sub, fmt: dict) -> None:
         "and the workloads use (default: the sweep's cells_from, else synthetic lengths)",
     )
     p.add_argument("--force", action="store_true", help="run a GPU sweep on a CPU anyway (hours)")
-    p.add_argument("--variants", nargs="+", default=["V2-104M"], choices=list(VARIANTS), help="workload: variants")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        help="workload: variants (default V2-104M); sweep: only these of the sweep's variants "
+        "(a tokenized --cells dataset serves one dictionary family: V1 or V2)",
+    )
     p.add_argument(
         "--backends", nargs="+", default=["hf-sdpa", "te-packed"], choices=BACKENDS, help="workload: backends"
     )

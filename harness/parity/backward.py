@@ -1,9 +1,8 @@
 """Backward parity: the gradients of one MLM loss, reference against candidate, stage by stage and
 parameter by parameter.
 
-Both backends run the same masked batch (a seeded 15% of gene tokens replaced by ``<mask>``, the
-loss the cross-entropy of the original tokens there, as in Geneformer's pretraining), in eval mode
-so dropout is off and both train the same deterministic function. Compared:
+Both backends run the same masked batch and loss (``harness.training``: Geneformer's MLM objective,
+dropout off, mixed precision as users train). Compared:
 
 * per stage, the gradient flowing back into each tap's output (the same stages as forward parity:
   each layer's attention, post-attention LayerNorm, MLP and output; the embeddings), at the real
@@ -28,33 +27,12 @@ import torch
 from harness.backends import Backend
 from harness.data.batching import Batch
 from harness.tolerances import backward_bound
+from harness.training import mlm_loss
 from models import convert
 from models.registry import Variant
 
-MASK_FRACTION = 0.15  # Geneformer's pretraining masks 15% of gene tokens
 BACKWARD_PEER_FACTOR = 1.5  # a candidate may be this much further from the reference than HF at its precision
 GRADIENT_FLOOR = 1e-5  # of the reference gradient's norm: below it a gradient counts as zero
-
-
-def masked_batch(batch: Batch, variant: Variant, seed: int) -> tuple[Batch, torch.Tensor]:
-    """(the batch with a seeded 15% of its gene tokens replaced by <mask>, the labels: the original
-    token there and -100 elsewhere), at least one masked token per cell."""
-    gen = torch.Generator().manual_seed(seed)
-    genes = batch.gene_mask.bool()
-    chosen = (torch.rand(genes.shape, generator=gen) < MASK_FRACTION) & genes
-    first_gene = genes.float().argmax(dim=1)
-    chosen[torch.arange(len(chosen)), first_gene] = True
-    labels = torch.where(chosen, batch.input_ids, torch.full_like(batch.input_ids, -100))
-    ids = batch.input_ids.masked_fill(chosen, variant.special_tokens["<mask>"])
-    return Batch(ids, batch.attention_mask, batch.gene_mask, batch.full), labels
-
-
-def mlm_loss(backend: Backend, batch: Batch, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the original tokens at the masked positions, with autograd on."""
-    logits = backend.forward_with_grad(batch)
-    return torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), labels.to(logits.device).reshape(-1), ignore_index=-100
-    )
 
 
 def gradients(backend: Backend, batch: Batch, labels: torch.Tensor) -> tuple[dict, dict, set, float]:
@@ -111,7 +89,7 @@ def _rel_l2(reference: torch.Tensor, candidate: torch.Tensor, floor: float) -> f
 def compare_backward(
     reference: Backend,
     candidate: Backend,
-    peer: Backend,
+    peer: Backend | None,
     batch: Batch,
     labels: torch.Tensor,
     variant: Variant,
@@ -121,9 +99,10 @@ def compare_backward(
     reference's. Each row's limit is the precision's backward bound, or ``BACKWARD_PEER_FACTOR``
     times the peer's own error there (HF at the candidate's precision), whichever is larger: deep
     random-weight models lose digits in some LayerNorm backwards at any precision, and a candidate
-    is not asked to beat HF itself."""
+    is not asked to beat HF itself. No peer (None) where it would be the reference itself (fp32
+    on the GPU, whose reference is HF fp32): the bound alone."""
     ref_stages, ref_params, _, ref_loss = gradients(reference, batch, labels)
-    peer_stages, peer_params, _, _ = gradients(peer, batch, labels)
+    peer_stages, peer_params, _, _ = gradients(peer, batch, labels) if peer is not None else ({}, {}, None, None)
     cand_stages, cand_params, cand_missing, cand_loss = gradients(candidate, batch, labels)
     cand_params, lost = as_hf_layout(cand_params, cand_missing, candidate_layout, variant)
     bound = backward_bound(candidate.precision)
@@ -142,8 +121,9 @@ def compare_backward(
                 if kind.startswith("parameter")
                 else "stage missing from the candidate",
             }
-        rel, peer_rel = _rel_l2(ref, cand, floor), _rel_l2(ref, peer_grad, floor)
-        limit = max(bound, BACKWARD_PEER_FACTOR * peer_rel)
+        rel = _rel_l2(ref, cand, floor)
+        peer_rel = None if peer_grad is None else _rel_l2(ref, peer_grad, floor)
+        limit = max(bound, BACKWARD_PEER_FACTOR * (peer_rel or 0.0))
         ok = rel <= limit  # NaN fails
         return {
             "stage": stage,
@@ -162,14 +142,21 @@ def compare_backward(
                 stage,
                 "activation gradient",
                 ref,
-                peer_stages[stage],
+                peer_stages.get(stage),
                 cand_stages.get(stage),
                 GRADIENT_FLOOR * float(ref.norm()),
             )
         )
     for name, ref in sorted(ref_params.items()):
         rows.append(
-            row(name, "parameter gradient", ref, peer_params[name], None if name in lost else cand_params[name], floor)
+            row(
+                name,
+                "parameter gradient",
+                ref,
+                peer_params.get(name),
+                None if name in lost else cand_params[name],
+                floor,
+            )
         )
     rows = [{"record": "backward_stage", "order": i, **r} for i, r in enumerate(rows)]
     failed = [r for r in rows if r["status"] == "fail"]

@@ -12,6 +12,10 @@ from __future__ import annotations
 from harness.data.batching import Batch, PackedBatch
 from models.registry import Variant
 
+# A training step's work over its forward's: the backward computes each product twice (the input's
+# gradient and the weight's), the usual 3x (Kaplan et al. 2020); the optimizer's element-wise work is left out.
+TRAINING_WORK = 3
+
 
 def forward_flops(variant: Variant, tokens: int, attended_pairs: int, head: bool = True) -> float:
     """Work of a forward over ``tokens`` tokens whose sequences hold ``attended_pairs`` (q, k) pairs,

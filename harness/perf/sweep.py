@@ -43,20 +43,22 @@ from harness.data.batching import Batch, PackedBatch, collate, pack_to_budget
 from harness.data.synthetic import REAL_MEDIAN_GENES, rank_value_cells
 from harness.distributed import all_ranks, context
 from harness.perf.ceiling import matmul_tflops
-from harness.perf.flops import batch_flops, useful_flops
+from harness.perf.flops import TRAINING_WORK, batch_flops, useful_flops
 from harness.perf.noise import NOISE_LIMIT, needs_remeasure, remeasure_repeats
 from harness.perf.telemetry import Telemetry
 from harness.perf.timing import Timing, time_batches, warm
 from harness.precision import get_precision
 from harness.progress import progress_bar
 from harness.results import is_kernel_crash
+from harness.training import TrainStep
 from models.errors import KernelCrash, UsageError
 from models.registry import Variant, get_variant
 
 LAYOUTS = ("full", "padded-context", "bucketed", "packed")
-# What a point runs: the whole model to MLM logits, or the encoder alone (what embedding and
-# perturbation run: no MLM head, whose logits dominate memory at small widths).
-FORWARDS = ("mlm", "encoder")
+# What a point runs: the whole model to MLM logits, the encoder alone (what embedding and
+# perturbation run: no MLM head, whose logits dominate memory at small widths), or a training step
+# (forward and backward of the MLM loss and an AdamW step, in mixed precision: harness/training.py).
+FORWARDS = ("mlm", "encoder", "train")
 SWEEP_DIR = Path(__file__).parent / "sweeps"
 BUCKET_MULTIPLE = 128
 
@@ -185,9 +187,11 @@ def layout_batches(
 
 
 def step_for(backend, forward: str, variant: Variant):
-    """What one pass of a point runs: the backend's full forward, or its encoder alone."""
+    """What one pass of a point runs: the backend's full forward, its encoder alone, or a training step."""
     if forward == "encoder":
         return lambda batch: backend.encode(batch, variant.num_hidden_layers)
+    if forward == "train":
+        return TrainStep(backend, variant)
     return backend.forward
 
 
@@ -225,12 +229,13 @@ class SweepRunner:
             self._backend = self._backend_key = None
             self._model = random_hf_model(get_variant(point.variant), self.sweep.seed)
             self._model_key = point.variant
-        key = (point.backend, point.precision)
+        training = point.forward == "train"
+        key = (point.backend, point.precision, training)
         if self._backend_key != key:
             self._backend = None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            self._backend = build_backend(point.backend, self._model, get_precision(point.precision))
+            self._backend = build_backend(point.backend, self._model, get_precision(point.precision), training=training)
             self._backend_key = key
         return self._backend
 
@@ -264,9 +269,10 @@ class SweepRunner:
         cells = sum(b.n_cells for b in batches)
         real = sum(b.real_tokens for b in batches)
         padded = sum(b.input_ids.numel() for b in batches)
-        head = point.forward == "mlm"
-        tflops = timing.per_s(sum(useful_flops(variant, b, head) for b in batches)) / 1e12
-        shape_tflops = timing.per_s(sum(batch_flops(variant, b, head) for b in batches)) / 1e12
+        head = point.forward != "encoder"
+        work = TRAINING_WORK if point.forward == "train" else 1  # backward: twice the forward's products
+        tflops = work * timing.per_s(sum(useful_flops(variant, b, head) for b in batches)) / 1e12
+        shape_tflops = work * timing.per_s(sum(batch_flops(variant, b, head) for b in batches)) / 1e12
         energy = tel.get("energy_j")
         return {
             **row,

@@ -13,9 +13,10 @@ import torch
 
 from harness.backends import build_backend
 from harness.data.synthetic import synthetic_batch
-from harness.parity.backward import compare_backward, masked_batch
+from harness.parity.backward import compare_backward
 from harness.parity.trajectory import compare_trajectories
 from harness.precision import get_precision
+from harness.training import masked_batch
 from models.hf import random_hf_model
 from models.registry import VARIANTS, get_variant
 
