@@ -124,11 +124,11 @@ def downstream_bound(precision: str) -> float:
 # per-step relative loss difference and the final weights' relative L2. Each is also allowed 1.5x
 # the HF peer's own (BACKWARD_PEER_FACTOR). Keyed by precision, FP8 recipes together ("fp8").
 # Rationale and the measurements behind each number: TOLERANCES.md.
-BACKWARD_MAX_REL_L2 = {"fp32": 1e-4, "bf16": 2e-2, "fp8": 0.3}
+BACKWARD_MAX_REL_L2 = {"fp32": 1e-4, "bf16": 2e-2, "fp8": 0.5}
 TRAJECTORY_MAX = {
     "fp32": {"loss": 1e-4, "weights": 1e-5},
-    "bf16": {"loss": 1e-2, "weights": 1e-3},
-    "fp8": {"loss": 3e-2, "weights": 3e-3},
+    "bf16": {"loss": 1e-2, "weights": 1e-2},
+    "fp8": {"loss": 5e-2, "weights": 5e-2},
 }
 
 

@@ -2,11 +2,16 @@
 backward comparison (``backward.py``) and the training trajectory (``trajectory.py``) of a
 candidate against the reference, as records.
 
-Backends are built for training (``Backend(training=True)``): fp32 master weights, mixed-precision
-products. The reference is HF in fp64 on the CPU and in fp32 on the GPU (as in forward parity);
-the peer is HF at the candidate's peer precision (bf16 for bf16 and FP8), and none where that
-would be the reference itself. A precision this machine cannot run is a skipped record with its
-reason; a case that raises is an error record, and the run goes on.
+Reference and candidate are built for training (``Backend(training=True)``): fp32 master weights,
+mixed-precision products. The reference is HF in fp64 on the CPU and in fp32 on the GPU (as in
+forward parity). The peer, whose own distance from the reference widens a bound, is HF at the
+candidate's peer precision (bf16 for bf16 and FP8): computing in it throughout for the gradients
+(as TE keeps its activations in bf16, where autocast would keep HF's LayerNorms and residual
+stream in fp32: measured on the H200, TE's bf16 gradients were 1.5-2x HF-autocast's distance from
+fp32, and its trajectories as close), and in mixed precision for the trajectories, as users train.
+Where the peer precision is the reference's own (fp32 on the GPU), the peer is HF with sdpa. A
+precision this machine cannot run is a skipped record with its reason; a case that raises is an
+error record, and the run goes on.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from harness.training import masked_batch
 from models.registry import get_variant
 
 REFERENCE = "hf-eager"  # exact attention: the same reference backend forward parity uses
+SAME_PRECISION_PEER = "hf-sdpa"
 
 
 @dataclass(frozen=True)
@@ -71,26 +77,32 @@ def run_training_case(spec: TrainingSpec, model, device: str | None = None) -> l
         return [{**base, "record": "backward_verdict", "status": "skipped", "reason": reason}]
     variant = get_variant(spec.variant)
     ref_precision = get_precision(reference_precision(device))
-    peer_name = precision.peer if precision.peer != ref_precision.name else None
+    # the peer: HF at the candidate's peer precision, or where that is the reference's own (fp32
+    # on the GPU) HF with sdpa, the other exact attention path: what summation order alone moves
+    peer_name = REFERENCE if precision.peer != ref_precision.name else SAME_PRECISION_PEER
+    peer_precision = precision.peer
     context = {
         **base,
         "reference": f"{REFERENCE}@{ref_precision.name}",
-        "peer": f"{REFERENCE}@{peer_name}" if peer_name else None,
+        "peer": f"{peer_name}@{peer_precision}",
         "cells": spec.cells,
         "seq_len": spec.length,
         "seed": spec.seed,
     }
 
-    def backends():
+    def backends(peer_training: bool):
         return (
             build_backend(REFERENCE, model, ref_precision, device, training=True),
             build_backend(spec.candidate, model, precision, device, training=True),
-            build_backend(REFERENCE, model, get_precision(peer_name), device, training=True) if peer_name else None,
+            build_backend(peer_name, model, get_precision(peer_precision), device, training=peer_training),
         )
 
-    batch = synthetic_batch(variant, spec.cells, spec.length, spec.seed, multiple=precision.token_multiple)
+    multiple = precision.token_multiple
+    batch = synthetic_batch(variant, spec.cells, spec.length, spec.seed, multiple=multiple)
     masked, labels = masked_batch(batch, variant, spec.seed)
-    reference, candidate, peer = backends()
+    # gradients: HF computing in the peer precision throughout (bf16 activations, as TE keeps
+    # them; under autocast HF would keep its LayerNorms and residual stream in fp32)
+    reference, candidate, peer = backends(peer_training=False)
     if precision.is_fp8:  # delayed scaling takes its scales from earlier steps' amax: one backward first
         gradients(candidate, masked, labels)
     rows, verdict = compare_backward(reference, candidate, peer, masked, labels, variant, "te")
@@ -99,9 +111,16 @@ def run_training_case(spec: TrainingSpec, model, device: str | None = None) -> l
     ]
     if spec.steps:
         del reference, candidate, peer
-        reference, candidate, peer = backends()  # the trajectory starts from the same weights
+        # trajectories: HF as users train it (mixed precision), from the same weights, one batch
+        # with a new mask each step
+        reference, candidate, peer = backends(peer_training=True)
+        batches = [batch] * spec.steps
         records.append(
-            {**context, **compare_trajectories(reference, candidate, batch, variant, spec.steps, "te", peer)}
+            {
+                **context,
+                **compare_trajectories(reference, candidate, batches, variant, "te", peer),
+                "peer": f"{peer_name}@{peer_precision} (mixed precision)",
+            }
         )
     if device == "cuda":
         torch.cuda.empty_cache()

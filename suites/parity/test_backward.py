@@ -112,14 +112,14 @@ def test_fifty_adamw_steps_follow_the_reference_and_a_wrong_backward_does_not():
     notebooks' learning rate, TE layout fp32 against HF fp64, within the table's bound; the same
     steps with a detached residual leave it."""
     v = get_variant("V1-10M")
-    batch = synthetic_batch(v, 2, 32, seed=0)
+    batches = [synthetic_batch(v, 2, 32, seed=0)] * 50
 
     def run(plant=None):
         reference = build_backend("hf-eager", _model("V1-10M"), get_precision("fp64"), "cpu")
         candidate = build_backend("te-format-torch", _model("V1-10M"), get_precision("fp32"), "cpu")
         if plant:
             plant(candidate.model)
-        return compare_trajectories(reference, candidate, batch, v, 50, "te")
+        return compare_trajectories(reference, candidate, batches, v, "te")
 
     good = run()
     assert good["status"] == "pass", good["violations"]
