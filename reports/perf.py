@@ -481,7 +481,11 @@ def perf_section(results: list[dict]) -> Section:
     return section
 
 
-FORWARD_NAMES = {"mlm": "to MLM logits", "encoder": "encoder output (embedding)"}
+FORWARD_NAMES = {
+    "mlm": "to MLM logits",
+    "encoder": "encoder output (embedding)",
+    "train": "training step (forward, backward, AdamW)",
+}
 
 
 def _memory_table(results) -> Table | None:
@@ -668,11 +672,13 @@ def perf_gate(results: list[dict]) -> dict:
     """Newest perf run against the oldest of the same sweep on the same GPU, where both exist."""
     from harness.perf.gate import compare
 
-    groups = defaultdict(list)  # like with like: the same sweep on the same GPU count
+    groups = defaultdict(list)  # like with like: the same sweep of the same variants and cells on the same GPUs
     for r in results:
         if r["kind"] == "perf" and "sweep" in r["config"]:
             gpus = r["config"].get("world_size", 1)
-            groups[(result_gpu(r), r["config"]["sweep"]["name"], gpus)].append(r)
+            sweep = r["config"]["sweep"]
+            key = (result_gpu(r), sweep["name"], gpus, tuple(sweep["variants"]), sweep.get("cells_from"))
+            groups[key].append(r)
     pairs = [(g, rs[0], rs[-1]) for g, rs in groups.items() if len(rs) > 1]
     if not pairs:
         return {

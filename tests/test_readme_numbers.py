@@ -156,3 +156,51 @@ def test_readme_downstream_numbers_are_the_committed_results():
     assert same[("V2-104M", "te", "fp8-current")][1] == "fail"
     missing = [e for e in expected if e not in readme]
     assert not missing, f"README numbers not found as in the results: {missing}"
+
+
+def test_readme_h200_and_training_numbers_are_the_committed_results():
+    """The H200 workload and training paragraphs quote these files at the README's rounding."""
+    readme = (REPO / "README.md").read_text()
+    h200 = REPO / "results" / "h200"
+
+    def rows(name):
+        return json.loads((h200 / name).read_text())["records"]
+
+    def pick(name, variant, backend, precision="bf16", layout=None):
+        return next(
+            r
+            for r in rows(name)
+            if r["variant"] == variant
+            and r["backend"] == backend
+            and r["precision"] == precision
+            and r.get("layout", layout) == layout
+        )
+
+    expected = []
+    for name, variant in (
+        ("workload-embed-V2-real-h200.json", "V2-104M"),
+        ("workload-embed-V2-real-h200.json", "V2-316M"),
+        ("workload-embed-V1-10M-real-h200.json", "V1-10M"),
+    ):
+        hf, te = pick(name, variant, "hf-sdpa"), pick(name, variant, "te-packed")
+        ratio = te["cells_per_s"] / hf["cells_per_s"]
+        cells = " cells/s" if variant == "V2-104M" else ""
+        expected.append(f"{_n(hf['cells_per_s'])} → {_n(te['cells_per_s'])}{cells} ({ratio:.2f}×)")
+    hf = pick("workload-perturb-V2-104M-real-h200.json", "V2-104M", "hf-sdpa")
+    te = pick("workload-perturb-V2-104M-real-h200.json", "V2-104M", "te-packed")
+    expected.append(f"{_n(hf['perturbations_per_s'])} → {_n(te['perturbations_per_s'])} /s")
+    training = "perf-gpu-training-V2-h200.json"
+    hf_316 = pick(training, "V2-316M", "hf-sdpa", layout="bucketed")
+    te_316 = pick(training, "V2-316M", "te", layout="bucketed")
+    packed_316 = pick(training, "V2-316M", "te-packed", layout="packed")
+    fp8_316 = pick(training, "V2-316M", "te-packed", "fp8-delayed", layout="packed")
+    expected += [
+        f"HF sdpa {_n(hf_316['tokens_per_s'])} tokens/s",
+        f"TE bf16 {_n(te_316['tokens_per_s'])} ({te_316['tokens_per_s'] / hf_316['tokens_per_s']:.2f}×",
+        f"{_n(packed_316['tokens_per_s'])} packed",
+        f"`te-packed`, {packed_316['tokens_per_s'] / hf_316['tokens_per_s']:.2f}×)",
+        f"{_n(fp8_316['tokens_per_s'])}, {fp8_316['tokens_per_s'] / packed_316['tokens_per_s']:.2f}× TE bf16",
+    ]
+    text = " ".join(readme.split())  # the paragraphs wrap
+    missing = [e for e in expected if e not in text]
+    assert not missing, missing
