@@ -133,24 +133,27 @@ TRAJECTORY_MAX = {
 
 
 def _training_key(precision) -> str:
-    key = "fp8" if precision.is_fp8 else precision.name
-    if key not in BACKWARD_MAX_REL_L2:
+    return "fp8" if precision.is_fp8 else precision.name
+
+
+def has_training_bounds(precision) -> bool:
+    return _training_key(precision) in BACKWARD_MAX_REL_L2
+
+
+def _training_bound(table: dict, precision):
+    if not has_training_bounds(precision):
         raise KeyError(
             f"no training tolerance for precision {precision.name!r} "
             f"(measured so far: {', '.join(BACKWARD_MAX_REL_L2)})"
         )
-    return key
-
-
-def has_training_bounds(precision) -> bool:
-    return (precision.is_fp8 and "fp8" in BACKWARD_MAX_REL_L2) or precision.name in BACKWARD_MAX_REL_L2
+    return table[_training_key(precision)]
 
 
 def backward_bound(precision) -> float:
     """The backward bound of a ``Precision``."""
-    return BACKWARD_MAX_REL_L2[_training_key(precision)]
+    return _training_bound(BACKWARD_MAX_REL_L2, precision)
 
 
 def trajectory_bound(precision) -> dict:
     """The trajectory bounds (``loss``, ``weights``) of a ``Precision``."""
-    return TRAJECTORY_MAX[_training_key(precision)]
+    return _training_bound(TRAJECTORY_MAX, precision)

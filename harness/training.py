@@ -72,6 +72,7 @@ class TrainStep:
     def __init__(self, backend: Backend, variant: Variant, seed: int = 0):
         self.backend, self.variant, self.seed = backend, variant, seed
         self.optimizer, _ = adamw(backend, 1)
+        # id(input ids) -> (those ids, kept alive so the id is not reused; masked batch; labels)
         self._masked: dict[int, tuple] = {}
 
     def __call__(self, batch) -> torch.Tensor:

@@ -89,7 +89,7 @@ def _rel_l2(reference: torch.Tensor, candidate: torch.Tensor, floor: float) -> f
 def compare_backward(
     reference: Backend,
     candidate: Backend,
-    peer: Backend | None,
+    peer: Backend,
     batch: Batch,
     labels: torch.Tensor,
     variant: Variant,
@@ -99,10 +99,9 @@ def compare_backward(
     reference's. Each row's limit is the precision's backward bound, or ``BACKWARD_PEER_FACTOR``
     times the peer's own error there (HF at the candidate's precision), whichever is larger: deep
     random-weight models lose digits in some LayerNorm backwards at any precision, and a candidate
-    is not asked to beat HF itself. No peer (None) where it would be the reference itself (fp32
-    on the GPU, whose reference is HF fp32): the bound alone."""
+    is not asked to beat HF itself."""
     ref_stages, ref_params, _, ref_loss = gradients(reference, batch, labels)
-    peer_stages, peer_params, _, _ = gradients(peer, batch, labels) if peer is not None else ({}, {}, None, None)
+    peer_stages, peer_params, _, _ = gradients(peer, batch, labels)
     cand_stages, cand_params, cand_missing, cand_loss = gradients(candidate, batch, labels)
     cand_params, lost = as_hf_layout(cand_params, cand_missing, candidate_layout, variant)
     bound = backward_bound(candidate.precision)
@@ -121,9 +120,8 @@ def compare_backward(
                 if kind.startswith("parameter")
                 else "stage missing from the candidate",
             }
-        rel = _rel_l2(ref, cand, floor)
-        peer_rel = None if peer_grad is None else _rel_l2(ref, peer_grad, floor)
-        limit = max(bound, BACKWARD_PEER_FACTOR * (peer_rel or 0.0))
+        rel, peer_rel = _rel_l2(ref, cand, floor), _rel_l2(ref, peer_grad, floor)
+        limit = max(bound, BACKWARD_PEER_FACTOR * peer_rel)
         ok = rel <= limit  # NaN fails
         return {
             "stage": stage,
@@ -142,7 +140,7 @@ def compare_backward(
                 stage,
                 "activation gradient",
                 ref,
-                peer_stages.get(stage),
+                peer_stages[stage],
                 cand_stages.get(stage),
                 GRADIENT_FLOOR * float(ref.norm()),
             )
@@ -153,7 +151,7 @@ def compare_backward(
                 name,
                 "parameter gradient",
                 ref,
-                peer_params.get(name),
+                peer_params[name],
                 None if name in lost else cand_params[name],
                 floor,
             )

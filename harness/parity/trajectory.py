@@ -89,7 +89,7 @@ def compare_trajectories(
     ref = _run(reference, "hf", batches, variant)
     cand = _run(candidate, candidate_layout, batches, variant)
     worst, weights_rel = _distance(ref, cand)
-    bound = dict(trajectory_bound(candidate.precision))
+    bound = trajectory_bound(candidate.precision)
     peer_worst = peer_weights = None
     if peer is not None:
         peer_worst, peer_weights = _distance(ref, _run(peer, "hf", batches, variant))
