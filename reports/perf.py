@@ -677,7 +677,7 @@ def perf_gate(results: list[dict]) -> dict:
         if r["kind"] == "perf" and "sweep" in r["config"]:
             gpus = r["config"].get("world_size", 1)
             sweep = r["config"]["sweep"]
-            key = (result_gpu(r), sweep["name"], gpus, tuple(sweep["variants"]), sweep.get("cells_from"))
+            key = (result_gpu(r), sweep["name"], gpus, tuple(sweep.get("variants", ())), sweep.get("cells_from"))
             groups[key].append(r)
     pairs = [(g, rs[0], rs[-1]) for g, rs in groups.items() if len(rs) > 1]
     if not pairs:

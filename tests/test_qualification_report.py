@@ -158,6 +158,20 @@ def test_report_flags_failures_mixed_versions_and_regressions(tmp_path):
     assert "H100 gpu-baseline: V2-104M te bf16 B=8 ×0.68" in md
 
 
+def test_runs_of_one_sweep_over_other_variants_are_not_compared():
+    """gfqual bench --sweep X --variants ... measures part of a sweep: two such runs of disjoint
+    variants (V1 on V1 tokens, V2 on V2 tokens) are two baselines, not a run against a baseline."""
+    from reports.perf import perf_gate
+
+    first = _perf("NVIDIA H100 80GB HBM3", 220.0, created="2026-01-01T00:00:00+00:00")
+    second = _perf("NVIDIA H100 80GB HBM3", 150.0, created="2026-02-01T00:00:00+00:00")
+    first["config"]["sweep"]["variants"] = ["V1-10M"]
+    second["config"]["sweep"]["variants"] = ["V2-104M"]
+    assert perf_gate([first, second])["status"] == "not evaluated"
+    second["config"]["sweep"]["variants"] = ["V1-10M"]
+    assert perf_gate([first, second])["status"] == "fail"
+
+
 def test_report_rejects_unknown_schema(tmp_path, capsys):
     import json
 
