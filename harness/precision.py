@@ -54,6 +54,15 @@ class Precision:
         return "bf16" if self.is_fp8 else self.name
 
     @property
+    def unit_roundoff(self) -> float:
+        """The relative rounding of this precision's coarsest products: a difference smaller than
+        it times a quantity's scale is rounding, not an error (backward parity judges gradients
+        that are zero in exact arithmetic by it)."""
+        if self.is_fp8:
+            return FP8_UNIT_ROUNDOFF
+        return TF32_UNIT_ROUNDOFF if self.tf32 else UNIT_ROUNDOFF[self.dtype_name]
+
+    @property
     def experimental(self) -> bool:
         """TE marks FP8 attention (fp8_dpa) a beta feature: its verdicts are reported, never gating."""
         return self.fp8_attention
@@ -62,7 +71,9 @@ class Precision:
 PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (
-        Precision("fp64", "float64", description="reference only: HF in float64 on the CPU"),
+        Precision(
+            "fp64", "float64", description="reference only: HF in float64 (forward parity on the CPU, training parity)"
+        ),
         Precision("fp32", "float32", description="IEEE fp32, TF32 off everywhere"),
         Precision("tf32", "float32", tf32=True, description="fp32 storage, TF32 matrix products"),
         Precision("bf16", "bfloat16", description="bf16 weights and activations"),
@@ -125,6 +136,9 @@ PRECISIONS: dict[str, Precision] = {
     )
 }
 
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "bfloat16": 2.0**-8, "float16": 2.0**-11}
+TF32_UNIT_ROUNDOFF = 2.0**-11  # TF32 keeps 10 mantissa bits
+FP8_UNIT_ROUNDOFF = 2.0**-3  # E5M2, the coarsest format TE's FP8 recipes round to (HYBRID's gradients)
 FP8_TOKEN_MULTIPLE = 16  # FP8 GEMMs need both dimensions divisible by 16: pad token counts to it
 
 

@@ -104,6 +104,13 @@ RECORD_KINDS = {
         "verdict",
         "N AdamW steps on the candidate against the reference: per-step loss and final weights",
     ),
+    "trajectory_step": RecordKind(
+        "parity",
+        ("step", "loss_reference", "loss_candidate"),
+        (),
+        "never",
+        "one optimizer step of a trajectory: the reference's, the candidate's and the peer's loss",
+    ),
     "point": RecordKind(
         "perf",
         ("status", "layout", "batch", "seq_len"),

@@ -275,3 +275,18 @@ def test_gfqual_run_gates_on_the_records_it_wrote(tmp_path, capsys):
     written = [r for r in json.loads(out.read_text())["records"] if r.get("gating")]
     assert len(written) >= 2 and all(r["status"] == "pass" for r in written)
     assert f"{len(written)} checks: 0 failed" in capsys.readouterr().out
+
+
+def test_train_parity_writes_each_training_record_and_gates_on_its_verdicts(tmp_path, capsys):
+    """gfqual train-parity on a CPU: the gradients, every step's losses (the report draws them)
+    and both verdicts land in a validated results file, and the summary counts the verdicts."""
+    from harness.results import read_result
+
+    out = tmp_path / "train.json"
+    assert main(["train-parity", "--variants", "V1-10M", "--steps", "3", "--out", str(out)]) == 0
+    records = read_result(out)["records"]
+    kinds = [r["record"] for r in records]
+    assert {"backward_stage", "backward_verdict", "trajectory_verdict"} <= set(kinds)
+    assert [r["step"] for r in records if r["record"] == "trajectory_step"] == [0, 1, 2]
+    assert all(r["reference"] == "hf-eager@fp64" for r in records)
+    assert "2 training checks: 0 failed" in capsys.readouterr().out

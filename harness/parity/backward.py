@@ -13,9 +13,13 @@ dropout off, mixed precision as users train). Compared:
   gradient for is a failure of its own ("no gradient"), as a detached path would be.
 
 Judged on relative L2: each row against the precision's bound (``harness.tolerances``) or 1.5 times
-HF's own error at the candidate's precision, whichever is larger (rationale: TOLERANCES.md). The
-first failing row in backward order (from the logits down, then the parameters) names where the
-backward pass went wrong.
+HF's own error at the candidate's precision, whichever is larger (rationale: TOLERANCES.md). Some
+gradients are zero in exact arithmetic (attention's key bias: softmax ignores a shift shared by a
+query's scores); what they hold is rounding, so a relative error of them measures nothing. A
+gradient whose reference is below ``GRADIENT_FLOOR`` of the whole gradient's norm is judged
+against that whole norm instead, within the candidate precision's unit roundoff: a wrong path
+still shows, as a gradient of the size real ones have. The first failing row in backward order
+(from the logits down, then the parameters) names where the backward pass went wrong.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from models import convert
 from models.registry import Variant
 
 BACKWARD_PEER_FACTOR = 1.5  # a candidate may be this much further from the reference than HF at its precision
-GRADIENT_FLOOR = 1e-5  # of the reference gradient's norm: below it a gradient counts as zero
+GRADIENT_FLOOR = 1e-5  # of the whole reference gradient's norm: below it a gradient is zero in exact arithmetic
 
 
 def gradients(backend: Backend, batch: Batch, labels: torch.Tensor) -> tuple[dict, dict, set, float]:
@@ -78,14 +82,6 @@ def as_hf_layout(grads: dict, missing: set, layout: str, variant: Variant) -> tu
     return to_hf(grads), {k for k, v in marks.items() if v.abs().sum() > 0}
 
 
-def _rel_l2(reference: torch.Tensor, candidate: torch.Tensor, floor: float) -> float:
-    """‖candidate − reference‖ / max(‖reference‖, floor). Some gradients are zero in exact
-    arithmetic (attention's key bias: softmax ignores a shift shared by a query's scores), so
-    against them a relative error only measures rounding; ``floor`` (GRADIENT_FLOOR of the whole
-    reference gradient's norm) keeps those from reading as failures and still catches a wrong one."""
-    return float((candidate - reference).norm() / max(float(reference.norm()), floor))
-
-
 def compare_backward(
     reference: Backend,
     candidate: Backend,
@@ -105,10 +101,12 @@ def compare_backward(
     cand_stages, cand_params, cand_missing, cand_loss = gradients(candidate, batch, labels)
     cand_params, lost = as_hf_layout(cand_params, cand_missing, candidate_layout, variant)
     bound = backward_bound(candidate.precision)
-    floor = GRADIENT_FLOOR * float(torch.cat([g.flatten() for g in ref_params.values()]).norm())
+    whole = float(torch.cat([g.flatten() for g in ref_params.values()]).norm())
     rows = []
 
-    def row(stage: str, kind: str, ref, peer_grad, cand, floor: float) -> dict:
+    def row(stage: str, kind: str, ref, peer_grad, cand, scale: float) -> dict:
+        """One gradient's row: relative to its own norm, or (zero in exact arithmetic) to
+        ``scale``, the whole gradient's norm, within the precision's unit roundoff."""
         if cand is None:
             return {
                 "stage": stage,
@@ -120,12 +118,16 @@ def compare_backward(
                 if kind.startswith("parameter")
                 else "stage missing from the candidate",
             }
-        rel, peer_rel = _rel_l2(ref, cand, floor), _rel_l2(ref, peer_grad, floor)
-        limit = max(bound, BACKWARD_PEER_FACTOR * peer_rel)
+        own = float(ref.norm())
+        rounding_only = own < GRADIENT_FLOOR * scale
+        norm, row_bound = (scale, candidate.precision.unit_roundoff) if rounding_only else (own, bound)
+        rel, peer_rel = float((cand - ref).norm()) / norm, float((peer_grad - ref).norm()) / norm
+        limit = max(row_bound, BACKWARD_PEER_FACTOR * peer_rel)
         ok = rel <= limit  # NaN fails
         return {
             "stage": stage,
             "kind": kind,
+            "relative_to": "the whole gradient (zero in exact arithmetic)" if rounding_only else "itself",
             "rel_l2": rel,
             "peer_rel_l2": peer_rel,
             "limit": limit,
@@ -142,7 +144,7 @@ def compare_backward(
                 ref,
                 peer_stages[stage],
                 cand_stages.get(stage),
-                GRADIENT_FLOOR * float(ref.norm()),
+                float(ref.norm()),
             )
         )
     for name, ref in sorted(ref_params.items()):
@@ -153,7 +155,7 @@ def compare_backward(
                 ref,
                 peer_params[name],
                 None if name in lost else cand_params[name],
-                floor,
+                whole,
             )
         )
     rows = [{"record": "backward_stage", "order": i, **r} for i, r in enumerate(rows)]

@@ -17,6 +17,7 @@ from harness.parity.backward import compare_backward
 from harness.parity.trajectory import compare_trajectories
 from harness.precision import get_precision
 from harness.training import masked_batch
+from models import convert
 from models.hf import random_hf_model
 from models.registry import VARIANTS, get_variant
 
@@ -46,6 +47,10 @@ def test_backward_parity_of_the_te_layout(variant):
     kinds = {r["kind"] for r in rows}
     assert kinds == {"activation gradient", "parameter gradient"}
     assert sum(r["kind"] == "parameter gradient" for r in rows) == len(list(_model(variant).parameters()))
+    # attention's key bias has no gradient in exact arithmetic: judged against the whole gradient
+    key_bias = [r for r in rows if r["stage"].endswith("attention.self.key.bias")]
+    assert key_bias and all(r["relative_to"].startswith("the whole gradient") for r in key_bias)
+    assert all(r["relative_to"] == "itself" for r in rows if r["kind"] == "activation gradient")
 
 
 def detached_residual(model):
@@ -91,6 +96,19 @@ def gradient_scaled_in_backward(model):
     mlp.forward = lambda x: Double.apply(inner(x))
 
 
+def key_bias_gradient_leak(model):
+    """Layer 0's key bias receives a gradient of the size its neighbours have, where exact
+    arithmetic gives none (a wrong fused-QKV backward): judged against the whole gradient within
+    fp32's rounding, it must still fail."""
+    v = get_variant("V1-10M")
+    marks = {n: torch.zeros_like(p) for n, p in _model("V1-10M").state_dict().items()}
+    marks["bert.encoder.layer.0.attention.self.key.bias"] += 1
+    te_marks = convert.convert_state_dict(marks, "te", v.num_hidden_layers, v.num_attention_heads)[0]
+    key = te_marks["bert.encoder.layer.0.self_attention.qkv.bias"].bool()
+    bias = model.bert.encoder.layer[0].self_attention.qkv.bias
+    bias.register_hook(lambda grad: grad + key * grad.abs().mean())
+
+
 @pytest.mark.parametrize(
     "plant, where",
     [
@@ -98,6 +116,7 @@ def gradient_scaled_in_backward(model):
         (layernorm_weight_gradient_cut, "bert.encoder.layer.1.attention.output.LayerNorm.weight"),
         (frozen_bias, "bert.encoder.layer.0.output.dense.bias"),
         (gradient_scaled_in_backward, "layer.3.attention_norm"),  # what flows out of the doubled MLP
+        (key_bias_gradient_leak, "bert.encoder.layer.0.attention.self.key.bias"),
     ],
     ids=lambda p: getattr(p, "__name__", ""),
 )
@@ -121,8 +140,11 @@ def test_fifty_adamw_steps_follow_the_reference_and_a_wrong_backward_does_not():
             plant(candidate.model)
         return compare_trajectories(reference, candidate, batches, v, "te")
 
-    good = run()
+    steps, good = run()
     assert good["status"] == "pass", good["violations"]
     assert good["loss_last_reference"] < good["loss_first"] - 0.5  # it trained
-    bad = run(detached_residual)
+    assert [s["step"] for s in steps] == list(range(50))  # every step's losses, for the report's curves
+    assert steps[-1]["loss_reference"] < steps[0]["loss_reference"] - 0.5
+    assert sum(s["loss_reference"] for s in steps[:5]) / 5 == pytest.approx(good["loss_first"])
+    _, bad = run(detached_residual)
     assert bad["status"] == "fail" and "final weights" in bad["violations"]
