@@ -65,15 +65,15 @@ def perf_points(results: list[dict], world_size: int = 1, forward: str = "mlm") 
     return points
 
 
-def same_run_ratios(results: list[dict], over) -> dict:
+def same_run_ratios(results: list[dict], over, forward: str = "mlm") -> dict:
     """point key -> GPU -> its cells/s over that of the point ``over(key)`` names (None: no ratio),
-    both points from one run (one results file): a speed-up never divides two runs' numbers. The
-    newest run holding both wins."""
+    both points from one run (one results file) running ``forward``: a speed-up never divides two
+    runs' numbers. The newest run holding both wins."""
     ratios: defaultdict[tuple, dict] = defaultdict(dict)
     for r in results:  # oldest first
         if r["kind"] != "perf":
             continue
-        run = {_key(p): p for p in r["records"] if p.get("record") == "point" and _measured(p, 1)}
+        run = {_key(p): p for p in r["records"] if p.get("record") == "point" and _measured(p, 1, forward)}
         for key, p in run.items():
             other = run.get(over(key) or ())
             if other:

@@ -6,7 +6,7 @@ markdown are two renderings of the same sections, so they cannot disagree. Figur
 embedded as base64 in the HTML (no network, no CDN), written beside the markdown.
 
 This module only composes: each section and its gate come from the module of its kind
-(reports/parity.py, perf.py, downstream.py); here live the runs-and-environment section, the
+(reports/parity.py, training.py, perf.py, downstream.py); here live the runs-and-environment section, the
 per-GPU verdict, what the verdict does not cover, and verdict.json.
 """
 
@@ -30,6 +30,7 @@ from reports.document import (
 from reports.downstream import downstream_section
 from reports.parity import embedding_section, newest_records, parity_section
 from reports.perf import kernel_crashes, perf_gate, perf_section, reliability_gate
+from reports.training import training_section
 
 ENV_KEYS = ("gpu_name", "driver", "cuda", "torch", "te", "transformers", "git_commit")
 
@@ -64,13 +65,14 @@ def environment_section(results: list[dict]) -> Section:
 
 
 def per_gpu_verdicts(results: list[dict]) -> dict[str, str]:
-    """Each GPU's own verdict from its gating parity and embedding records (newest per what was
-    tested) and its kernel crashes: fail if any failed, pass if some passed, else not measured."""
+    """Each GPU's own verdict from its gating parity, training parity and embedding records (newest
+    per what was tested) and its kernel crashes: fail if any failed, pass if some passed, else not measured."""
     statuses: defaultdict[str, list[str | None]] = defaultdict(list)
     for gpu, _what in kernel_crashes(results):
         statuses[gpu].append("fail")
-    for (gpu, *_key), r in newest_records(results, "verdict").items():
-        statuses[gpu].append(gate_status(r))
+    for record in ("verdict", "backward_verdict", "trajectory_verdict"):
+        for (gpu, *_key), r in newest_records(results, record).items():
+            statuses[gpu].append(gate_status(r))
     for gpu, _res, e in _records(results, "parity", "embedding"):
         statuses[gpu].append(gate_status(e))
     gpus = {result_gpu(r) for r in results}
@@ -89,6 +91,8 @@ def not_covered(results: list[dict]) -> list[str]:
         checked = {k[2] for k in verdicts if k[0] == gpu}
         if absent := [v for v in VARIANTS if v not in checked]:
             missing.append(f"{gpu}: no parity for {', '.join(absent)}")
+        if not any(k[0] == gpu for k in newest_records(results, "backward_verdict")):
+            missing.append(f"{gpu}: training parity")
         if not any(result_gpu(r) == gpu for r in results if r["kind"] == "downstream"):
             missing.append(f"{gpu}: downstream tasks")
         if not any(
@@ -157,15 +161,18 @@ def verdict_section(verdict: dict) -> Section:
 def build_report(results: list[dict]) -> tuple[list[Section], dict]:
     parity, parity_gate = parity_section(results)
     embeddings, embedding_gate = embedding_section(results)
+    training, training_gate = training_section(results)
     downstream, downstream_gate = downstream_section(results)
     verdict = verdict_of(
-        [parity_gate, embedding_gate, reliability_gate(results), perf_gate(results), downstream_gate], results
+        [parity_gate, embedding_gate, training_gate, reliability_gate(results), perf_gate(results), downstream_gate],
+        results,
     )
     sections = [
         verdict_section(verdict),
         environment_section(results),
         parity,
         embeddings,
+        training,
         perf_section(results),
         downstream,
     ]

@@ -1,0 +1,275 @@
+"""Training in the qualification report, rendered from results only: per GPU, each variant and
+precision's gradient and trajectory verdicts (``gfqual train-parity``), the loss curves those
+verdicts judge, the training gate, and training throughput (``gfqual bench --sweep gpu-training``)
+with its speed-ups, each divided within one run."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from harness.results import gate_status, tested_identity  # noqa: E402
+from reports.document import (  # noqa: E402
+    NOT_MEASURED,
+    Figure,
+    Section,
+    Table,
+    _fmt,
+    _png,
+    _records,
+    figure_legend,
+    gate,
+    series_style,
+)
+from reports.parity import newest_records, precision_order  # noqa: E402
+from reports.perf import perf_points, same_run_ratios  # noqa: E402
+
+GiB = 2**30
+HF_BEST = ("hf-sdpa", "bf16", "bucketed")  # HF's fastest training: sdpa, bf16, length-sorted batches (no THD path)
+
+
+def _gradients_cell(v: dict | None) -> str:
+    if v is None:
+        return NOT_MEASURED
+    if v["status"] in ("skipped", "error"):
+        return f"{'skipped' if v['status'] == 'skipped' else 'ERROR'}: {v['reason']}"
+    text = f"{v['status'].upper()} · worst {v['worst_stage']} {_fmt(v['worst_rel_l2'])} (bound {_fmt(v['bound'])})"
+    if v["failed"]:
+        text += f" · {v['failed']} gradients over their limit, first {v['first_diverging_stage']}: {v['violations']}"
+    return text
+
+
+def _trajectory_cell(t: dict | None) -> str:
+    if t is None:
+        return NOT_MEASURED
+    if t["status"] in ("skipped", "error"):
+        return f"{'skipped' if t['status'] == 'skipped' else 'ERROR'}: {t['reason']}"
+    text = (
+        f"{t['status'].upper()} · {t['steps']} steps · loss {_fmt(t['max_step_loss_rel_diff'])} "
+        f"(limit {_fmt(t['loss_limit'])}) · final weights {_fmt(t['final_weights_rel_l2'])} "
+        f"(limit {_fmt(t['weights_limit'])})"
+    )
+    return text + (f" · {t['violations']}" if t["violations"] else "")
+
+
+def _losses_cell(t: dict | None) -> str:
+    if t is None or "loss_first" not in t:
+        return ""
+    return f"{t['loss_first']:.3f} → {t['loss_last_reference']:.3f} / {t['loss_last_candidate']:.3f}"
+
+
+def _newest_trajectory_steps(results: list[dict]) -> dict[tuple, list[dict]]:
+    """(GPU, what was tested, variant) -> the per-step rows of each case's newest trajectory, drawn
+    from the run that holds that case's newest verdict (a figure never mixes a verdict with another
+    run's curve, nor one checkpoint's or seed's curves with another's)."""
+    newest: dict[tuple, tuple] = {}
+    for gpu, res, t in _records(results, "parity", "trajectory_verdict"):
+        newest[(gpu, tested_identity(res), t["variant"], t["backend"], t["precision"])] = (res, t)
+    curves: defaultdict[tuple, list] = defaultdict(list)
+    for (gpu, tested, variant, backend, precision), (res, t) in newest.items():
+        steps = [
+            s
+            for s in res["records"]
+            if s.get("record") == "trajectory_step"
+            and (s["variant"], s["backend"], s["precision"]) == (variant, backend, precision)
+        ]
+        if steps:
+            curves[(gpu, tested, variant)].append({"verdict": t, "steps": sorted(steps, key=lambda s: s["step"])})
+    return curves
+
+
+def _name(label: str) -> tuple[str, str]:
+    """("hf-eager", "fp64") from a record's "hf-eager@fp64 (mixed precision)"."""
+    backend, precision = label.split(" ")[0].split("@")
+    return backend, precision
+
+
+def draw_loss_curves(gpu: str, variant: str, cases: list[dict]):
+    """Two panels: every model's loss per step (the reference's, each candidate's, each HF peer's),
+    and each one's per-step difference from the reference as judged (absolute in nats below 1 nat,
+    relative above: harness/parity/trajectory.py). Labels are "GPU backend precision"."""
+    fig, (losses, diffs) = plt.subplots(1, 2, figsize=(10, 3.8))
+    drawn: set[str] = set()
+
+    def draw(backend: str, precision: str, values: list[float], reference: list[float]) -> None:
+        label = f"{gpu} {backend} {precision}"
+        if label in drawn:
+            return
+        drawn.add(label)
+        style = {**series_style(backend, precision, gpu), "markevery": max(1, len(values) // 10), "ms": 4}
+        if (backend, precision) == ref_name:  # wide and pale beneath the others, which it should hide
+            style |= {"linewidth": 4, "alpha": 0.35, "zorder": 0}
+        losses.plot(range(len(values)), values, label=label, **style)
+        if (backend, precision) != ref_name:
+            judged = [abs(v - r) / max(abs(r), 1.0) for v, r in zip(values, reference)]
+            diffs.plot(range(len(judged)), [max(d, 1e-9) for d in judged], label=label, **style)
+
+    ref_name = _name(cases[0]["verdict"]["reference"])
+    for case in sorted(cases, key=lambda c: precision_order(c["verdict"]["precision"])):
+        v, steps = case["verdict"], case["steps"]
+        reference = [s["loss_reference"] for s in steps]
+        draw(*ref_name, reference, reference)
+        draw(v["backend"], v["precision"], [s["loss_candidate"] for s in steps], reference)
+        if all(s.get("loss_peer") is not None for s in steps):
+            draw(*_name(v["peer"]), [s["loss_peer"] for s in steps], reference)
+    losses.set(xlabel="AdamW step", ylabel="MLM loss (nats)", title=f"{gpu} · {variant}: loss per step")
+    diffs.set(
+        xlabel="AdamW step",
+        ylabel="difference from the reference\n(nats below 1 nat, relative above; exact = 1e-9)",
+        yscale="log",
+        title="per-step loss difference",
+    )
+    for ax in (losses, diffs):
+        ax.grid(True, which="both", alpha=0.3)
+    figure_legend(fig, (losses, diffs))
+    return fig
+
+
+def _throughput_table(results: list[dict], failing: set[tuple]) -> Table | None:
+    """Each training point: tokens/s, cells/s, TFLOP/s against the ceiling, peak memory, and its
+    speed over HF's best training (sdpa bf16, bucketed) in the same run; an FP8 point also over TE
+    bf16 of the same backend and layout. A TE point whose precision failed training parity on that
+    GPU and variant says so: its speed is the speed of a training run that leaves the reference."""
+    points = perf_points(results, forward="train")
+    if not points:
+        return None
+    over_hf = same_run_ratios(results, lambda k: (k[0], *HF_BEST, *k[4:]), forward="train")
+    over_bf16 = same_run_ratios(
+        results, lambda k: (*k[:2], "bf16", *k[3:]) if k[2] != "bf16" else None, forward="train"
+    )
+    rows = []
+    for key in sorted(points, key=lambda k: (k[0], k[1], precision_order(k[2]), k[3:])):
+        variant, backend, precision, layout, batch, seq = key
+        for gpu, p in sorted(points[key].items()):
+            flag = (
+                " (training parity fails)"
+                if (gpu, variant, precision) in failing and not backend.startswith("hf")
+                else ""
+            )
+            ceiling = p.get("ceiling_fraction")
+            rows.append(
+                [
+                    gpu,
+                    variant,
+                    backend,
+                    precision,
+                    layout,
+                    f"{batch} × {seq:,}",
+                    f"{p['tokens_per_s']:,.0f}" if p.get("tokens_per_s") else NOT_MEASURED,
+                    _fmt(p.get("cells_per_s")),
+                    _fmt(p.get("tflops")) + (f" ({ceiling:.0%})" if ceiling is not None else ""),
+                    _fmt(p["peak_mem_bytes"] / GiB) if p.get("peak_mem_bytes") else NOT_MEASURED,
+                    _fmt(over_hf.get(key, {}).get(gpu)) + "×" if gpu in over_hf.get(key, {}) else "",
+                    (_fmt(over_bf16[key][gpu]) + "×" + flag) if gpu in over_bf16.get(key, {}) else flag,
+                ]
+            )
+    headers = [
+        "training step: GPU",
+        "variant",
+        "backend",
+        "precision",
+        "layout",
+        "batch × context",
+        "tokens/s",
+        "cells/s",
+        "TFLOP/s (of ceiling)",
+        "peak GiB",
+        "× HF sdpa bf16 bucketed",
+        "× TE bf16",
+    ]
+    return Table(headers, rows)
+
+
+def training_section(results: list[dict]) -> tuple[Section, dict]:
+    """The training section and its gate (the newest gradient and trajectory verdict of each GPU,
+    checkpoint or seed, variant, backend and precision; TE beta precisions never gate)."""
+    backward = newest_records(results, "backward_verdict")
+    trajectory = newest_records(results, "trajectory_verdict")
+    section = Section("Training: gradients, trajectories and speed, TE against the HF reference")
+    statuses = [s for r in (*backward.values(), *trajectory.values()) if (s := gate_status(r))]
+    several = len({k[:2] for k in (*backward, *trajectory)}) > len({k[0] for k in (*backward, *trajectory)})
+    rows = []
+    for key in sorted({*backward, *trajectory}, key=lambda k: (*k[:4], precision_order(k[4]))):
+        gpu, tested, variant, backend, precision = key
+        t = trajectory.get(key)
+        rows.append(
+            [
+                gpu,
+                f"{variant} · {tested}" if several else variant,
+                backend,
+                precision,
+                _gradients_cell(backward.get(key)),
+                _trajectory_cell(t),
+                _losses_cell(t),
+            ]
+        )
+    if rows:
+        section.tables.append(
+            Table(
+                [
+                    "training parity: GPU",
+                    "variant",
+                    "backend",
+                    "precision",
+                    "gradients: worst rel L2 (bound)",
+                    "trajectory: worst step loss difference, final weights' rel L2 (limits)",
+                    "loss first → last steps: reference / candidate",
+                ],
+                rows,
+            )
+        )
+        judged = [(k[0], r) for k, r in (*backward.items(), *trajectory.items()) if "reference" in r]
+        for gpu in sorted({g for g, _ in judged}):
+            mine = [r for g, r in judged if g == gpu]
+            if not mine:
+                continue
+            shapes = sorted({(r["cells"], r["seq_len"]) for r in mine if "cells" in r})
+            steps = sorted({r["steps"] for r in mine if "steps" in r})
+            section.text.append(
+                f"{gpu}: each case is {', '.join(f'{c} cells of {n} tokens' for c, n in shapes)}; "
+                f"reference {', '.join(sorted({r['reference'] for r in mine}))}; trajectories of "
+                f"{', '.join(map(str, steps)) or 'no'} AdamW steps (the notebooks' lr 5e-5 with warm-up) on one "
+                "batch with a fresh 15% mask each step, so their end is memorization of that batch."
+            )
+        if judged:
+            section.text.append(
+                "A gradient is judged by its relative L2 against the reference's (a gradient that is zero in "
+                "exact arithmetic, such as attention's key bias, against the whole gradient, within the "
+                "precision's rounding); each limit is the precision's bound or 1.5× HF's own distance at the "
+                "candidate's precision (the peer), whichever is larger. Bounds and the measurements behind "
+                "them: harness/TOLERANCES.md. FP8 recipes quantise the encoder's GEMMs only: the MLM head is "
+                "plain PyTorch in every model and never runs in FP8."
+            )
+    else:
+        section.text.append(f"Training parity: {NOT_MEASURED}.")
+    curves = _newest_trajectory_steps(results)
+    for (gpu, tested, variant), cases in sorted(curves.items()):
+        several = sum(k[0] == gpu and k[2] == variant for k in curves) > 1
+        name = f"{variant} · {tested}" if several else variant
+        section.figures.append(
+            Figure(
+                f"training-{gpu}-{variant}{f'-{len(section.figures)}' if several else ''}.png",
+                _png(draw_loss_curves(gpu, name, cases)),
+                f"{gpu} · {name}: MLM loss per AdamW step, and each model's difference from the reference",
+                wide=True,
+            )
+        )
+    failing = {
+        (k[0], k[2], k[4]) for k, r in (*backward.items(), *trajectory.items()) if r["status"] in ("fail", "error")
+    }
+    speed = _throughput_table(results, failing)
+    if speed:
+        section.tables.append(speed)
+        section.text.append(
+            "Training throughput: forward, backward and one AdamW step on real-length cells, fp32 master "
+            "weights with mixed-precision products; TFLOP/s counts 3× the forward's work against the GPU's "
+            "measured ceiling. Speed-ups divide two points of one run: over HF's fastest training (sdpa, "
+            "bf16, length-sorted batches; HF has no packed path) and, for FP8, over TE bf16 in the same layout."
+        )
+    else:
+        section.text.append(f"Training throughput: {NOT_MEASURED}.")
+    return section, gate("training", statuses)

@@ -1,0 +1,149 @@
+"""The report's training section, from small fixture results: a failure reaches the verdict and is
+never hidden by a newer pass of other weights, each loss curve is drawn in its label's style, and
+each training speed-up divides two points of one run."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from harness.results import make_result
+from reports.document import series_style
+from reports.qualification import build_report, render_report
+from reports.training import _newest_trajectory_steps, draw_loss_curves
+
+H200 = "NVIDIA H200"
+CASE = {"variant": "V1-10M", "backend": "te", "precision": "fp8-delayed", "cells": 4, "seq_len": 256}
+NAMES = {"reference": "hf-eager@fp64", "peer": "hf-eager@bf16 (mixed precision)"}
+
+
+def _training(trajectory="pass", backward="pass", seed=0, created=None, gpu=H200):
+    reference, candidate, peer = [10.0, 9.0, 8.0, 7.0], [10.0, 9.1, 8.2, 7.2], [10.0, 9.05, 8.1, 7.1]
+    records = [
+        {
+            **CASE,
+            **NAMES,
+            "record": "backward_verdict",
+            "status": backward,
+            "bound": 0.5,
+            "first_diverging_stage": "layer.2.output" if backward == "fail" else None,
+            "failed": int(backward == "fail"),
+            "violations": "layer.2.output: rel_l2=0.9 > 0.5" if backward == "fail" else "",
+            "worst_stage": "layer.2.output",
+            "worst_rel_l2": 0.9 if backward == "fail" else 0.2,
+        },
+        *(
+            {**CASE, **NAMES, "record": "trajectory_step", "step": i, "loss_reference": r, "loss_candidate": c}
+            | {"loss_peer": p}
+            for i, (r, c, p) in enumerate(zip(reference, candidate, peer))
+        ),
+        {
+            **CASE,
+            **NAMES,
+            "record": "trajectory_verdict",
+            "status": trajectory,
+            "steps": 4,
+            "violations": "loss step 3: rel diff 0.0286 > 0.02" if trajectory == "fail" else "",
+            "max_step_loss_rel_diff": 0.0286,
+            "final_weights_rel_l2": 0.01,
+            "loss_limit": 0.02 if trajectory == "fail" else 0.05,
+            "weights_limit": 0.05,
+            "loss_first": 9.5,
+            "loss_last_reference": 7.5,
+            "loss_last_candidate": 7.7,
+        },
+        {**CASE, "precision": "mxfp8", "record": "backward_verdict", "status": "skipped", "reason": "needs Blackwell"},
+    ]
+    result = make_result("parity", records, {"source": "random-init", "seed": seed}, {}, env={"gpu_name": gpu})
+    result["created"] = created or result["created"]
+    return result
+
+
+def _section(results) -> str:
+    sections, verdict = build_report(results)
+    (training,) = [s for s in sections if s.title.startswith("Training")]
+    return "\n".join(training.text + [str(t.rows) for t in training.tables]), verdict
+
+
+def test_a_training_failure_fails_the_verdict_and_says_where():
+    text, verdict = _section([_training(trajectory="fail")])
+    gate = next(g for g in verdict["gates"] if g["gate"] == "training")
+    assert gate == {"gate": "training", "status": "fail", "detail": "1 of 2 failed"}
+    assert verdict["overall"] == "fail" and verdict["per_gpu"] == {"H200": "fail"}
+    assert "FAIL · 4 steps · loss 0.0286 (limit 0.02) · final weights 0.01 (limit 0.05) · loss step 3" in text
+    assert "skipped: needs Blackwell" in text
+    assert "H200: each case is 4 cells of 256 tokens; reference hf-eager@fp64; trajectories of 4 AdamW" in text
+    _, verdict = _section([_training(backward="fail")])
+    assert verdict["per_gpu"] == {"H200": "fail"}
+
+
+def test_a_newer_training_pass_of_other_weights_never_hides_a_fail():
+    failed = _training(trajectory="fail", seed=0)
+    passed = _training(seed=1, created="2099-01-01T00:00:00+0000")
+    text, verdict = _section([failed, passed])
+    assert (
+        verdict["overall"] == "fail"
+        and "V1-10M · random weights, seed 0" in text
+        and "V1-10M · random weights, seed 1" in text
+    )
+    fixed = _training(seed=0, created="2099-01-02T00:00:00+0000")  # the same weights, run again: it replaces
+    _, verdict = _section([failed, passed, fixed])
+    assert next(g for g in verdict["gates"] if g["gate"] == "training")["status"] == "pass"
+
+
+def test_without_training_results_a_gpu_says_its_training_is_not_covered():
+    parity_only = make_result("parity", [], {"source": "random-init", "seed": 0}, {}, env={"gpu_name": H200})
+    _, verdict = build_report([parity_only, _training(gpu="NVIDIA H100 80GB HBM3")])
+    assert "H200: training parity" in verdict["not_covered"]
+    assert "H100: training parity" not in verdict["not_covered"]
+
+
+def test_each_loss_curve_is_drawn_in_its_labels_style_with_the_judged_difference():
+    (cases,) = _newest_trajectory_steps([_training()]).values()
+    fig = draw_loss_curves("H200", "V1-10M", cases)
+    losses, diffs = fig.axes
+    drawn = {line.get_label(): line for line in losses.get_lines()}
+    assert sorted(drawn) == ["H200 hf-eager bf16", "H200 hf-eager fp64", "H200 te fp8-delayed"]
+    for label, line in drawn.items():
+        want = series_style(*label.split()[1:], "H200")
+        assert (line.get_color(), line.get_marker(), line.get_linestyle()) == tuple(want.values()), label
+    candidate = next(line for line in diffs.get_lines() if line.get_label() == "H200 te fp8-delayed")
+    # absolute in nats below 1 nat, relative above: (7.2 - 7.0) / 7.0 at the last step
+    assert list(candidate.get_ydata())[-1] == (7.2 - 7.0) / 7.0
+    assert "H200 hf-eager fp64" not in {line.get_label() for line in diffs.get_lines()}  # no distance from itself
+    plt.close(fig)
+
+
+def _train_point(backend, precision, cells_per_s, layout="bucketed"):
+    return {
+        "record": "point",
+        "status": "reported",
+        "forward": "train",
+        "variant": "V1-10M",
+        "backend": backend,
+        "precision": precision,
+        "layout": layout,
+        "batch": 8,
+        "seq_len": 2048,
+        "cells_per_s": cells_per_s,
+        "tokens_per_s": cells_per_s * 1000,
+        "tflops": 50.0,
+        "ceiling_fraction": 0.1,
+        "peak_mem_bytes": 2**32,
+    }
+
+
+def test_training_speedups_divide_within_one_run_and_mark_a_failing_precision(tmp_path):
+    env = {"gpu_name": H200}
+    old = make_result("perf", [_train_point("hf-sdpa", "bf16", 50.0)], {}, {}, env=env)
+    old["created"] = "2000-01-01T00:00:00+0000"
+    run = [_train_point("hf-sdpa", "bf16", 100.0), _train_point("te", "bf16", 250.0)]
+    run.append(_train_point("te", "fp8-delayed", 275.0))
+    new = make_result("perf", run, {}, {}, env=env)
+    md = render_report([old, new, _training(trajectory="fail")], tmp_path)[1].read_text()
+    rows = md[md.index("| training step: GPU |") :]
+    assert "| H200 | V1-10M | te | bf16 | bucketed | 8 × 2,048 | 250,000 | 250 | 50 (10%) | 4 | 2.5× |  |" in rows
+    assert (
+        "| te | fp8-delayed | bucketed | 8 × 2,048 | 275,000 | 275 | 50 (10%) | 4 | 2.75× | 1.1× (training parity"
+        in rows
+    )
+    assert "![" in md and "training-H200-V1-10M.png" in md
