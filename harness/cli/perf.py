@@ -4,7 +4,7 @@ Each subcommand's arguments sit beside its handler (``register``)."""
 
 from __future__ import annotations
 
-from harness.backend_names import BACKENDS
+from harness.backend_names import BACKENDS, FORWARDS
 from harness.cli.common import (
     PRECISION_CHOICES,
     RESULTS_OUT,
@@ -136,7 +136,7 @@ def cmd_profile(args) -> int:
     records = []
     for backend in args.backends:
         for precision in args.precisions:
-            point = Point(variant.name, backend, precision, "full", args.batch, seq_len)
+            point = Point(variant.name, backend, precision, "full", args.batch, seq_len, args.forward)
             records.append(profile_point(point, model, args.repeats, args.seed))
             print(format_profile(records[-1]))
     write_results(
@@ -199,7 +199,7 @@ def register(sub, fmt: dict) -> None:
 
     p = sub.add_parser(
         "profile",
-        help="CUDA kernel time of one forward by kind (GEMM, attention, LayerNorm, "
+        help="CUDA kernel time of one pass by kind (GEMM, attention, LayerNorm, "
         "FP8 casts, other): what caps a speed-up",
         **fmt,
     )
@@ -210,7 +210,13 @@ def register(sub, fmt: dict) -> None:
     )
     p.add_argument("--batch", type=positive_int, default=8, help="cells per forward")
     p.add_argument("--length", type=positive_int, help="tokens per cell (default: the variant's context)")
-    p.add_argument("--repeats", type=positive_int, default=3, help="profiled forwards")
+    p.add_argument(
+        "--forward",
+        default="mlm",
+        choices=FORWARDS,
+        help="what a pass runs: the forward to MLM logits, the encoder alone, or a training step",
+    )
+    p.add_argument("--repeats", type=positive_int, default=3, help="profiled passes")
     p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--out", help=RESULTS_OUT)
     p.set_defaults(func=cmd_profile)

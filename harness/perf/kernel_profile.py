@@ -1,9 +1,10 @@
-"""Where a forward pass's GPU time goes: CUDA kernel time by kind, from ``torch.profiler``.
+"""Where a pass's GPU time goes: CUDA kernel time by kind, from ``torch.profiler``, of a forward
+(to MLM logits or the encoder alone) or a training step.
 
 Why: a speed-up alone cannot say what caps it. FP8 recipes shorten only the GEMMs, so the share
-of the FP8 forward spent in (bf16) attention bounds what FP8 can gain; a profile shows that share
-on the GPU at hand. Kinds are decided from kernel names (cuDNN, cuBLAS/nvjet, TE's own kernels);
-a kernel no rule matches counts as ``other``, never dropped.
+of the FP8 pass spent in (bf16) attention, the head and the casts bounds what FP8 can gain; a
+profile shows those shares on the GPU at hand. Kinds are decided from kernel names (cuDNN,
+cuBLAS/nvjet, TE's own kernels); a kernel no rule matches counts as ``other``, never dropped.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from harness.backends import build_backend
 from harness.capability import probe
 from harness.perf.kernel_kinds import KERNEL_KINDS, OTHER, kernel_kind, kind_key
-from harness.perf.sweep import Point, layout_batches
+from harness.perf.sweep import Point, layout_batches, step_for
 from harness.perf.timing import warm
 from harness.precision import get_precision
 from models.registry import get_variant
@@ -24,8 +25,8 @@ TOP_KERNELS = 8
 
 
 def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
-    """One record (``record: kernel_profile``): kernel milliseconds per forward in total, by kind
-    and for the longest kernels, for ``point`` (layout ``full``) on this GPU."""
+    """One record (``record: kernel_profile``): kernel milliseconds per pass (``point.forward``) in
+    total, by kind and for the longest kernels, for ``point`` (layout ``full``) on this GPU."""
     base = {
         "record": "kernel_profile",
         "variant": point.variant,
@@ -34,6 +35,7 @@ def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
         "layout": point.layout,
         "batch": point.batch,
         "seq_len": point.seq_len,
+        "forward": point.forward,
     }
     cap = probe()
     reason = "a kernel profile needs a CUDA GPU" if not cap.cuda else cap.skip_reason(point.backend, point.precision)
@@ -41,12 +43,14 @@ def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
         return {**base, "status": "skipped", "reason": reason}
     from torch.profiler import ProfilerActivity, profile
 
-    backend = build_backend(point.backend, model, get_precision(point.precision))
-    batches = warm(backend, layout_batches(point, get_variant(point.variant), seed), 2)
+    variant = get_variant(point.variant)
+    backend = build_backend(point.backend, model, get_precision(point.precision), training=point.forward == "train")
+    step = step_for(backend, point.forward, variant)
+    batches = warm(backend, layout_batches(point, variant, seed), 2, step)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(repeats):
             for batch in batches:
-                backend.forward(batch)
+                step(batch)
         torch.cuda.synchronize()
     by_kind, by_kernel = collections.Counter(), collections.Counter()
     for event in prof.key_averages():
@@ -57,7 +61,7 @@ def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
     del backend
     torch.cuda.empty_cache()
 
-    def per_forward(micros: float) -> float:  # profiler microseconds over all repeats -> ms per forward
+    def per_forward(micros: float) -> float:  # profiler microseconds over all repeats -> ms per pass
         return micros / repeats / 1e3
 
     return {
@@ -73,11 +77,11 @@ def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
 
 
 def format_profile(r: dict) -> str:
-    head = f"{r['variant']:10s} {r['backend']:10s} {r['precision']:16s} B={r['batch']:<4}"
+    head = f"{r['variant']:10s} {r['backend']:10s} {r['precision']:16s} {r.get('forward', 'mlm'):7s} B={r['batch']:<4}"
     if r["status"] != "reported":
         return f"{head} {r['status'].upper()}: {r['reason']}"
     kinds = ", ".join(
         f"{kind} {r[kind_key(kind)]:.1f} ({r[kind_key(kind)] / r['kernel_ms']:.0%})"
         for kind in (*(k for k, _ in KERNEL_KINDS), OTHER)
     )
-    return f"{head} {r['kernel_ms']:.1f} ms of kernels per forward: {kinds}"
+    return f"{head} {r['kernel_ms']:.1f} ms of kernels per pass: {kinds}"

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.backend_names import FORWARDS
 from harness.backends import PACKED_BACKENDS, build_backend
 from harness.capability import probe
 from harness.data.batching import Batch, PackedBatch, collate, pack_to_budget
@@ -55,10 +56,9 @@ from models.errors import KernelCrash, UsageError
 from models.registry import Variant, get_variant
 
 LAYOUTS = ("full", "padded-context", "bucketed", "packed")
-# What a point runs: the whole model to MLM logits, the encoder alone (what embedding and
+# What a point runs (FORWARDS): the whole model to MLM logits, the encoder alone (what embedding and
 # perturbation run: no MLM head, whose logits dominate memory at small widths), or a training step
 # (forward and backward of the MLM loss and an AdamW step, in mixed precision: harness/training.py).
-FORWARDS = ("mlm", "encoder", "train")
 SWEEP_DIR = Path(__file__).parent / "sweeps"
 BUCKET_MULTIPLE = 128
 
