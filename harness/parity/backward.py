@@ -13,7 +13,8 @@ dropout off, mixed precision as users train). Compared:
   gradient for is a failure of its own ("no gradient"), as a detached path would be.
 
 Judged on relative L2: each row against the precision's bound (``harness.tolerances``) or 1.5 times
-HF's own error at the candidate's precision, whichever is larger (rationale: TOLERANCES.md). Some
+HF's own largest error at the candidate's precision on the same gradient in any layer, whichever
+is larger (rationale: TOLERANCES.md and ``compare_backward``). Some
 gradients are zero in exact arithmetic (attention's key bias: softmax ignores a shift shared by a
 query's scores); what they hold is rounding, so a relative error of them measures nothing. A
 gradient whose reference is below ``GRADIENT_FLOOR`` of the whole gradient's norm is judged
@@ -24,6 +25,7 @@ still shows, as a gradient of the size real ones have. The first failing row in 
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import torch
@@ -82,6 +84,12 @@ def as_hf_layout(grads: dict, missing: set, layout: str, variant: Variant) -> tu
     return to_hf(grads), {k for k, v in marks.items() if v.abs().sum() > 0}
 
 
+def same_in_every_layer(stage: str) -> str:
+    """The name a gradient shares with its counterparts in the other layers ("layer.8.mlp" and
+    "bert.encoder.layer.8.intermediate.dense.weight" lose their layer index)."""
+    return re.sub(r"(^|\.)layer\.\d+\.", r"\1layer.*.", stage)
+
+
 def compare_backward(
     reference: Backend,
     candidate: Backend,
@@ -93,19 +101,20 @@ def compare_backward(
 ) -> tuple[list[dict], dict]:
     """(one row per stage and per parameter, the verdict) of the candidate's gradients against the
     reference's. Each row's limit is the precision's backward bound, or ``BACKWARD_PEER_FACTOR``
-    times the peer's own error there (HF at the candidate's precision), whichever is larger: deep
-    random-weight models lose digits in some LayerNorm backwards at any precision, and a candidate
-    is not asked to beat HF itself."""
+    times the peer's (HF at the candidate's precision) largest error on the same gradient in any
+    layer, whichever is larger: rounding crosses a ReLU's kink or loses digits in a LayerNorm
+    backward in whichever layer chance puts it (on the H200, TE fp32 flipped one fc1 unit of
+    V2-104M's layer 8 and HF fp32 one of layers 0, 4, 6 and 7, each raising that layer's fc1
+    gradient error from 7e-5 to 1.0-1.6e-4), and a candidate is not asked to beat HF itself."""
     ref_stages, ref_params, _, ref_loss = gradients(reference, batch, labels)
     peer_stages, peer_params, _, _ = gradients(peer, batch, labels)
     cand_stages, cand_params, cand_missing, cand_loss = gradients(candidate, batch, labels)
     cand_params, lost = as_hf_layout(cand_params, cand_missing, candidate_layout, variant)
     bound = backward_bound(candidate.precision)
     whole = float(torch.cat([g.flatten() for g in ref_params.values()]).norm())
-    rows = []
 
-    def row(stage: str, kind: str, ref, peer_grad, cand, scale: float) -> dict:
-        """One gradient's row: relative to its own norm, or (zero in exact arithmetic) to
+    def measure(stage: str, kind: str, ref, peer_grad, cand, scale: float) -> dict:
+        """One gradient's errors: relative to its own norm, or (zero in exact arithmetic) to
         ``scale``, the whole gradient's norm, within the precision's unit roundoff."""
         if cand is None:
             return {
@@ -121,43 +130,37 @@ def compare_backward(
         own = float(ref.norm())
         rounding_only = own < GRADIENT_FLOOR * scale
         norm, row_bound = (scale, candidate.precision.unit_roundoff) if rounding_only else (own, bound)
-        rel, peer_rel = float((cand - ref).norm()) / norm, float((peer_grad - ref).norm()) / norm
-        limit = max(row_bound, BACKWARD_PEER_FACTOR * peer_rel)
-        ok = rel <= limit  # NaN fails
         return {
             "stage": stage,
             "kind": kind,
             "relative_to": "the whole gradient (zero in exact arithmetic)" if rounding_only else "itself",
-            "rel_l2": rel,
-            "peer_rel_l2": peer_rel,
-            "limit": limit,
-            "status": "pass" if ok else "fail",
-            "violations": "" if ok else f"rel_l2={rel:.3g} > {limit:.3g}",
+            "rel_l2": float((cand - ref).norm()) / norm,
+            "peer_rel_l2": float((peer_grad - ref).norm()) / norm,
+            "bound": row_bound,
         }
 
-    for stage in [t.stage for t in reversed(reference.taps()) if t.stage in ref_stages]:  # backward order
-        ref = ref_stages[stage]
-        rows.append(
-            row(
-                stage,
-                "activation gradient",
-                ref,
-                peer_stages[stage],
-                cand_stages.get(stage),
-                float(ref.norm()),
-            )
-        )
-    for name, ref in sorted(ref_params.items()):
-        rows.append(
-            row(
-                name,
-                "parameter gradient",
-                ref,
-                peer_params[name],
-                None if name in lost else cand_params[name],
-                whole,
-            )
-        )
+    rows = [
+        measure(stage, "activation gradient", ref_stages[stage], peer_stages[stage], cand_stages.get(stage), 0.0)
+        for stage in [t.stage for t in reversed(reference.taps()) if t.stage in ref_stages]  # backward order
+    ] + [
+        measure(name, "parameter gradient", ref, peer_params[name], None if name in lost else cand_params[name], whole)
+        for name, ref in sorted(ref_params.items())
+    ]
+    peer_worst: dict[str, float] = {}
+    for r in rows:
+        if r["peer_rel_l2"] is not None:
+            key = same_in_every_layer(r["stage"])
+            peer_worst[key] = max(peer_worst.get(key, 0.0), r["peer_rel_l2"])
+    for r in rows:
+        if r["rel_l2"] is None:
+            continue
+        limit = max(r.pop("bound"), BACKWARD_PEER_FACTOR * peer_worst[same_in_every_layer(r["stage"])])
+        ok = r["rel_l2"] <= limit  # NaN fails
+        r |= {
+            "limit": limit,
+            "status": "pass" if ok else "fail",
+            "violations": "" if ok else f"rel_l2={r['rel_l2']:.3g} > {limit:.3g}",
+        }
     rows = [{"record": "backward_stage", "order": i, **r} for i, r in enumerate(rows)]
     failed = [r for r in rows if r["status"] == "fail"]
     judged = [r for r in rows if r["rel_l2"] is not None]
