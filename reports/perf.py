@@ -531,13 +531,22 @@ def _memory_table(results) -> Table | None:
 
 
 def _kernel_profile_table(results) -> Table | None:
-    """gfqual profile: each kind's share of the kernel time of one forward (what caps a speed-up)."""
+    """gfqual profile: each kind's share of the kernel time of one pass, a forward or a training
+    step (what caps a speed-up)."""
     from harness.perf.kernel_kinds import KERNEL_KINDS, OTHER, kind_key
 
     kinds = [k for k, _ in KERNEL_KINDS] + [OTHER]
     rows = []
     for gpu, _r, p in _records(results, "perf", "kernel_profile"):
-        head = [gpu, p["variant"], p["backend"], p["precision"], p["batch"]]
+        head = [
+            gpu,
+            p["variant"],
+            p["backend"],
+            p["precision"],
+            FORWARD_NAMES[p.get("forward", "mlm")],
+            p["batch"],
+            p["seq_len"],
+        ]
         if p["status"] != "reported":
             rows.append([*head, f"{p['status']}: {p['reason']}", *[NOT_MEASURED] * len(kinds)])
             continue
@@ -552,11 +561,13 @@ def _kernel_profile_table(results) -> Table | None:
         return None
     return Table(
         [
-            "kernel time per forward: GPU",
+            "kernel time per pass: GPU",
             "variant",
             "backend",
             "precision",
+            "pass",
             "batch",
+            "tokens",
             "total ms",
             *(f"{k} ms" for k in kinds),
         ],

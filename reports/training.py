@@ -6,6 +6,7 @@ with its speed-ups, each divided within one run."""
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import accumulate
 
 import matplotlib
 
@@ -32,15 +33,35 @@ GiB = 2**30
 HF_BEST = ("hf-sdpa", "bf16", "bucketed")  # HF's fastest training: sdpa, bf16, length-sorted batches (no THD path)
 
 
-def _gradients_cell(v: dict | None) -> str:
+def _gradients_cell(v: dict | None, rows: list[dict]) -> str:
+    """A backward verdict, with the limit its worst gradient was held to (from that run's rows)."""
     if v is None:
         return NOT_MEASURED
     if v["status"] in ("skipped", "error"):
         return f"{'skipped' if v['status'] == 'skipped' else 'ERROR'}: {v['reason']}"
-    text = f"{v['status'].upper()} · worst {v['worst_stage']} {_fmt(v['worst_rel_l2'])} (bound {_fmt(v['bound'])})"
+    limit = next((r["limit"] for r in rows if r["stage"] == v["worst_stage"] and "limit" in r), None)
+    held = f"limit {_fmt(limit)}, bound {_fmt(v['bound'])}" if limit is not None else f"bound {_fmt(v['bound'])}"
+    text = f"{v['status'].upper()} · worst {v['worst_stage']} {_fmt(v['worst_rel_l2'])} ({held})"
     if v["failed"]:
         text += f" · {v['failed']} gradients over their limit, first {v['first_diverging_stage']}: {v['violations']}"
     return text
+
+
+def _case_rows(results: list[dict], record: str) -> dict[tuple, list[dict]]:
+    """(GPU, what was tested, variant, backend, precision) -> the ``record`` rows of the run holding
+    that case's newest verdict of the same family (a verdict is never shown with another run's rows)."""
+    verdict = {"backward_stage": "backward_verdict", "trajectory_step": "trajectory_verdict"}[record]
+    newest: dict[tuple, dict] = {}
+    for gpu, res, v in _records(results, "parity", verdict):
+        newest[(gpu, tested_identity(res), v["variant"], v["backend"], v["precision"])] = res
+    return {
+        key: [
+            r
+            for r in res["records"]
+            if r.get("record") == record and (r["variant"], r["backend"], r["precision"]) == key[2:]
+        ]
+        for key, res in newest.items()
+    }
 
 
 def _trajectory_cell(t: dict | None) -> str:
@@ -63,22 +84,17 @@ def _losses_cell(t: dict | None) -> str:
 
 
 def _newest_trajectory_steps(results: list[dict]) -> dict[tuple, list[dict]]:
-    """(GPU, what was tested, variant) -> the per-step rows of each case's newest trajectory, drawn
-    from the run that holds that case's newest verdict (a figure never mixes a verdict with another
-    run's curve, nor one checkpoint's or seed's curves with another's)."""
-    newest: dict[tuple, tuple] = {}
-    for gpu, res, t in _records(results, "parity", "trajectory_verdict"):
-        newest[(gpu, tested_identity(res), t["variant"], t["backend"], t["precision"])] = (res, t)
+    """(GPU, what was tested, variant) -> each case's newest trajectory verdict with its per-step
+    rows, from the same run (a figure never mixes a verdict with another run's curve, nor one
+    checkpoint's or seed's curves with another's)."""
+    verdicts = newest_records(results, "trajectory_verdict")
     curves: defaultdict[tuple, list] = defaultdict(list)
-    for (gpu, tested, variant, backend, precision), (res, t) in newest.items():
-        steps = [
-            s
-            for s in res["records"]
-            if s.get("record") == "trajectory_step"
-            and (s["variant"], s["backend"], s["precision"]) == (variant, backend, precision)
-        ]
+    for key, steps in _case_rows(results, "trajectory_step").items():
         if steps:
-            curves[(gpu, tested, variant)].append({"verdict": t, "steps": sorted(steps, key=lambda s: s["step"])})
+            gpu, tested, variant, *_ = key
+            curves[(gpu, tested, variant)].append(
+                {"verdict": verdicts[key], "steps": sorted(steps, key=lambda s: s["step"])}
+            )
     return curves
 
 
@@ -90,8 +106,9 @@ def _name(label: str) -> tuple[str, str]:
 
 def draw_loss_curves(gpu: str, variant: str, cases: list[dict]):
     """Two panels: every model's loss per step (the reference's, each candidate's, each HF peer's),
-    and each one's per-step difference from the reference as judged (absolute in nats below 1 nat,
-    relative above: harness/parity/trajectory.py). Labels are "GPU backend precision"."""
+    and each one's largest per-step difference from the reference so far, as judged (absolute in
+    nats below 1 nat, relative above: harness/parity/trajectory.py), whose last value is what the
+    verdict compares with its limit. Labels are "GPU backend precision"."""
     fig, (losses, diffs) = plt.subplots(1, 2, figsize=(10, 3.8))
     drawn: set[str] = set()
 
@@ -105,7 +122,7 @@ def draw_loss_curves(gpu: str, variant: str, cases: list[dict]):
             style |= {"linewidth": 4, "alpha": 0.35, "zorder": 0}
         losses.plot(range(len(values)), values, label=label, **style)
         if (backend, precision) != ref_name:
-            judged = [abs(v - r) / max(abs(r), 1.0) for v, r in zip(values, reference)]
+            judged = list(accumulate((abs(v - r) / max(abs(r), 1.0) for v, r in zip(values, reference)), max))
             diffs.plot(range(len(judged)), [max(d, 1e-9) for d in judged], label=label, **style)
 
     ref_name = _name(cases[0]["verdict"]["reference"])
@@ -119,9 +136,9 @@ def draw_loss_curves(gpu: str, variant: str, cases: list[dict]):
     losses.set(xlabel="AdamW step", ylabel="MLM loss (nats)", title=f"{gpu} · {variant}: loss per step")
     diffs.set(
         xlabel="AdamW step",
-        ylabel="difference from the reference\n(nats below 1 nat, relative above; exact = 1e-9)",
+        ylabel="largest difference from the reference so far\n(nats below 1 nat, relative above; exact = 1e-9)",
         yscale="log",
-        title="per-step loss difference",
+        title="worst step so far (the verdict judges its end)",
     )
     for ax in (losses, diffs):
         ax.grid(True, which="both", alpha=0.3)
@@ -189,6 +206,7 @@ def training_section(results: list[dict]) -> tuple[Section, dict]:
     checkpoint or seed, variant, backend and precision; TE beta precisions never gate)."""
     backward = newest_records(results, "backward_verdict")
     trajectory = newest_records(results, "trajectory_verdict")
+    gradient_rows = _case_rows(results, "backward_stage")
     section = Section("Training: gradients, trajectories and speed, TE against the HF reference")
     statuses = [s for r in (*backward.values(), *trajectory.values()) if (s := gate_status(r))]
     several = len({k[:2] for k in (*backward, *trajectory)}) > len({k[0] for k in (*backward, *trajectory)})
@@ -202,7 +220,7 @@ def training_section(results: list[dict]) -> tuple[Section, dict]:
                 f"{variant} · {tested}" if several else variant,
                 backend,
                 precision,
-                _gradients_cell(backward.get(key)),
+                _gradients_cell(backward.get(key), gradient_rows.get(key, [])),
                 _trajectory_cell(t),
                 _losses_cell(t),
             ]
@@ -239,9 +257,10 @@ def training_section(results: list[dict]) -> tuple[Section, dict]:
             section.text.append(
                 "A gradient is judged by its relative L2 against the reference's (a gradient that is zero in "
                 "exact arithmetic, such as attention's key bias, against the whole gradient, within the "
-                "precision's rounding); each limit is the precision's bound or 1.5× HF's own distance at the "
-                "candidate's precision (the peer), whichever is larger. Bounds and the measurements behind "
-                "them: harness/TOLERANCES.md. FP8 recipes quantise the encoder's GEMMs only: the MLM head is "
+                "precision's rounding); each limit is the precision's bound or 1.5× the largest distance HF at the "
+                "candidate's precision (the peer) has on the same gradient in any layer, whichever is larger "
+                "(rounding crosses a ReLU's kink in whichever layer chance puts it). Bounds and the measurements "
+                "behind them: harness/TOLERANCES.md. FP8 recipes quantise the encoder's GEMMs only: the MLM head is "
                 "plain PyTorch in every model and never runs in FP8."
             )
     else:

@@ -311,11 +311,14 @@ def test_kernel_profiles_show_each_kinds_share(tmp_path):
         "ms_fp8_cast_amax": 5.0,
         "ms_other": 3.0,
     }
-    result = make_result("perf", [profile], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
+    step = {**profile, "forward": "train", "batch": 4, "kernel_ms": 100.0}  # a training step's profile
+    result = make_result("perf", [profile, step], {"source": "random-init"}, {}, env=_env("NVIDIA H100 80GB HBM3"))
     md = render_report([result], tmp_path)[1].read_text()
     assert (
-        "| H100 | V2-316M | te-fused | fp8-delayed | 8 | 50 | 20 (40%) | 17 (34%) | 5 (10%) | 5 (10%) | 3 (6%) |" in md
+        "| H100 | V2-316M | te-fused | fp8-delayed | to MLM logits | 8 | 4096 | 50 | 20 (40%) | 17 (34%) | 5 (10%) "
+        "| 5 (10%) | 3 (6%) |" in md
     )
+    assert "| fp8-delayed | training step (forward, backward, AdamW) | 4 | 4096 | 100 | 20 (20%) |" in md
 
 
 def test_a_failed_attention_kernel_check_marks_that_gpus_speedups(tmp_path):

@@ -201,6 +201,35 @@ def test_readme_h200_and_training_numbers_are_the_committed_results():
         f"`te-packed`, {packed_316['tokens_per_s'] / hf_316['tokens_per_s']:.2f}×)",
         f"{_n(fp8_316['tokens_per_s'])}, {fp8_316['tokens_per_s'] / packed_316['tokens_per_s']:.2f}× TE bf16",
     ]
+    parity = rows("parity-training-h200.json")
+    verdicts = [r for r in parity if r["record"].endswith("_verdict") and r["status"] != "skipped"]
+    fp8_tail = [
+        r["max_step_loss_rel_diff"]
+        for r in parity
+        if r["record"] == "trajectory_verdict" and r["variant"] == "V2-104M" and r["status"] == "fail"
+    ]
+    peer_tail = next(
+        r["peer_max_step_loss_rel_diff"]
+        for r in parity
+        if r["record"] == "trajectory_verdict" and r["variant"] == "V2-104M" and r["precision"] == "fp8-delayed"
+    )
+    fp32 = next(
+        r
+        for r in parity
+        if r["record"] == "backward_verdict" and r["variant"] == "V2-104M" and r["precision"] == "fp32"
+    )
+    profile = {r["precision"]: r for r in rows("perf-kernel-profile-train-V2-316M-h200.json") if r["backend"] == "te"}
+    bf16, fp8 = profile["bf16"], profile["fp8-delayed"]
+    expected += [
+        f"{sum(r['status'] == 'pass' for r in verdicts)} of {len(verdicts)} checks pass",
+        f"layer 8's fc1 bias at {fp32['worst_rel_l2']:.2e}".replace("e-0", "e-"),
+        f"{min(fp8_tail):.3f}–{max(fp8_tail):.3f} nats off near step 150, where HF bf16 is {peer_tail:.3f} off",
+        f"TE bf16 at {bf16['kernel_ms']:.1f} ms of kernels and fp8-delayed at {fp8['kernel_ms']:.1f} ms",
+        f"GEMMs from {bf16['ms_gemm']:.1f} to {fp8['ms_gemm']:.1f} ms",
+        f"adds {fp8['ms_fp8_cast_amax'] - bf16['ms_fp8_cast_amax']:.1f} ms of casts "
+        f"({bf16['ms_fp8_cast_amax']:.1f} → {fp8['ms_fp8_cast_amax']:.1f} ms)",
+        f"needs the step at {bf16['kernel_ms'] / 1.2:.1f} ms",
+    ]
     text = " ".join(readme.split())  # the paragraphs wrap
     missing = [e for e in expected if e not in text]
     assert not missing, missing
