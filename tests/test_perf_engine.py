@@ -340,3 +340,37 @@ def test_profile_without_a_gpu_says_so(capsys):
         pytest.skip("this machine has a GPU")
     assert main(["profile", "--variant", "V1-10M"]) == 3
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_a_training_step_is_a_point_of_its_own_counted_as_three_forwards(tmp_path):
+    """The training sweep (forward ``train``): each backend's step is timed as its own point, and
+    its work is three forwards' (the backward's products are twice the forward's)."""
+    sweep = _sweep(
+        tmp_path, backends=["hf-sdpa", "te-format-torch"], layouts=["full"], batches=[2], forwards=["mlm", "train"]
+    )
+    rows = run_sweep(sweep, tmp_path / "o.json", progress=lambda _: None)
+    assert {(r["backend"], r["forward"], r["status"]) for r in rows} == {
+        (b, f, "reported") for b in ("hf-sdpa", "te-format-torch") for f in ("mlm", "train")
+    }
+    for backend in ("hf-sdpa", "te-format-torch"):
+        mlm, train = (next(r for r in rows if (r["backend"], r["forward"]) == (backend, f)) for f in ("mlm", "train"))
+        assert train["shape_tflops"] * train["median_ms"] == pytest.approx(3 * mlm["shape_tflops"] * mlm["median_ms"])
+
+
+def test_a_training_step_updates_every_weight_and_keeps_each_batchs_mask():
+    from harness.backends import build_backend
+    from harness.data.synthetic import synthetic_batch
+    from harness.precision import get_precision
+    from harness.training import TrainStep
+    from models.hf import random_hf_model
+
+    v = VARIANTS["V1-10M"]
+    backend = build_backend("te-format-torch", random_hf_model(v, 0), get_precision("fp32"), "cpu", training=True)
+    step = TrainStep(backend, v)
+    before = {n: p.detach().clone() for n, p in backend.model.named_parameters()}
+    batch = synthetic_batch(v, 2, 32, seed=0)
+    first, second = float(step(batch)), float(step(batch))
+    assert second < first  # the same batch and mask, one AdamW step later
+    assert len(step._masked) == 1
+    unchanged = [n for n, p in backend.model.named_parameters() if torch.equal(p, before[n])]
+    assert not unchanged, unchanged
