@@ -30,7 +30,7 @@ from reports.document import (
 from reports.downstream import downstream_section
 from reports.parity import embedding_section, newest_records, parity_section
 from reports.perf import kernel_crashes, perf_gate, perf_section, reliability_gate
-from reports.training import training_section
+from reports.training import newest_training_verdicts, training_section
 
 ENV_KEYS = ("gpu_name", "driver", "cuda", "torch", "te", "transformers", "git_commit")
 
@@ -70,9 +70,10 @@ def per_gpu_verdicts(results: list[dict]) -> dict[str, str]:
     statuses: defaultdict[str, list[str | None]] = defaultdict(list)
     for gpu, _what in kernel_crashes(results):
         statuses[gpu].append("fail")
-    for record in ("verdict", "backward_verdict", "trajectory_verdict"):
-        for (gpu, *_key), r in newest_records(results, record).items():
-            statuses[gpu].append(gate_status(r))
+    for (gpu, *_key), r in newest_records(results, "verdict").items():
+        statuses[gpu].append(gate_status(r))
+    for gpu, r in newest_training_verdicts(results):
+        statuses[gpu].append(gate_status(r))
     for gpu, _res, e in _records(results, "parity", "embedding"):
         statuses[gpu].append(gate_status(e))
     gpus = {result_gpu(r) for r in results}
@@ -91,7 +92,7 @@ def not_covered(results: list[dict]) -> list[str]:
         checked = {k[2] for k in verdicts if k[0] == gpu}
         if absent := [v for v in VARIANTS if v not in checked]:
             missing.append(f"{gpu}: no parity for {', '.join(absent)}")
-        if not any(k[0] == gpu for k in newest_records(results, "backward_verdict")):
+        if not any(g == gpu for g, _v in newest_training_verdicts(results)):
             missing.append(f"{gpu}: training parity")
         if not any(result_gpu(r) == gpu for r in results if r["kind"] == "downstream"):
             missing.append(f"{gpu}: downstream tasks")

@@ -26,7 +26,7 @@ from reports.document import (  # noqa: E402
     gate,
     series_style,
 )
-from reports.parity import newest_records, precision_order  # noqa: E402
+from reports.parity import precision_order  # noqa: E402
 from reports.perf import perf_points, same_run_ratios  # noqa: E402
 
 GiB = 2**30
@@ -47,21 +47,37 @@ def _gradients_cell(v: dict | None, rows: list[dict]) -> str:
     return text
 
 
-def _case_rows(results: list[dict], record: str) -> dict[tuple, list[dict]]:
-    """(GPU, what was tested, variant, backend, precision) -> the ``record`` rows of the run holding
-    that case's newest verdict of the same family (a verdict is never shown with another run's rows)."""
-    verdict = {"backward_stage": "backward_verdict", "trajectory_step": "trajectory_verdict"}[record]
-    newest: dict[tuple, dict] = {}
-    for gpu, res, v in _records(results, "parity", verdict):
-        newest[(gpu, tested_identity(res), v["variant"], v["backend"], v["precision"])] = res
+OBJECTIVE_NAMES = {"mlm": "MLM pretraining", "classify": "cell-classifier fine-tuning"}
+
+
+def _newest(results: list[dict], record: str) -> dict[tuple, tuple[dict, dict]]:
+    """(GPU, what was tested, objective, variant, backend, precision) -> (the run, its newest
+    ``record`` verdict): a later run replaces an earlier one of that whole key only, so a failure
+    for one checkpoint, seed or objective is never hidden by a pass for another."""
     return {
-        key: [
-            r
-            for r in res["records"]
-            if r.get("record") == record and (r["variant"], r["backend"], r["precision"]) == key[2:]
-        ]
-        for key, res in newest.items()
+        (gpu, tested_identity(res), v.get("objective", "mlm"), v["variant"], v["backend"], v["precision"]): (res, v)
+        for gpu, res, v in _records(results, "parity", record)
     }
+
+
+def newest_training_verdicts(results: list[dict]) -> list[tuple[str, dict]]:
+    """(GPU, verdict) for each case's newest gradient and trajectory verdict: what the training
+    gate and each GPU's verdict count."""
+    return [
+        (key[0], v)
+        for record in ("backward_verdict", "trajectory_verdict")
+        for key, (_res, v) in _newest(results, record).items()
+    ]
+
+
+def _rows_of(run: dict, record: str, key: tuple) -> list[dict]:
+    """The ``record`` rows of one case (``key`` as ``_newest`` gives it) in one run."""
+    return [
+        r
+        for r in run["records"]
+        if r.get("record") == record
+        and (r.get("objective", "mlm"), r["variant"], r["backend"], r["precision"]) == key[2:]
+    ]
 
 
 def _trajectory_cell(t: dict | None) -> str:
@@ -84,17 +100,13 @@ def _losses_cell(t: dict | None) -> str:
 
 
 def _newest_trajectory_steps(results: list[dict]) -> dict[tuple, list[dict]]:
-    """(GPU, what was tested, variant) -> each case's newest trajectory verdict with its per-step
-    rows, from the same run (a figure never mixes a verdict with another run's curve, nor one
-    checkpoint's or seed's curves with another's)."""
-    verdicts = newest_records(results, "trajectory_verdict")
+    """(GPU, what was tested, objective, variant) -> each case's newest trajectory verdict with its
+    per-step rows, from the same run (a figure never mixes a verdict with another run's curve, nor
+    one checkpoint's, seed's or objective's curves with another's)."""
     curves: defaultdict[tuple, list] = defaultdict(list)
-    for key, steps in _case_rows(results, "trajectory_step").items():
-        if steps:
-            gpu, tested, variant, *_ = key
-            curves[(gpu, tested, variant)].append(
-                {"verdict": verdicts[key], "steps": sorted(steps, key=lambda s: s["step"])}
-            )
+    for key, (run, verdict) in _newest(results, "trajectory_verdict").items():
+        if steps := _rows_of(run, "trajectory_step", key):
+            curves[key[:4]].append({"verdict": verdict, "steps": sorted(steps, key=lambda s: s["step"])})
     return curves
 
 
@@ -133,7 +145,7 @@ def draw_loss_curves(gpu: str, variant: str, cases: list[dict]):
         draw(v["backend"], v["precision"], [s["loss_candidate"] for s in steps], reference)
         if all(s.get("loss_peer") is not None for s in steps):
             draw(*_name(v["peer"]), [s["loss_peer"] for s in steps], reference)
-    losses.set(xlabel="AdamW step", ylabel="MLM loss (nats)", title=f"{gpu} · {variant}: loss per step")
+    losses.set(xlabel="AdamW step", ylabel="loss (nats)", title=f"{gpu} · {variant}: loss per step")
     diffs.set(
         xlabel="AdamW step",
         ylabel="largest difference from the reference so far\n(nats below 1 nat, relative above; exact = 1e-9)",
@@ -203,24 +215,25 @@ def _throughput_table(results: list[dict], failing: set[tuple]) -> Table | None:
 
 def training_section(results: list[dict]) -> tuple[Section, dict]:
     """The training section and its gate (the newest gradient and trajectory verdict of each GPU,
-    checkpoint or seed, variant, backend and precision; TE beta precisions never gate)."""
-    backward = newest_records(results, "backward_verdict")
-    trajectory = newest_records(results, "trajectory_verdict")
-    gradient_rows = _case_rows(results, "backward_stage")
+    checkpoint or seed, objective, variant, backend and precision; TE beta precisions never gate)."""
+    backward, trajectory = _newest(results, "backward_verdict"), _newest(results, "trajectory_verdict")
     section = Section("Training: gradients, trajectories and speed, TE against the HF reference")
-    statuses = [s for r in (*backward.values(), *trajectory.values()) if (s := gate_status(r))]
-    several = len({k[:2] for k in (*backward, *trajectory)}) > len({k[0] for k in (*backward, *trajectory)})
+    statuses = [s for _gpu, v in newest_training_verdicts(results) if (s := gate_status(v))]
+    cases = {*backward, *trajectory}
+    several = len({k[:2] for k in cases}) > len({k[0] for k in cases})
     rows = []
-    for key in sorted({*backward, *trajectory}, key=lambda k: (*k[:4], precision_order(k[4]))):
-        gpu, tested, variant, backend, precision = key
-        t = trajectory.get(key)
+    for key in sorted(cases, key=lambda k: (*k[:5], precision_order(k[5]))):
+        gpu, tested, objective, variant, backend, precision = key
+        b_run, b = backward.get(key, (None, None))
+        t = trajectory.get(key, (None, None))[1]
         rows.append(
             [
                 gpu,
+                OBJECTIVE_NAMES.get(objective, objective),
                 f"{variant} · {tested}" if several else variant,
                 backend,
                 precision,
-                _gradients_cell(backward.get(key), gradient_rows.get(key, [])),
+                _gradients_cell(b, _rows_of(b_run, "backward_stage", key) if b_run else []),
                 _trajectory_cell(t),
                 _losses_cell(t),
             ]
@@ -230,28 +243,29 @@ def training_section(results: list[dict]) -> tuple[Section, dict]:
             Table(
                 [
                     "training parity: GPU",
+                    "objective",
                     "variant",
                     "backend",
                     "precision",
-                    "gradients: worst rel L2 (bound)",
+                    "gradients: worst rel L2 (limit, bound)",
                     "trajectory: worst step loss difference, final weights' rel L2 (limits)",
                     "loss first → last steps: reference / candidate",
                 ],
                 rows,
             )
         )
-        judged = [(k[0], r) for k, r in (*backward.items(), *trajectory.items()) if "reference" in r]
+        judged = [(gpu, v) for gpu, v in newest_training_verdicts(results) if "reference" in v]
         for gpu in sorted({g for g, _ in judged}):
-            mine = [r for g, r in judged if g == gpu]
-            if not mine:
-                continue
-            shapes = sorted({(r["cells"], r["seq_len"]) for r in mine if "cells" in r})
-            steps = sorted({r["steps"] for r in mine if "steps" in r})
+            mine = [v for g, v in judged if g == gpu]
+            shapes = sorted({(v["cells"], v["seq_len"]) for v in mine if "cells" in v})
+            steps = sorted({v["steps"] for v in mine if "steps" in v})
             section.text.append(
                 f"{gpu}: each case is {', '.join(f'{c} cells of {n} tokens' for c, n in shapes)}; "
-                f"reference {', '.join(sorted({r['reference'] for r in mine}))}; trajectories of "
+                f"reference {', '.join(sorted({v['reference'] for v in mine}))}; trajectories of "
                 f"{', '.join(map(str, steps)) or 'no'} AdamW steps (the notebooks' lr 5e-5 with warm-up) on one "
-                "batch with a fresh 15% mask each step, so their end is memorization of that batch."
+                "batch (MLM pretraining: a fresh 15% mask each step; cell-classifier fine-tuning: "
+                "BertForSequenceClassification's seeded head and the same seeded labels), so their end is "
+                "memorization of that batch."
             )
         if judged:
             section.text.append(
@@ -266,28 +280,33 @@ def training_section(results: list[dict]) -> tuple[Section, dict]:
     else:
         section.text.append(f"Training parity: {NOT_MEASURED}.")
     curves = _newest_trajectory_steps(results)
-    for (gpu, tested, variant), cases in sorted(curves.items()):
-        several = sum(k[0] == gpu and k[2] == variant for k in curves) > 1
+    for (gpu, tested, objective, variant), drawn in sorted(curves.items()):
         name = f"{variant} · {tested}" if several else variant
+        what = OBJECTIVE_NAMES.get(objective, objective)
+        stem = f"training-{gpu}-{objective}-{variant}" + (f"-{len(section.figures)}" if several else "")
         section.figures.append(
             Figure(
-                f"training-{gpu}-{variant}{f'-{len(section.figures)}' if several else ''}.png",
-                _png(draw_loss_curves(gpu, name, cases)),
-                f"{gpu} · {name}: MLM loss per AdamW step, and each model's difference from the reference",
+                f"{stem}.png",
+                _png(draw_loss_curves(gpu, f"{name}, {what}", drawn)),
+                f"{gpu} · {name} · {what}: loss per AdamW step, and each model's largest difference from the "
+                "reference so far",
                 wide=True,
             )
         )
     failing = {
-        (k[0], k[2], k[4]) for k, r in (*backward.items(), *trajectory.items()) if r["status"] in ("fail", "error")
+        (k[0], k[3], k[5])
+        for k, (_run, v) in (*backward.items(), *trajectory.items())
+        if v["status"] in ("fail", "error")
     }
     speed = _throughput_table(results, failing)
     if speed:
         section.tables.append(speed)
         section.text.append(
-            "Training throughput: forward, backward and one AdamW step on real-length cells, fp32 master "
-            "weights with mixed-precision products; TFLOP/s counts 3× the forward's work against the GPU's "
-            "measured ceiling. Speed-ups divide two points of one run: over HF's fastest training (sdpa, "
-            "bf16, length-sorted batches; HF has no packed path) and, for FP8, over TE bf16 in the same layout."
+            "Training throughput: forward, backward and one AdamW step of the MLM loss on real-length cells, "
+            "fp32 master weights with mixed-precision products; TFLOP/s counts 3× the forward's work against "
+            "the GPU's measured ceiling. Speed-ups divide two points of one run: over HF's fastest training "
+            "(sdpa, bf16, length-sorted batches; HF has no packed path) and, for FP8, over TE bf16 in the same "
+            "layout. A precision that fails training parity (either objective) is marked."
         )
     else:
         section.text.append(f"Training throughput: {NOT_MEASURED}.")

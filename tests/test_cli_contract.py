@@ -287,6 +287,8 @@ def test_train_parity_writes_each_training_record_and_gates_on_its_verdicts(tmp_
     records = read_result(out)["records"]
     kinds = [r["record"] for r in records]
     assert {"backward_stage", "backward_verdict", "trajectory_verdict"} <= set(kinds)
-    assert [r["step"] for r in records if r["record"] == "trajectory_step"] == [0, 1, 2]
+    for objective in ("mlm", "classify"):  # both, unless told
+        steps = [r["step"] for r in records if r["record"] == "trajectory_step" and r["objective"] == objective]
+        assert steps == [0, 1, 2], objective
     assert all(r["reference"] == "hf-eager@fp64" for r in records)
-    assert "2 training checks: 0 failed" in capsys.readouterr().out
+    assert "4 training checks: 0 failed" in capsys.readouterr().out

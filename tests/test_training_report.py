@@ -16,7 +16,7 @@ CASE = {"variant": "V1-10M", "backend": "te", "precision": "fp8-delayed", "cells
 NAMES = {"reference": "hf-eager@fp64", "peer": "hf-eager@bf16 (mixed precision)"}
 
 
-def _training(trajectory="pass", backward="pass", seed=0, created=None, gpu=H200):
+def _training(trajectory="pass", backward="pass", seed=0, created=None, gpu=H200, objective=None):
     reference, candidate, peer = [10.0, 9.0, 8.0, 7.0], [10.0, 9.1, 8.2, 7.1], [10.0, 9.05, 8.1, 7.1]
     records = [
         {
@@ -63,6 +63,8 @@ def _training(trajectory="pass", backward="pass", seed=0, created=None, gpu=H200
         },
         {**CASE, "precision": "mxfp8", "record": "backward_verdict", "status": "skipped", "reason": "needs Blackwell"},
     ]
+    if objective:  # records written before the classification objective have none: MLM
+        records = [{**r, "objective": objective} for r in records]
     result = make_result("parity", records, {"source": "random-init", "seed": seed}, {}, env={"gpu_name": gpu})
     result["created"] = created or result["created"]
     return result
@@ -99,6 +101,15 @@ def test_a_newer_training_pass_of_other_weights_never_hides_a_fail():
     fixed = _training(seed=0, created="2099-01-02T00:00:00+0000")  # the same weights, run again: it replaces
     _, verdict = _section([failed, passed, fixed])
     assert next(g for g in verdict["gates"] if g["gate"] == "training")["status"] == "pass"
+
+
+def test_a_newer_pass_of_the_other_objective_never_hides_a_fail():
+    classify = _training(trajectory="fail", objective="classify")
+    mlm = _training(created="2099-01-01T00:00:00+0000")  # no objective recorded: MLM
+    text, verdict = _section([classify, mlm])
+    assert verdict["overall"] == "fail" and verdict["per_gpu"] == {"H200": "fail"}
+    assert "'cell-classifier fine-tuning', 'V1-10M', 'te', 'fp8-delayed'" in text
+    assert "'MLM pretraining', 'V1-10M', 'te', 'fp8-delayed'" in text
 
 
 def test_without_training_results_a_gpu_says_its_training_is_not_covered():
@@ -157,4 +168,4 @@ def test_training_speedups_divide_within_one_run_and_mark_a_failing_precision(tm
         "| te | fp8-delayed | bucketed | 8 × 2,048 | 275,000 | 275 | 50 (10%) | 4 | 2.75× | 1.1× (training parity"
         in rows
     )
-    assert "![" in md and "training-H200-V1-10M.png" in md
+    assert "![" in md and "training-H200-mlm-V1-10M.png" in md

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.backend_names import BACKENDS
+from harness.backend_names import BACKENDS, OBJECTIVES
 from harness.cli.common import (
     PRECISION_CHOICES,
     RESULTS_OUT,
@@ -135,10 +135,11 @@ def cmd_train_parity(args) -> int:
 
     check_output(args.out, args.overwrite)
     cap = probe()
-    specs = default_training_specs(cap.device, args.variants, args.precisions, args.steps, args.seed)
+    specs = default_training_specs(cap.device, args.variants, args.precisions, args.steps, args.seed, args.objectives)
     print(
         f"gfqual train-parity on {cap.gpu_name or 'CPU'}: gradients and {specs[0].steps}-step AdamW trajectories "
-        f"of the MLM loss, {specs[0].candidate} against HF; weights: seeded random init (seed {args.seed})"
+        f"({', '.join(dict.fromkeys(s.objective for s in specs))}), {specs[0].candidate} against HF fp64; "
+        f"weights: seeded random init (seed {args.seed})"
     )
     records = run_training_parity(specs, args.seed)
     records = write_results("parity", records, random_weights_block(args.seed), training_config(specs), args.out)
@@ -183,7 +184,8 @@ def register(sub, fmt: dict) -> None:
 
     p = sub.add_parser(
         "train-parity",
-        help="gradients layer by layer and AdamW loss trajectories of the MLM loss, TE against HF; exit 1 on a failure",
+        help="gradients layer by layer and AdamW loss trajectories (MLM pretraining, cell-classifier fine-tuning), "
+        "TE against HF; exit 1 on a failure",
         **fmt,
     )
     p.add_argument("--variants", nargs="+", default=["V1-10M", "V2-104M"], choices=list(VARIANTS), help="variants")
@@ -192,6 +194,13 @@ def register(sub, fmt: dict) -> None:
         nargs="+",
         choices=PRECISION_CHOICES,
         help="candidate precisions (default: fp32 on a CPU; on a GPU fp32, bf16 and every FP8 recipe)",
+    )
+    p.add_argument(
+        "--objectives",
+        nargs="+",
+        choices=OBJECTIVES,
+        help="mlm: Geneformer's pretraining loss; classify: a seeded BertForSequenceClassification head on the "
+        "encoder, as Geneformer's Classifier fine-tunes (default: both)",
     )
     p.add_argument(
         "--steps",

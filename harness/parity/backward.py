@@ -1,8 +1,8 @@
-"""Backward parity: the gradients of one MLM loss, reference against candidate, stage by stage and
-parameter by parameter.
+"""Backward parity: the gradients of one training loss, reference against candidate, stage by stage
+and parameter by parameter.
 
-Both backends run the same masked batch and loss (``harness.training``: Geneformer's MLM objective,
-dropout off, mixed precision as users train). Compared:
+Both run the same batch and objective (``harness.training``: Geneformer's MLM pretraining loss or
+cell-classifier fine-tuning's, dropout off, mixed precision as users train). Compared:
 
 * per stage, the gradient flowing back into each tap's output (the same stages as forward parity:
   each layer's attention, post-attention LayerNorm, MLP and output; the embeddings), at the real
@@ -30,10 +30,9 @@ import warnings
 
 import torch
 
-from harness.backends import Backend
 from harness.data.batching import Batch
 from harness.tolerances import backward_bound
-from harness.training import mlm_loss
+from harness.training import HEAD_PREFIX, Trainee
 from models import convert
 from models.registry import Variant
 
@@ -41,11 +40,13 @@ BACKWARD_PEER_FACTOR = 1.5  # a candidate may be this much further from the refe
 GRADIENT_FLOOR = 1e-5  # of the whole reference gradient's norm: below it a gradient is zero in exact arithmetic
 
 
-def gradients(backend: Backend, batch: Batch, labels: torch.Tensor) -> tuple[dict, dict, set, float]:
+def gradients(trainee: Trainee, batch: Batch) -> tuple[dict, dict, set, float]:
     """(stage -> gradient at its output [real tokens, H], parameter -> gradient (zeros where none
-    arrived), the parameters no gradient reached, loss) of one backward pass of the MLM loss."""
-    model = backend.model
-    model.zero_grad(set_to_none=True)
+    arrived), the parameters no gradient reached, loss) of one backward pass of the trainee's loss."""
+    backend = trainee.backend
+    params = trainee.named_parameters()
+    for p in params.values():
+        p.grad = None
     real = batch.attention_mask.bool().to(backend.device)
     stage_grads: dict[str, torch.Tensor] = {}
 
@@ -61,27 +62,31 @@ def gradients(backend: Backend, batch: Batch, labels: torch.Tensor) -> tuple[dic
         with warnings.catch_warnings():
             # the embeddings' inputs are token ids: PyTorch notes that their hook sees output gradients only
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            loss = mlm_loss(backend, batch, labels)
+            loss = trainee.loss(batch)
             loss.backward()
     finally:
         for h in handles:
             h.remove()
-    params = dict(model.named_parameters())
     missing = {n for n, p in params.items() if p.grad is None}
     grads = {n: (torch.zeros_like(p) if p.grad is None else p.grad).detach().double().cpu() for n, p in params.items()}
     return stage_grads, grads, missing, float(loss.detach())
 
 
+def in_hf_names(tensors: dict, layout: str, variant: Variant) -> dict:
+    """A trainee's tensors (its model's, in ``layout``, and its head's) under HF names: the model's
+    through the conversion table, the head's as they are."""
+    if layout == "hf":
+        return tensors
+    head = {n: t for n, t in tensors.items() if n.startswith(HEAD_PREFIX)}
+    model = {n: t for n, t in tensors.items() if n not in head}
+    converted = convert.convert_state_dict(model, "hf", variant.num_hidden_layers, variant.num_attention_heads)[0]
+    return {**converted, **head}
+
+
 def as_hf_layout(grads: dict, missing: set, layout: str, variant: Variant) -> tuple[dict, set]:
     """Parameter gradients under HF names, and the HF parameters a missing gradient feeds."""
-    if layout == "hf":
-        return grads, set(missing)
-
-    def to_hf(tensors: dict) -> dict:
-        return convert.convert_state_dict(tensors, "hf", variant.num_hidden_layers, variant.num_attention_heads)[0]
-
-    marks = to_hf({n: torch.full_like(g, float(n in missing)) for n, g in grads.items()})
-    return to_hf(grads), {k for k, v in marks.items() if v.abs().sum() > 0}
+    marks = in_hf_names({n: torch.full_like(g, float(n in missing)) for n, g in grads.items()}, layout, variant)
+    return in_hf_names(grads, layout, variant), {k for k, v in marks.items() if v.abs().sum() > 0}
 
 
 def same_in_every_layer(stage: str) -> str:
@@ -91,11 +96,10 @@ def same_in_every_layer(stage: str) -> str:
 
 
 def compare_backward(
-    reference: Backend,
-    candidate: Backend,
-    peer: Backend,
+    reference: Trainee,
+    candidate: Trainee,
+    peer: Trainee,
     batch: Batch,
-    labels: torch.Tensor,
     variant: Variant,
     candidate_layout: str,
 ) -> tuple[list[dict], dict]:
@@ -106,11 +110,12 @@ def compare_backward(
     backward in whichever layer chance puts it (on the H200, TE fp32 flipped one fc1 unit of
     V2-104M's layer 8 and HF fp32 one of layers 0, 4, 6 and 7, each raising that layer's fc1
     gradient error from 7e-5 to 1.0-1.6e-4), and a candidate is not asked to beat HF itself."""
-    ref_stages, ref_params, _, ref_loss = gradients(reference, batch, labels)
-    peer_stages, peer_params, _, _ = gradients(peer, batch, labels)
-    cand_stages, cand_params, cand_missing, cand_loss = gradients(candidate, batch, labels)
+    ref_stages, ref_params, _, ref_loss = gradients(reference, batch)
+    peer_stages, peer_params, _, _ = gradients(peer, batch)
+    cand_stages, cand_params, cand_missing, cand_loss = gradients(candidate, batch)
     cand_params, lost = as_hf_layout(cand_params, cand_missing, candidate_layout, variant)
-    bound = backward_bound(candidate.precision)
+    precision = candidate.backend.precision
+    bound = backward_bound(precision)
     whole = float(torch.cat([g.flatten() for g in ref_params.values()]).norm())
 
     def measure(stage: str, kind: str, ref, peer_grad, cand, scale: float) -> dict:
@@ -129,7 +134,7 @@ def compare_backward(
             }
         own = float(ref.norm())
         rounding_only = own < GRADIENT_FLOOR * scale
-        norm, row_bound = (scale, candidate.precision.unit_roundoff) if rounding_only else (own, bound)
+        norm, row_bound = (scale, precision.unit_roundoff) if rounding_only else (own, bound)
         return {
             "stage": stage,
             "kind": kind,
@@ -141,10 +146,11 @@ def compare_backward(
 
     rows = [
         measure(stage, "activation gradient", ref_stages[stage], peer_stages[stage], cand_stages.get(stage), 0.0)
-        for stage in [t.stage for t in reversed(reference.taps()) if t.stage in ref_stages]  # backward order
+        for stage in [t.stage for t in reversed(reference.backend.taps()) if t.stage in ref_stages]  # backward order
     ] + [
         measure(name, "parameter gradient", ref, peer_params[name], None if name in lost else cand_params[name], whole)
         for name, ref in sorted(ref_params.items())
+        if reference.trains(name)
     ]
     peer_worst: dict[str, float] = {}
     for r in rows:

@@ -1,6 +1,6 @@
-"""Training parity end to end (``gfqual train-parity``): for each variant and precision, the
-backward comparison (``backward.py``) and the training trajectory (``trajectory.py``) of a
-candidate against the reference, as records.
+"""Training parity end to end (``gfqual train-parity``): for each objective (MLM pretraining,
+cell-classifier fine-tuning), variant and precision, the backward comparison (``backward.py``) and
+the training trajectory (``trajectory.py``) of a candidate against the reference, as records.
 
 Reference and candidate are built for training (``Backend(training=True)``): fp32 master weights,
 mixed-precision products. The reference is HF in fp64 on every device: a backward pass through
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from harness.backend_names import OBJECTIVES
 from harness.backends import build_backend
 from harness.capability import probe
 from harness.data.synthetic import synthetic_batch
@@ -28,7 +29,7 @@ from harness.parity.backward import compare_backward, gradients
 from harness.parity.trajectory import compare_trajectories
 from harness.precision import get_precision
 from harness.tolerances import BACKWARD_MAX_REL_L2, TRAJECTORY_MAX, has_training_bounds
-from harness.training import masked_batch
+from harness.training import Trainee
 from models.registry import get_variant
 
 REFERENCE = "hf-eager"  # exact attention: the same reference backend forward parity uses
@@ -40,6 +41,7 @@ class TrainingSpec:
     variant: str
     candidate: str  # backend name
     precision: str
+    objective: str = "mlm"  # harness.training.OBJECTIVES
     cells: int = 2
     length: int = 32  # tokens per cell (short: the backward of a full context is not what differs)
     steps: int = 50  # optimizer steps of the trajectory; 0: backward only
@@ -50,11 +52,17 @@ GPU_PRECISIONS = ("fp32", "bf16", "fp8-delayed", "fp8-current", "fp8-block", "mx
 
 
 def default_training_specs(
-    device: str, variants: list[str], precisions: list[str] | None, steps: int | None, seed: int
+    device: str,
+    variants: list[str],
+    precisions: list[str] | None,
+    steps: int | None,
+    seed: int,
+    objectives: list[str] | None = None,
 ) -> list[TrainingSpec]:
-    """What ``gfqual train-parity`` runs, by hardware, unless told otherwise: on a CPU the TE
-    layout in plain PyTorch at fp32 against HF fp64, 2 cells of 32 tokens, 50 steps; on a GPU TE
-    itself at fp32, bf16 and every FP8 recipe, 4 cells of 256 tokens, 200 steps."""
+    """What ``gfqual train-parity`` runs, by hardware, unless told otherwise: each objective (MLM
+    pretraining and cell-classifier fine-tuning); on a CPU the TE layout in plain PyTorch at fp32,
+    2 cells of 32 tokens, 50 steps; on a GPU TE itself at fp32, bf16 and every FP8 recipe, 4 cells
+    of 256 tokens, 200 steps."""
     if device == "cpu":
         template = TrainingSpec("", "te-format-torch", "", steps=50, seed=seed)
         precisions = precisions or ["fp32"]
@@ -62,14 +70,25 @@ def default_training_specs(
         template = TrainingSpec("", "te", "", cells=4, length=256, steps=200, seed=seed)
         precisions = precisions or list(GPU_PRECISIONS)
     steps = template.steps if steps is None else steps
-    return [replace(template, variant=v, precision=p, steps=steps) for v in variants for p in precisions]
+    return [
+        replace(template, variant=v, precision=p, objective=o, steps=steps)
+        for o in objectives or OBJECTIVES
+        for v in variants
+        for p in precisions
+    ]
 
 
 def run_training_case(spec: TrainingSpec, model, device: str | None = None) -> list[dict]:
     """The backward rows, the backward verdict and (``steps`` > 0) the trajectory verdict of one case."""
     device = device or probe().device
     precision = get_precision(spec.precision)
-    base = {"variant": spec.variant, "backend": spec.candidate, "precision": spec.precision, "device": device}
+    base = {
+        "variant": spec.variant,
+        "backend": spec.candidate,
+        "precision": spec.precision,
+        "objective": spec.objective,
+        "device": device,
+    }
     reason = probe().skip_reason(spec.candidate, precision)
     if not reason and not has_training_bounds(precision):
         reason = f"no training tolerance for {spec.precision} in harness/tolerances.py"
@@ -87,30 +106,30 @@ def run_training_case(spec: TrainingSpec, model, device: str | None = None) -> l
         "seed": spec.seed,
     }
 
-    def backends(peer_training: bool):
-        return (
+    def trainees(peer_training: bool) -> tuple[Trainee, Trainee, Trainee]:
+        built = (
             build_backend(REFERENCE, model, ref_precision, device, training=True),
             build_backend(spec.candidate, model, precision, device, training=True),
             build_backend(REFERENCE, model, get_precision(peer_precision), device, training=peer_training),
         )
+        reference, candidate, peer = (Trainee(b, spec.objective, variant, spec.seed) for b in built)
+        return reference, candidate, peer
 
-    multiple = precision.token_multiple
-    batch = synthetic_batch(variant, spec.cells, spec.length, spec.seed, multiple=multiple)
-    masked, labels = masked_batch(batch, variant, spec.seed)
+    batch = synthetic_batch(variant, spec.cells, spec.length, spec.seed, multiple=precision.token_multiple)
     # gradients: HF computing in the peer precision throughout (bf16 activations, as TE keeps
     # them; under autocast HF would keep its LayerNorms and residual stream in fp32)
-    reference, candidate, peer = backends(peer_training=False)
+    reference, candidate, peer = trainees(peer_training=False)
     if precision.is_fp8:  # delayed scaling takes its scales from earlier steps' amax: one backward first
-        gradients(candidate, masked, labels)
-    rows, verdict = compare_backward(reference, candidate, peer, masked, labels, variant, "te")
+        gradients(candidate, batch)
+    rows, verdict = compare_backward(reference, candidate, peer, batch, variant, "te")
     records = [{**context, **r} for r in rows] + [
-        {**context, **verdict, "attention_backend": candidate.attention_backend}
+        {**context, **verdict, "attention_backend": candidate.backend.attention_backend}
     ]
     if spec.steps:
         del reference, candidate, peer
         # trajectories: HF as users train it (mixed precision), from the same weights, one batch
-        # with a new mask each step
-        reference, candidate, peer = backends(peer_training=True)
+        # (MLM: with a new mask each step)
+        reference, candidate, peer = trainees(peer_training=True)
         batches = [batch] * spec.steps
         steps, verdict = compare_trajectories(reference, candidate, batches, variant, "te", peer)
         mixed = " (mixed precision)" if get_precision(peer_precision).mixed else ""
@@ -138,6 +157,7 @@ def run_training_parity(specs: list[TrainingSpec], seed: int, progress=print) ->
                         "variant": spec.variant,
                         "backend": spec.candidate,
                         "precision": spec.precision,
+                        "objective": spec.objective,
                         "status": "error",
                         "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
                     }
@@ -150,7 +170,7 @@ def run_training_parity(specs: list[TrainingSpec], seed: int, progress=print) ->
 
 
 def format_training_verdict(r: dict) -> str:
-    head = f"{r['variant']:17s} {r['backend']:16s} {r['precision']:12s}"
+    head = f"{r['variant']:17s} {r['backend']:16s} {r['precision']:12s} {r.get('objective', 'mlm'):8s}"
     if r["status"] in ("skipped", "error"):
         return f"{head} {r['status'].upper()}: {r['reason']}"
     if r["record"] == "backward_verdict":

@@ -1,15 +1,17 @@
 """Training trajectories: the same optimizer steps on the reference and on a candidate, compared
 step by step.
 
-Both start from the same weights and take one AdamW step (``harness.training``: the Geneformer
-notebooks' lr 5e-5 with linear warm-up, weight decay 0.001) per batch of the same sequence, each
-with a fresh seeded 15% mask, dropout off, so both train the same deterministic function. The
+Both start from the same weights (and, fine-tuning a classifier, the same seeded head) and take
+one AdamW step (``harness.training``: the Geneformer notebooks' lr 5e-5 with linear warm-up,
+weight decay 0.001) per batch of the same sequence (MLM: each with a fresh seeded 15% mask),
+dropout off, so both train the same deterministic function. The
 engine repeats one batch (``training_parity``): over 200 steps it is memorized (V2-104M's loss
 fell from 10.1 to 0.27 on the H200) and the end of the trajectory turns chaotic, HF fp32 and TE
 fp32 differing by 1% of a nat from summation order alone; the peer measures that. AdamW is
 element-wise, so the TE layout's packed QKV takes exactly the updates HF's Q, K and V take.
 Compared: each step's loss (difference relative to the reference's loss, or absolute in nats
-below ``LOSS_FLOOR`` nats) and, at the end, every weight, the candidate's mapped into HF names.
+below ``LOSS_FLOOR`` nats) and, at the end, every weight (the head's too), the candidate's mapped
+into HF names.
 As in backward parity, a candidate is held to the larger of the table's bound and
 ``BACKWARD_PEER_FACTOR`` times its HF peer's own distance from the reference.
 """
@@ -18,39 +20,36 @@ from __future__ import annotations
 
 import torch
 
-from harness.backends import Backend
 from harness.data.batching import Batch
-from harness.parity.backward import BACKWARD_PEER_FACTOR
+from harness.parity.backward import BACKWARD_PEER_FACTOR, in_hf_names
 from harness.tolerances import trajectory_bound
-from harness.training import adamw, masked_batch, optimizer_step
-from models import convert
+from harness.training import Trainee, adamw, optimizer_step
 from models.registry import Variant
 
 LOSS_FLOOR = 1.0  # nats: below it a loss difference is judged absolute (a relative one blows up near 0)
 
 
-def train(backend: Backend, batches: list[Batch], variant: Variant, seed: int = 0) -> list[float]:
-    """One AdamW step of the MLM loss per batch (each with its own mask); the losses."""
-    optimizer, schedule = adamw(backend, len(batches))
+def train(trainee: Trainee, batches: list[Batch]) -> list[float]:
+    """One AdamW step of the trainee's loss per batch (MLM: each with its own mask); the losses."""
+    optimizer, schedule = adamw(trainee.named_parameters().values(), len(batches))
     losses = []
     for step, batch in enumerate(batches):
-        masked, labels = masked_batch(batch, variant, seed + step)
-        losses.append(float(optimizer_step(backend, optimizer, masked, labels)))
+        losses.append(float(optimizer_step(lambda: trainee.loss(batch, step), optimizer)))
         schedule.step()
     return losses
 
 
-def _weights(backend: Backend, layout: str, variant: Variant) -> torch.Tensor:
-    """Every weight, in HF names and order, as one fp64 vector."""
-    weights = {n: p.detach().double().cpu() for n, p in backend.model.named_parameters()}
-    if layout != "hf":
-        weights = convert.convert_state_dict(weights, "hf", variant.num_hidden_layers, variant.num_attention_heads)[0]
+def _weights(trainee: Trainee, layout: str, variant: Variant) -> torch.Tensor:
+    """Every weight (the head's too), in HF names and order, as one fp64 vector."""
+    weights = in_hf_names(
+        {n: p.detach().double().cpu() for n, p in trainee.named_parameters().items()}, layout, variant
+    )
     return torch.cat([weights[n].flatten() for n in sorted(weights)])
 
 
-def _run(backend: Backend, layout: str, batches: list[Batch], variant: Variant) -> tuple[list[float], torch.Tensor]:
+def _run(trainee: Trainee, layout: str, batches: list[Batch], variant: Variant) -> tuple[list[float], torch.Tensor]:
     """(losses, final weights) of one step per batch."""
-    return train(backend, batches, variant), _weights(backend, layout, variant)
+    return train(trainee, batches), _weights(trainee, layout, variant)
 
 
 ENDS = 5
@@ -76,12 +75,12 @@ def _distance(ref: tuple, other: tuple) -> tuple[float, float]:
 
 
 def compare_trajectories(
-    reference: Backend,
-    candidate: Backend,
+    reference: Trainee,
+    candidate: Trainee,
     batches: list[Batch],
     variant: Variant,
     candidate_layout: str,
-    peer: Backend | None = None,
+    peer: Trainee | None = None,
 ) -> tuple[list[dict], dict]:
     """(one row per step: each model's loss, the verdict): per-step loss agreement and the final
     weights' distance, each within the precision's bound or ``BACKWARD_PEER_FACTOR`` times the
@@ -90,7 +89,7 @@ def compare_trajectories(
     ref = _run(reference, "hf", batches, variant)
     cand = _run(candidate, candidate_layout, batches, variant)
     worst, weights_rel = _distance(ref, cand)
-    bound = trajectory_bound(candidate.precision)
+    bound = trajectory_bound(candidate.backend.precision)
     peer_worst = peer_weights = None
     peer_losses: list[float | None] = [None] * len(batches)
     if peer is not None:
