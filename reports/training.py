@@ -96,7 +96,7 @@ def _trajectory_cell(t: dict | None) -> str:
 def _losses_cell(t: dict | None) -> str:
     if t is None or "loss_first" not in t:
         return ""
-    return f"{t['loss_first']:.3f} → {t['loss_last_reference']:.3f} / {t['loss_last_candidate']:.3f}"
+    return f"{_fmt(t['loss_first'])} → {_fmt(t['loss_last_reference'])} / {_fmt(t['loss_last_candidate'])}"
 
 
 def _newest_trajectory_steps(results: list[dict]) -> dict[tuple, list[dict]]:
@@ -222,7 +222,11 @@ def training_section(results: list[dict]) -> tuple[Section, dict]:
     cases = {*backward, *trajectory}
     several = len({k[:2] for k in cases}) > len({k[0] for k in cases})
     rows = []
-    for key in sorted(cases, key=lambda k: (*k[:5], precision_order(k[5]))):
+    order = list(OBJECTIVE_NAMES)
+    for key in sorted(
+        cases,
+        key=lambda k: (*k[:2], order.index(k[2]) if k[2] in order else len(order), *k[3:5], precision_order(k[5])),
+    ):
         gpu, tested, objective, variant, backend, precision = key
         b_run, b = backward.get(key, (None, None))
         t = trajectory.get(key, (None, None))[1]

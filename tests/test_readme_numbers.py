@@ -230,6 +230,19 @@ def test_readme_h200_and_training_numbers_are_the_committed_results():
         f"({bf16['ms_fp8_cast_amax']:.1f} → {fp8['ms_fp8_cast_amax']:.1f} ms)",
         f"needs the step at {bf16['kernel_ms'] / 1.2:.1f} ms",
     ]
+    classify = [r for r in rows("parity-training-classify-h200.json") if r["record"].endswith("_verdict")]
+    judged = [r for r in classify if r["status"] != "skipped"]
+    block = next(r for r in classify if r["variant"] == "V2-104M" and r["precision"] == "fp8-block" and "steps" in r)
+    lag = {
+        r["precision"]: r["max_step_loss_rel_diff"]
+        for r in classify
+        if r["variant"] == "V2-104M" and r["record"] == "trajectory_verdict"
+    }
+    expected += [
+        f"passes {sum(r['status'] == 'pass' for r in judged)} of {len(judged)}",
+        f"({lag['fp8-delayed']:.2f} and {lag['fp8-current']:.2f} nats off)",
+        f"{block['loss_last_candidate']:.2f} at the end against HF's {block['loss_last_reference']:.4f}",
+    ]
     text = " ".join(readme.split())  # the paragraphs wrap
     missing = [e for e in expected if e not in text]
     assert not missing, missing
