@@ -125,6 +125,7 @@ def downstream_bound(precision: str) -> float:
 # the HF peer's own (BACKWARD_PEER_FACTOR). Keyed by precision, FP8 recipes together ("fp8").
 # Rationale and the measurements behind each number: TOLERANCES.md.
 BACKWARD_MAX_REL_L2 = {"fp32": 1e-4, "bf16": 2e-2, "fp8": 0.5}
+LOSS_FLOOR = 1.0  # nats: below it a step's loss difference is judged absolute (a relative one blows up near 0)
 TRAJECTORY_MAX = {
     "fp32": {"loss": 1e-4, "weights": 1e-5},
     "bf16": {"loss": 1e-2, "weights": 1e-2},
@@ -147,6 +148,11 @@ def _training_bound(table: dict, precision):
             f"(measured so far: {', '.join(BACKWARD_MAX_REL_L2)})"
         )
     return table[_training_key(precision)]
+
+
+def step_loss_difference(reference: float, candidate: float) -> float:
+    """How a trajectory judges one step's losses: relative to the reference's, absolute below ``LOSS_FLOOR``."""
+    return abs(candidate - reference) / max(abs(reference), LOSS_FLOOR)
 
 
 def backward_bound(precision) -> float:

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.results import gate_status, tested_identity  # noqa: E402
+from harness.tolerances import step_loss_difference  # noqa: E402
 from reports.document import (  # noqa: E402
     NOT_MEASURED,
     Figure,
@@ -134,7 +135,7 @@ def draw_loss_curves(gpu: str, variant: str, cases: list[dict]):
             style |= {"linewidth": 4, "alpha": 0.35, "zorder": 0}
         losses.plot(range(len(values)), values, label=label, **style)
         if (backend, precision) != ref_name:
-            judged = list(accumulate((abs(v - r) / max(abs(r), 1.0) for v, r in zip(values, reference)), max))
+            judged = list(accumulate((step_loss_difference(r, v) for v, r in zip(values, reference)), max))
             diffs.plot(range(len(judged)), [max(d, 1e-9) for d in judged], label=label, **style)
 
     ref_name = _name(cases[0]["verdict"]["reference"])

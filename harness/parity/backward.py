@@ -14,13 +14,13 @@ cell-classifier fine-tuning's, dropout off, mixed precision as users train). Com
 
 Judged on relative L2: each row against the precision's bound (``harness.tolerances``) or 1.5 times
 HF's own largest error at the candidate's precision on the same gradient in any layer, whichever
-is larger (rationale: TOLERANCES.md and ``compare_backward``). Some
-gradients are zero in exact arithmetic (attention's key bias: softmax ignores a shift shared by a
-query's scores); what they hold is rounding, so a relative error of them measures nothing. A
-gradient whose reference is below ``GRADIENT_FLOOR`` of the whole gradient's norm is judged
-against that whole norm instead, within the candidate precision's unit roundoff: a wrong path
-still shows, as a gradient of the size real ones have. The first failing row in backward order
-(from the logits down, then the parameters) names where the backward pass went wrong.
+is larger (rationale: TOLERANCES.md and ``compare_backward``). Some gradients are zero in exact
+arithmetic (attention's key bias: softmax ignores a shift shared by a query's scores); what they
+hold is rounding, so a relative error of them measures nothing. A gradient whose reference is
+below ``GRADIENT_FLOOR`` of the whole gradient's norm is judged against that whole norm instead,
+within the candidate precision's unit roundoff: a wrong path still shows, as a gradient of the
+size real ones have. The first failing row in backward order (from the logits down, then the
+parameters) names where the backward pass went wrong.
 """
 
 from __future__ import annotations
@@ -145,6 +145,7 @@ def compare_backward(
         }
 
     rows = [
+        # scale 0: an activation gradient is never zero, so it is always judged against itself
         measure(stage, "activation gradient", ref_stages[stage], peer_stages[stage], cand_stages.get(stage), 0.0)
         for stage in [t.stage for t in reversed(reference.backend.taps()) if t.stage in ref_stages]  # backward order
     ] + [

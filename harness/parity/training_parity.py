@@ -4,9 +4,9 @@ the training trajectory (``trajectory.py``) of a candidate against the reference
 
 Reference and candidate are built for training (``Backend(training=True)``): fp32 master weights,
 mixed-precision products. The reference is HF in fp64 on every device: a backward pass through
-twelve layers carries 1e-4 of rounding in fp32 alone (measured on the H200: V2-104M's TE fp32
-gradients were 1.0-1.6e-4 from HF fp32's, HF with sdpa as far in places), so fp32 cannot be the
-ground truth of an fp32 candidate. The peer, whose own distance from the reference widens a
+twelve layers carries 1e-4 of rounding in fp32 alone (measured on the H200: HF fp32's own V2-104M
+gradients are up to 1.1e-4 from fp64's, where one ReLU unit rounds across its kink), so fp32
+cannot be the ground truth of an fp32 candidate. The peer, whose own distance from the reference widens a
 bound, is HF at the candidate's peer precision (fp32 for fp32, bf16 for bf16 and FP8): computing
 in it throughout for the gradients (as TE keeps its activations in bf16, where autocast would
 keep HF's LayerNorms and residual stream in fp32: measured on the H200, TE's bf16 gradients were

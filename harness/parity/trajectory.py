@@ -4,15 +4,14 @@ step by step.
 Both start from the same weights (and, fine-tuning a classifier, the same seeded head) and take
 one AdamW step (``harness.training``: the Geneformer notebooks' lr 5e-5 with linear warm-up,
 weight decay 0.001) per batch of the same sequence (MLM: each with a fresh seeded 15% mask),
-dropout off, so both train the same deterministic function. The
-engine repeats one batch (``training_parity``): over 200 steps it is memorized (V2-104M's loss
-fell from 10.1 to 0.27 on the H200) and the end of the trajectory turns chaotic, HF fp32 and TE
-fp32 differing by 1% of a nat from summation order alone; the peer measures that. AdamW is
-element-wise, so the TE layout's packed QKV takes exactly the updates HF's Q, K and V take.
-Compared: each step's loss (difference relative to the reference's loss, or absolute in nats
-below ``LOSS_FLOOR`` nats) and, at the end, every weight (the head's too), the candidate's mapped
-into HF names.
-As in backward parity, a candidate is held to the larger of the table's bound and
+dropout off, so both train the same deterministic function. The engine repeats one batch
+(``training_parity``): over 200 steps it is memorized (V2-104M's loss fell from 10.1 to 0.29 on
+the H200) and the end of the trajectory turns chaotic, HF fp32 differing from fp64 by 3% of a nat
+from summation order alone; the peer measures that. AdamW is element-wise, so the TE layout's
+packed QKV takes exactly the updates HF's Q, K and V take. Compared: each step's loss (difference
+relative to the reference's loss, or absolute in nats below ``harness.tolerances.LOSS_FLOOR``)
+and, at the end, every weight (the head's too), the candidate's mapped into HF names. As in
+backward parity, a candidate is held to the larger of the table's bound and
 ``BACKWARD_PEER_FACTOR`` times its HF peer's own distance from the reference.
 """
 
@@ -22,11 +21,9 @@ import torch
 
 from harness.data.batching import Batch
 from harness.parity.backward import BACKWARD_PEER_FACTOR, in_hf_names
-from harness.tolerances import trajectory_bound
+from harness.tolerances import step_loss_difference, trajectory_bound
 from harness.training import Trainee, adamw, optimizer_step
 from models.registry import Variant
-
-LOSS_FLOOR = 1.0  # nats: below it a loss difference is judged absolute (a relative one blows up near 0)
 
 
 def train(trainee: Trainee, batches: list[Batch]) -> list[float]:
@@ -62,7 +59,7 @@ def _ends(losses: list[float]) -> tuple[float, float]:
 
 
 def _loss_diffs(ref_losses: list[float], losses: list[float]) -> list[float]:
-    return [abs(c - r) / max(abs(r), LOSS_FLOOR) for r, c in zip(ref_losses, losses)]
+    return [step_loss_difference(r, c) for r, c in zip(ref_losses, losses)]
 
 
 def _distance(ref: tuple, other: tuple) -> tuple[float, float]:
