@@ -265,7 +265,7 @@ def training_section(results: list[dict]) -> tuple[Section, dict]:
             shapes = sorted({(v["cells"], v["seq_len"]) for v in mine if "cells" in v})
             steps = sorted({v["steps"] for v in mine if "steps" in v})
             section.text.append(
-                f"{gpu}: each case is {', '.join(f'{c} cells of {n} tokens' for c, n in shapes)}; "
+                f"{gpu}: each case is {', '.join(f'{c} cells of up to {n} tokens' for c, n in shapes)}; "
                 f"reference {', '.join(sorted({v['reference'] for v in mine}))}; trajectories of "
                 f"{', '.join(map(str, steps)) or 'no'} AdamW steps (the notebooks' lr 5e-5 with warm-up) on one "
                 "batch (MLM pretraining: a fresh 15% mask each step; cell-classifier fine-tuning: "

@@ -84,7 +84,7 @@ def test_a_training_failure_fails_the_verdict_and_says_where():
     assert "FAIL · 4 steps · loss 0.025 (limit 0.02) · final weights 0.01 (limit 0.05) · loss step 2" in text
     assert "PASS · worst layer.2.output 0.2 (limit 0.75, bound 0.5)" in text  # the limit its own run held it to
     assert "skipped: needs Blackwell" in text
-    assert "H200: each case is 4 cells of 256 tokens; reference hf-eager@fp64; trajectories of 4 AdamW" in text
+    assert "H200: each case is 4 cells of up to 256 tokens; reference hf-eager@fp64; trajectories of 4 AdamW" in text
     _, verdict = _section([_training(backward="fail")])
     assert verdict["per_gpu"] == {"H200": "fail"}
 
