@@ -88,7 +88,7 @@ RECORD_KINDS = {
         ("stage", "kind", "status"),
         JUDGED,
         "never",
-        "one activation or parameter gradient of the MLM loss against the reference's; the verdict gates",
+        "one activation or parameter gradient of the training loss against the reference's; the verdict gates",
     ),
     "backward_verdict": RecordKind(
         "parity",

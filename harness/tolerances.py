@@ -113,14 +113,19 @@ def table_as_dict(precision: str) -> dict:
 DOWNSTREAM_MAX_METRIC_DIFF = {"fp32": 0.005, "bf16": 0.01, "fp8": 0.02}
 
 
+def _family(precision) -> str:
+    """The key a ``Precision`` has in the downstream and training tables: its name, FP8 recipes together."""
+    return "fp8" if precision.is_fp8 else precision.name
+
+
 def downstream_bound(precision: str) -> float:
     from harness.precision import get_precision
 
-    return DOWNSTREAM_MAX_METRIC_DIFF["fp8" if get_precision(precision).is_fp8 else precision]
+    return DOWNSTREAM_MAX_METRIC_DIFF[_family(get_precision(precision))]
 
 
 # Training (harness/parity/backward.py, trajectory.py). Backward: relative L2 of every activation
-# and parameter gradient of the MLM loss against the reference's; trajectories: the largest
+# and parameter gradient of the training loss against the reference's; trajectories: the largest
 # per-step relative loss difference and the final weights' relative L2. Each is also allowed 1.5x
 # the HF peer's own (BACKWARD_PEER_FACTOR). Keyed by precision, FP8 recipes together ("fp8").
 # Rationale and the measurements behind each number: TOLERANCES.md.
@@ -133,12 +138,8 @@ TRAJECTORY_MAX = {
 }
 
 
-def _training_key(precision) -> str:
-    return "fp8" if precision.is_fp8 else precision.name
-
-
 def has_training_bounds(precision) -> bool:
-    return _training_key(precision) in BACKWARD_MAX_REL_L2
+    return _family(precision) in BACKWARD_MAX_REL_L2
 
 
 def _training_bound(table: dict, precision):
@@ -147,7 +148,7 @@ def _training_bound(table: dict, precision):
             f"no training tolerance for precision {precision.name!r} "
             f"(measured so far: {', '.join(BACKWARD_MAX_REL_L2)})"
         )
-    return table[_training_key(precision)]
+    return table[_family(precision)]
 
 
 def step_loss_difference(reference: float, candidate: float) -> float:

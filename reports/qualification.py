@@ -88,11 +88,12 @@ def not_covered(results: list[dict]) -> list[str]:
     gpus = {result_gpu(r) for r in results} - {"CPU"}
     missing = [f"{g}: no results" for g in GPU_COLUMNS if g not in gpus]
     verdicts = newest_records(results, "verdict")
+    trained = {gpu for gpu, _v in newest_training_verdicts(results)}
     for gpu in sorted(gpus):
         checked = {k[2] for k in verdicts if k[0] == gpu}
         if absent := [v for v in VARIANTS if v not in checked]:
             missing.append(f"{gpu}: no parity for {', '.join(absent)}")
-        if not any(g == gpu for g, _v in newest_training_verdicts(results)):
+        if gpu not in trained:
             missing.append(f"{gpu}: training parity")
         if not any(result_gpu(r) == gpu for r in results if r["kind"] == "downstream"):
             missing.append(f"{gpu}: downstream tasks")

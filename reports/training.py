@@ -1,5 +1,5 @@
-"""Training in the qualification report, rendered from results only: per GPU, each variant and
-precision's gradient and trajectory verdicts (``gfqual train-parity``), the loss curves those
+"""Training in the qualification report, rendered from results only: per GPU, each objective,
+variant and precision's gradient and trajectory verdicts (``gfqual train-parity``), the loss curves those
 verdicts judge, the training gate, and training throughput (``gfqual bench --sweep gpu-training``)
 with its speed-ups, each divided within one run."""
 
@@ -28,9 +28,8 @@ from reports.document import (  # noqa: E402
     series_style,
 )
 from reports.parity import precision_order  # noqa: E402
-from reports.perf import perf_points, same_run_ratios  # noqa: E402
+from reports.perf import _value, fp8_over_bf16, perf_points, same_run_ratios  # noqa: E402
 
-GiB = 2**30
 HF_BEST = ("hf-sdpa", "bf16", "bucketed")  # HF's fastest training: sdpa, bf16, length-sorted batches (no THD path)
 
 
@@ -120,7 +119,7 @@ def _name(label: str) -> tuple[str, str]:
 def draw_loss_curves(gpu: str, variant: str, cases: list[dict]):
     """Two panels: every model's loss per step (the reference's, each candidate's, each HF peer's),
     and each one's largest per-step difference from the reference so far, as judged (absolute in
-    nats below 1 nat, relative above: harness/parity/trajectory.py), whose last value is what the
+    nats below 1 nat, relative above: ``step_loss_difference``), whose last value is what the
     verdict compares with its limit. Labels are "GPU backend precision"."""
     fig, (losses, diffs) = plt.subplots(1, 2, figsize=(10, 3.8))
     drawn: set[str] = set()
@@ -168,9 +167,7 @@ def _throughput_table(results: list[dict], failing: set[tuple]) -> Table | None:
     if not points:
         return None
     over_hf = same_run_ratios(results, lambda k: (k[0], *HF_BEST, *k[4:]), forward="train")
-    over_bf16 = same_run_ratios(
-        results, lambda k: (*k[:2], "bf16", *k[3:]) if k[2] != "bf16" else None, forward="train"
-    )
+    over_bf16 = same_run_ratios(results, fp8_over_bf16, forward="train")
     rows = []
     for key in sorted(points, key=lambda k: (k[0], k[1], precision_order(k[2]), k[3:])):
         variant, backend, precision, layout, batch, seq = key
@@ -192,7 +189,7 @@ def _throughput_table(results: list[dict], failing: set[tuple]) -> Table | None:
                     f"{p['tokens_per_s']:,.0f}" if p.get("tokens_per_s") else NOT_MEASURED,
                     _fmt(p.get("cells_per_s")),
                     _fmt(p.get("tflops")) + (f" ({ceiling:.0%})" if ceiling is not None else ""),
-                    _fmt(p["peak_mem_bytes"] / GiB) if p.get("peak_mem_bytes") else NOT_MEASURED,
+                    _fmt(gib) if (gib := _value(p, "peak_mem_bytes")) is not None else NOT_MEASURED,
                     _fmt(over_hf.get(key, {}).get(gpu)) + "×" if gpu in over_hf.get(key, {}) else "",
                     (_fmt(over_bf16[key][gpu]) + "×" + flag) if gpu in over_bf16.get(key, {}) else flag,
                 ]

@@ -58,15 +58,11 @@ def _ends(losses: list[float]) -> tuple[float, float]:
     return sum(losses[:k]) / k, sum(losses[-k:]) / k
 
 
-def _loss_diffs(ref_losses: list[float], losses: list[float]) -> list[float]:
-    return [step_loss_difference(r, c) for r, c in zip(ref_losses, losses)]
-
-
-def _distance(ref: tuple, other: tuple) -> tuple[float, float]:
-    """(largest per-step relative loss difference, final weights' relative L2) of ``other`` from ``ref``."""
+def _distance(ref: tuple, other: tuple) -> tuple[list[float], float]:
+    """(each step's judged loss difference, final weights' relative L2) of ``other`` from ``ref``."""
     (ref_losses, ref_w), (losses, w) = ref, other
     return (
-        max(_loss_diffs(ref_losses, losses)),
+        [step_loss_difference(r, c) for r, c in zip(ref_losses, losses)],
         float((w - ref_w).norm() / ref_w.norm()),
     )
 
@@ -85,20 +81,21 @@ def compare_trajectories(
     start = _weights(reference, "hf", variant)
     ref = _run(reference, "hf", batches, variant)
     cand = _run(candidate, candidate_layout, batches, variant)
-    worst, weights_rel = _distance(ref, cand)
+    step_diff, weights_rel = _distance(ref, cand)
+    worst = max(step_diff)
     bound = trajectory_bound(candidate.backend.precision)
     peer_worst = peer_weights = None
     peer_losses: list[float | None] = [None] * len(batches)
     if peer is not None:
         peer_run = _run(peer, "hf", batches, variant)
         peer_losses = list(peer_run[0])
-        peer_worst, peer_weights = _distance(ref, peer_run)
+        peer_diffs, peer_weights = _distance(ref, peer_run)
+        peer_worst = max(peer_diffs)
         bound = {
             "loss": max(bound["loss"], BACKWARD_PEER_FACTOR * peer_worst),
             "weights": max(bound["weights"], BACKWARD_PEER_FACTOR * peer_weights),
         }
     ref_losses, cand_losses = ref[0], cand[0]
-    step_diff = _loss_diffs(ref_losses, cand_losses)
     violations = (
         []
         if worst <= bound["loss"]
@@ -127,7 +124,7 @@ def compare_trajectories(
         "peer_final_weights_rel_l2": peer_weights,
         # reported, not judged: how differently training moved the weights (the update's relative L2)
         "update_rel_l2": float((cand[1] - start - ref_update).norm() / ref_update.norm()),
-        # means over the first and the last ENDS steps: each step's batch holds other cells
+        # means over the first and the last ENDS steps: a step's loss depends on the genes it masks
         "loss_first": first,
         "loss_last_reference": last,
         "loss_last_candidate": _ends(cand_losses)[1],

@@ -61,17 +61,17 @@ def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
     del backend
     torch.cuda.empty_cache()
 
-    def per_forward(micros: float) -> float:  # profiler microseconds over all repeats -> ms per pass
+    def per_pass(micros: float) -> float:  # profiler microseconds over all repeats -> ms per pass
         return micros / repeats / 1e3
 
     return {
         **base,
         "status": "reported",
         "repeats": repeats,
-        "kernel_ms": per_forward(sum(by_kind.values())),
-        **{kind_key(kind): per_forward(by_kind[kind]) for kind in (*(k for k, _ in KERNEL_KINDS), OTHER)},
+        "kernel_ms": per_pass(sum(by_kind.values())),
+        **{kind_key(kind): per_pass(by_kind[kind]) for kind in (*(k for k, _ in KERNEL_KINDS), OTHER)},
         "top_kernels": "; ".join(
-            f"{per_forward(t):.2f} ms {name[:120]}" for name, t in by_kernel.most_common(TOP_KERNELS)
+            f"{per_pass(t):.2f} ms {name[:120]}" for name, t in by_kernel.most_common(TOP_KERNELS)
         ),
     }
 
