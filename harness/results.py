@@ -322,7 +322,8 @@ def write_result(result: dict, out: str | os.PathLike | None = None) -> Path:
         out = out / f"{result['kind']}-{stamp}-{result['env'].get('git_commit', 'unknown')[:8]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n")
+    written = {k: v for k, v in result.items() if not k.startswith("_")}  # in-memory notes stay in memory
+    tmp.write_text(json.dumps(written, indent=1, sort_keys=False) + "\n")
     os.replace(tmp, out)
     return out
 
@@ -421,20 +422,30 @@ def gate_status(record: dict) -> str | None:
     return "fail" if record["status"] == "error" else record["status"]
 
 
-def read_result(path: str | os.PathLike) -> dict:
+def read_result(path: str | os.PathLike, name: str | None = None) -> dict:
+    """A results file, validated (schema 1 upgraded in memory). ``_source`` notes, in memory only
+    (never written), the file it came from (``name``, else its path) and its bytes' sha256: the
+    verdict names and fingerprints every input."""
+    import hashlib
+
     path = Path(path)
     try:
-        result = json.loads(path.read_text())
+        raw = path.read_bytes()
+        result = json.loads(raw)
     except (OSError, json.JSONDecodeError) as exc:
         raise ResultsError(f"{path}: cannot read results: {exc}") from exc
     if isinstance(result, dict) and result.get("schema_version") == 1:
         result = upgrade_v1(result)
     validate(result, where=str(path))
+    result["_source"] = {"file": name or str(path), "sha256": hashlib.sha256(raw).hexdigest()}
     return result
 
 
 def read_results(folder: str | os.PathLike, kind: str | None = None) -> list[dict]:
-    """Every results file under ``folder`` (recursively), optionally of one kind, oldest first."""
-    results = [read_result(p) for p in sorted(Path(folder).rglob("*.json"))]
+    """Every results file under ``folder`` (recursively), optionally of one kind, oldest first;
+    each named from the folder's own name down ("h100/parity-matrix-h100.json"), whichever the
+    working directory."""
+    folder = Path(folder).resolve()
+    results = [read_result(p, p.relative_to(folder.parent).as_posix()) for p in sorted(folder.rglob("*.json"))]
     results = [r for r in results if kind is None or r["kind"] == kind]
     return sorted(results, key=lambda r: r["created"])

@@ -18,24 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.backend_names import BACKENDS  # noqa: E402
 from harness.precision import PRECISIONS  # noqa: E402
+from harness.verdict.gpus import gpu_class, result_gpu  # noqa: E402, F401  (the GPU column: one rule)
 
-GPU_COLUMNS = ("A100", "H100", "H200", "GB200")
+GPU_COLUMNS = ("A100", "H100", "H200", "GB200")  # the perf tables' columns, measured or not
 NOT_MEASURED = "not measured"
-
-
-def gpu_class(name: str | None) -> str:
-    """'NVIDIA H100 80GB HBM3' → 'H100'; a CPU run → 'CPU'."""
-    if not name:
-        return "CPU"
-    for short in sorted(GPU_COLUMNS, key=len, reverse=True):
-        if short in name:
-            return short
-    return name
-
-
-def result_gpu(result: dict) -> str:
-    """The GPU column a results file belongs to."""
-    return gpu_class(result["env"].get("gpu_name"))
 
 
 @dataclass
@@ -152,7 +138,7 @@ CSS = (  # one string, as it was before the linter's line length: the rendered p
     "text-align:left}\n"
     "th{background:#f0f0f0}td.pass{background:#e6f4e6}td.fail{background:#f8d7d7}td.na{color:#888;background:#fafafa}\n"
     "p.overall{font-size:20px;font-weight:bold;padding:6px 10px;display:inline-block}p.pass{background:#cdeccd}\n"
-    "p.fail{background:#f4b6b6}p.na{background:#fdf0c4}\n"
+    "p.fail{background:#f4b6b6}p.na{background:#fdf0c4}p.incomplete,td.incomplete{background:#fdf0c4}\n"
     "figure{display:inline-block;margin:0.5em;vertical-align:top}img.half{width:600px}"
     "img.wide{width:100%;max-width:1350px}figcaption{font-size:12px;color:#555}"
 )
@@ -160,11 +146,13 @@ CSS = (  # one string, as it was before the linter's line length: the rendered p
 
 def _cell_class(text: str) -> str:
     t = text.upper()
-    if t.startswith("FAIL"):
+    if t.startswith(("FAIL", "ERROR")):
         return "fail"
-    if t.startswith("PASS"):
+    if t.startswith(("INCOMPLETE", "NOT RUN", "NOT_RUN", "INCONCLUSIVE")):
+        return "incomplete"
+    if t.startswith(("PASS", "WAIVED")):
         return "pass"
-    if t.startswith(("NOT MEASURED", "SKIPPED", "NOT EVALUATED")):
+    if t.startswith(("NOT MEASURED", "SKIPPED", "NOT EVALUATED", "OUT OF SCOPE", "OUT_OF_SCOPE")):
         return "na"
     return ""
 
@@ -201,14 +189,3 @@ def to_html(sections: list[Section]) -> str:
             )
     out.append("</body></html>")
     return "\n".join(out)
-
-
-def gate(name: str, statuses: list[str]) -> dict:
-    if not statuses:
-        return {"gate": name, "status": "not measured", "detail": ""}
-    failed = statuses.count("fail")
-    return {
-        "gate": name,
-        "status": "fail" if failed else "pass",
-        "detail": f"{failed} of {len(statuses)} failed" if failed else f"{len(statuses)} passed",
-    }

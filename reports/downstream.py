@@ -9,13 +9,14 @@ run against HF fp32.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from harness.verdict.checks import settle
+from harness.verdict.downstream import downstream_checks, task_data
 from reports.document import NOT_MEASURED, Figure, Section, Table, _fmt, _png, _records, to_markdown
 
 
@@ -83,20 +84,11 @@ def _shift_figure(results: list[dict]) -> bytes | None:
     return _png(fig)
 
 
-def _data(config: dict) -> str:
-    """What the task ran on; for synthetic cell tasks, how strong the planted signal was (the task
-    was made harder once: 200 marker genes per class let every run score 1.0)."""
-    if not config.get("synthetic"):
-        return config.get("data", "")
-    markers = re.search(r"(\d+) marker genes", config.get("data", ""))
-    return f"synthetic, {markers.group(1)} marker genes per class" if markers else "synthetic"
-
-
-def downstream_section(results: list[dict]) -> tuple[Section, dict]:
+def downstream_section(results: list[dict]) -> Section:
     section = Section("Downstream: HF vs TE on the Geneformer tasks")
     summaries, agreements, perturb_rows, skipped, published = [], [], [], [], {}
     for gpu, r, rec in _records(results, "downstream", "summary"):
-        data = _data(r["config"])
+        data = task_data(r["config"])
         if rec["task"] == "perturb":
             perturb_rows.append(
                 [
@@ -127,12 +119,13 @@ def downstream_section(results: list[dict]) -> tuple[Section, dict]:
                 _weights(r),
             ]
         )
-    for gpu, _r, rec in _records(results, "downstream", "agreement"):
+    for gpu, r, rec in _records(results, "downstream", "agreement"):
         if rec["task"] == "perturb":
             agreements.append(
                 [
                     gpu,
                     rec["task"],
+                    task_data(r["config"]),
                     rec["variant"],
                     _run(rec),
                     rec["reference"],
@@ -149,6 +142,7 @@ def downstream_section(results: list[dict]) -> tuple[Section, dict]:
             [
                 gpu,
                 rec["task"],
+                task_data(r["config"]),
                 rec["variant"],
                 _run(rec),
                 rec["reference"],
@@ -156,7 +150,9 @@ def downstream_section(results: list[dict]) -> tuple[Section, dict]:
                 _ci(rec, "accuracy"),
                 _ci(rec, "macro_f1"),
                 _fmt(rec["label_agreement"]),
-                rec["status"].upper() + (f" (bound {rec['bound']})" if "bound" in rec else ""),
+                rec["status"].upper()
+                + (f": {rec['reason']}" if rec.get("reason") else "")
+                + (f" (bound {rec['bound']})" if "bound" in rec else ""),
             ]
         )
     for gpu, _r, rec in _records(results, "downstream", "skipped"):
@@ -165,7 +161,7 @@ def downstream_section(results: list[dict]) -> tuple[Section, dict]:
         published[rec["task"]] = rec
     if not (summaries or perturb_rows):
         section.text.append(f"{NOT_MEASURED}: no downstream results in this folder (run `gfqual eval`).")
-        return section, {"gate": "downstream", "status": "not measured", "detail": "run gfqual eval to add them"}
+        return section
     random = [r for r in results if r["kind"] == "downstream" and r["weights"].get("source") == "random-init"]
     if random:
         section.text.append(
@@ -189,6 +185,7 @@ def downstream_section(results: list[dict]) -> tuple[Section, dict]:
             [
                 "agreement: GPU",
                 "task",
+                "data",
                 "variant",
                 "run",
                 "against",
@@ -240,24 +237,27 @@ def downstream_section(results: list[dict]) -> tuple[Section, dict]:
     ):
         if png:
             section.figures.append(Figure(name, png, caption, wide=True))
-    judged = [a for a in agreements if a[-1].startswith(("PASS", "FAIL"))]
-    failed = [f"{a[0]} {a[1]} {a[2]} {a[3]}" for a in judged if a[-1].startswith("FAIL")]
-    status = "fail" if failed else ("pass" if judged else "reported")
-    detail = "; ".join(failed) if failed else f"{len(judged)} HF-peer comparisons within bound"
-    return section, {"gate": "downstream", "status": status, "detail": detail}
+    return section
+
+
+def downstream_verdict(results: list[dict]) -> str:
+    """The downstream gate in one line, from the records through the verdict's one status rule."""
+    checks, _superseded = settle(downstream_checks(results))
+    if failing := [f"{c.gpu} {c.case}" for c in checks if c.failing]:
+        return f"FAIL; {'; '.join(failing)}"
+    return f"PASS; {len(checks)} HF-peer comparisons within bound" if checks else "NOT MEASURED"
 
 
 def render_downstream_report(results: list[dict], out_dir: str | Path) -> Path:
     """Markdown + PNGs of the downstream section alone (``gfqual report-downstream``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    section, gate = downstream_section(results)
     md = out / "downstream.md"
     md.write_text(
         to_markdown(
-            [section],
+            [downstream_section(results)],
             out,
-            f"Geneformer downstream evaluation: HF vs TE (verdict: {gate['status'].upper()}; {gate['detail']})",
+            f"Geneformer downstream evaluation: HF vs TE (verdict: {downstream_verdict(results)})",
         )
     )
     return md

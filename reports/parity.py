@@ -1,6 +1,6 @@
 """Parity, rendered from parity results only: the standalone report (``gfqual report-parity``:
 markdown + error-versus-layer plots) and the qualification report's parity and cell-embedding
-sections with their gates."""
+sections. They display; the parity and embeddings gates are harness/verdict/'s."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from harness.precision import PRECISIONS  # noqa: E402
-from harness.results import gate_status, tested_identity  # noqa: E402
+from harness.results import tested_identity  # noqa: E402
 from reports.document import (  # noqa: E402
     NOT_MEASURED,
     Figure,
@@ -24,7 +24,6 @@ from reports.document import (  # noqa: E402
     Table,
     _fmt,
     _records,
-    gate,
     series_style,
 )
 
@@ -133,7 +132,7 @@ def newest_records(results: list[dict], record: str) -> dict[tuple, dict]:
     }
 
 
-def parity_section(results: list[dict]) -> tuple[Section, dict]:
+def parity_section(results: list[dict]) -> Section:
     by_gpu: dict[str, dict] = defaultdict(dict)
     stages: dict[str, list] = defaultdict(list)
     for (gpu, *key), newest in newest_records(results, "verdict").items():
@@ -145,7 +144,6 @@ def parity_section(results: list[dict]) -> tuple[Section, dict]:
         if latest_run[(gpu, s["variant"], s["backend"], s["precision"])] == r["created"]:
             stages[gpu].append(s)
     section = Section("Parity: TE against the HF reference")
-    statuses = []
     for gpu in sorted(by_gpu):
         cells = by_gpu[gpu]
         precisions = sorted({k[3] for k in cells}, key=precision_order)
@@ -162,8 +160,6 @@ def parity_section(results: list[dict]) -> tuple[Section, dict]:
                 if v["status"] == "skipped":
                     row.append(f"skipped: {v['reason']}")
                     continue
-                if gated := gate_status(v):
-                    statuses.append(gated)
                 if v["status"] == "error":
                     text = f"ERROR: {v['reason']}"
                 else:
@@ -192,10 +188,9 @@ def parity_section(results: list[dict]) -> tuple[Section, dict]:
                     f"{gpu} · {variant}: relative L2 error of each layer's output",
                 )
             )
-    kernel_table, kernel_statuses = _attention_kernel_table(results)
+    kernel_table = _attention_kernel_table(results)
     if kernel_table:
         section.tables.append(kernel_table)
-        statuses += kernel_statuses
         section.text.append(
             "Attention kernel alone: TE's DotProductAttention on seeded random Q, K, V of each "
             "variant's head shape, against SDPA in fp64, with PyTorch's bf16 SDPA as the peer; the "
@@ -207,13 +202,13 @@ def parity_section(results: list[dict]) -> tuple[Section, dict]:
         "HF's own bf16 error; FP8 on normalised RMSE and cosine. FP8 attention (*-dpa) is a TE "
         "beta feature: its verdicts are shown and do not count towards the gate."
     )
-    return section, gate("parity", statuses)
+    return section
 
 
-def _attention_kernel_table(results: list[dict]) -> tuple[Table | None, list[str]]:
+def _attention_kernel_table(results: list[dict]) -> Table | None:
     """TE's attention kernel alone (harness/parity/attention_kernel.py): the newest check of each
     GPU, head shape and precision; FP8 attention is TE beta and does not gate."""
-    rows, statuses = [], []
+    rows = []
     newest = newest_records(results, "attention_kernel")
     for (gpu, _tested, variant, _backend, precision), k in sorted(
         newest.items(), key=lambda kv: (kv[0][0], kv[0][2], precision_order(kv[0][4]))
@@ -225,8 +220,6 @@ def _attention_kernel_table(results: list[dict]) -> tuple[Table | None, list[str
         else:
             verdict = k["status"].upper() + (f" · {k['violations']}" if k["violations"] else "")
             measured = [_fmt(k["rel_l2"]), _fmt(k["peer_rel_l2"]), _fmt(k["repeat_max_abs"])]
-        if gated := gate_status(k):
-            statuses.append(gated)
         rows.append(
             [
                 gpu,
@@ -239,7 +232,7 @@ def _attention_kernel_table(results: list[dict]) -> tuple[Table | None, list[str
             ]
         )
     if not rows:
-        return None, []
+        return None
     headers = [
         "attention kernel alone: GPU",
         "variant",
@@ -251,7 +244,7 @@ def _attention_kernel_table(results: list[dict]) -> tuple[Table | None, list[str
         "same input twice: max abs diff",
         "verdict",
     ]
-    return Table(headers, rows), statuses
+    return Table(headers, rows)
 
 
 def precision_order(p: str) -> int:
@@ -259,10 +252,9 @@ def precision_order(p: str) -> int:
     return order.index(p) if p in order else len(order)
 
 
-def embedding_section(results: list[dict]) -> tuple[Section, dict]:
-    rows, statuses = [], []
+def embedding_section(results: list[dict]) -> Section:
+    rows = []
     for gpu, _r, e in _records(results, "parity", "embedding"):
-        statuses.append(e["status"])
         rows.append(
             [
                 gpu,
@@ -272,14 +264,14 @@ def embedding_section(results: list[dict]) -> tuple[Section, dict]:
                 e["n_cells"],
                 _fmt(e["rel_l2"]),
                 _fmt(e["cos_dist"]),
-                e["status"].upper(),
+                e["status"].upper() + (f": {e['reason']}" if e.get("reason") else ""),
             ]
         )
     headers = ["GPU", "variant", "backend", "precision", "cells", "rel L2", "1 − cosine", "verdict"]
     section = Section("Cell embeddings on synthetic cells (HF reference vs candidate)", tables=[Table(headers, rows)])
     if not rows:
         section.text.append(NOT_MEASURED)
-    return section, gate("embeddings", statuses)
+    return section
 
 
 def failed_parity(results: list[dict]) -> set[tuple]:

@@ -1,5 +1,6 @@
 """Performance, drawn from perf results alone (never by running a model): the figures, and the
-qualification report's performance section with the regression and reliability gates.
+qualification report's performance section (the regression and reliability gates are
+harness/verdict/'s).
 
 ``gfqual report-perf`` writes them as PNG files beside a GPU's results; the qualification report
 embeds the same figures. Four are asked for by hardware qualification — throughput vs batch, peak
@@ -677,61 +678,3 @@ def _speedup_table(results, points, gpus, num, den, title, failing=frozenset()) 
             ]
         )
     return Table([f"{title}: variant", "layout", "batch", *(f"{g} speed-up (one run)" for g in gpus)], rows)
-
-
-def perf_gate(results: list[dict]) -> dict:
-    """Newest perf run against the oldest of the same sweep on the same GPU, where both exist."""
-    from harness.perf.gate import compare
-
-    groups = defaultdict(list)  # like with like: the same sweep of the same variants and cells on the same GPUs
-    for r in results:
-        if r["kind"] == "perf" and "sweep" in r["config"]:
-            gpus = r["config"].get("world_size", 1)
-            sweep = r["config"]["sweep"]
-            key = (result_gpu(r), sweep["name"], gpus, tuple(sweep.get("variants", ())), sweep.get("cells_from"))
-            groups[key].append(r)
-    pairs = [(g, rs[0], rs[-1]) for g, rs in groups.items() if len(rs) > 1]
-    if not pairs:
-        return {
-            "gate": "performance regression",
-            "status": "not evaluated",
-            "detail": "one run per GPU and sweep: these are baselines",
-        }
-    regressed = [
-        f"{g[0]} {g[1]}{f' ×{g[2]} GPUs' if g[2] > 1 else ''}: "
-        f"{r['variant']} {r['backend']} {r['precision']} B={r['batch']} ×{r['ratio']:.2f}"
-        for g, base, run in pairs
-        for r in compare(base, run)
-        if r["regressed"]
-    ]
-    return {"gate": "performance regression", "status": "fail" if regressed else "pass", "detail": "; ".join(regressed)}
-
-
-def kernel_crashes(results: list[dict]) -> list[tuple[str, str]]:
-    """(GPU, what crashed) for every perf record that gates: a measurement gates only when it died
-    on a kernel fault outside TE beta features (harness.results.gates)."""
-    return [
-        (
-            gpu,
-            f"{r['variant']} {r['backend']} {r['precision']}"
-            f"{' ' + FORWARD_NAMES[r['forward']] if 'forward' in r else ''}: {r.get('reason')}",
-        )
-        for res in results
-        if res["kind"] == "perf"
-        for gpu in [result_gpu(res)]
-        for r in res["records"]
-        if r.get("gating")
-    ]
-
-
-def reliability_gate(results: list[dict]) -> dict:
-    """A kernel that crashes is a failure wherever it happens (a perf point or the largest-batch
-    search included), outside TE beta features: a speed table must not sit quietly beside it."""
-    crashes = sorted({f"{gpu} {text}" for gpu, text in kernel_crashes(results)})
-    if not any(res["kind"] == "perf" for res in results):
-        return {"gate": "reliability (no kernel crash)", "status": "not measured", "detail": ""}
-    return {
-        "gate": "reliability (no kernel crash)",
-        "status": "fail" if crashes else "pass",
-        "detail": "; ".join(crashes) if crashes else "no crash in any perf run",
-    }

@@ -5,32 +5,21 @@ The report is built once as a list of sections holding tables and figures; the H
 markdown are two renderings of the same sections, so they cannot disagree. Figures are PNGs:
 embedded as base64 in the HTML (no network, no CDN), written beside the markdown.
 
-This module only composes: each section and its gate come from the module of its kind
-(reports/parity.py, training.py, perf.py, downstream.py); here live the runs-and-environment section, the
-per-GPU verdict, what the verdict does not cover, and verdict.json.
+This module only composes and displays: the verdict (verdict.json) is computed once by
+harness/verdict/ from the records; each section comes from the module of its kind (reports/parity.py,
+training.py, perf.py, downstream.py); here live the runs-and-environment section and the verdict's display.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
-from harness.results import gate_status
-from models.registry import VARIANTS
-from reports.document import (
-    GPU_COLUMNS,
-    Section,
-    Table,
-    _fmt,
-    _records,
-    result_gpu,
-    to_html,
-    to_markdown,
-)
+from harness.verdict import judge
+from reports.document import Section, Table, _fmt, to_html, to_markdown
 from reports.downstream import downstream_section
-from reports.parity import embedding_section, newest_records, parity_section
-from reports.perf import kernel_crashes, perf_gate, perf_section, reliability_gate
-from reports.training import newest_training_verdicts, training_section
+from reports.parity import embedding_section, parity_section
+from reports.perf import perf_section
+from reports.training import training_section
 
 ENV_KEYS = ("gpu_name", "driver", "cuda", "torch", "te", "transformers", "git_commit")
 
@@ -64,133 +53,121 @@ def environment_section(results: list[dict]) -> Section:
     return Section("Runs and environment", text, [Table(["created", "kind", *ENV_KEYS, "weights"], rows)])
 
 
-def per_gpu_verdicts(results: list[dict]) -> dict[str, str]:
-    """Each GPU's own verdict from its gating parity, training parity and embedding records (newest
-    per what was tested) and its kernel crashes: fail if any failed, pass if some passed, else not measured."""
-    statuses: defaultdict[str, list[str | None]] = defaultdict(list)
-    for gpu, _what in kernel_crashes(results):
-        statuses[gpu].append("fail")
-    for (gpu, *_key), r in newest_records(results, "verdict").items():
-        statuses[gpu].append(gate_status(r))
-    for gpu, r in newest_training_verdicts(results):
-        statuses[gpu].append(gate_status(r))
-    for gpu, _res, e in _records(results, "parity", "embedding"):
-        statuses[gpu].append(gate_status(e))
-    gpus = {result_gpu(r) for r in results}
-    return {
-        gpu: "fail" if "fail" in statuses[gpu] else ("pass" if "pass" in statuses[gpu] else "not measured")
-        for gpu in sorted(gpus)
-    }
+STATUS_TEXT = {"out_of_scope": "OUT OF SCOPE", "not_run": "NOT RUN"}
 
 
-def not_covered(results: list[dict]) -> list[str]:
-    """What a reader might assume the verdict covers and it does not, found from what is missing."""
-    gpus = {result_gpu(r) for r in results} - {"CPU"}
-    missing = [f"{g}: no results" for g in GPU_COLUMNS if g not in gpus]
-    verdicts = newest_records(results, "verdict")
-    trained = {gpu for gpu, _v in newest_training_verdicts(results)}
-    for gpu in sorted(gpus):
-        checked = {k[2] for k in verdicts if k[0] == gpu}
-        if absent := [v for v in VARIANTS if v not in checked]:
-            missing.append(f"{gpu}: no parity for {', '.join(absent)}")
-        if gpu not in trained:
-            missing.append(f"{gpu}: training parity")
-        if not any(result_gpu(r) == gpu for r in results if r["kind"] == "downstream"):
-            missing.append(f"{gpu}: downstream tasks")
-        if not any(
-            result_gpu(r) == gpu and w["record"] in ("workload", "run")
-            for r in results
-            if r["kind"] == "perf"
-            for w in r["records"]
-        ):
-            missing.append(f"{gpu}: end-to-end workloads")
-    by_precision = defaultdict(set)
-    for key, r in verdicts.items():
-        by_precision[key[4]].add(r["status"])
-    missing += [
-        f"{p}: skipped wherever asked ({next(r['reason'] for k, r in verdicts.items() if k[4] == p)})"
-        for p, seen in sorted(by_precision.items())
-        if seen == {"skipped"}
-    ]
-    if not any(r["weights"].get("source") == "checkpoint" for r in results):
-        missing.append(
-            "Geneformer's trained weights: every result here uses seeded random weights of the "
-            "published configs, so no number here carries learned biology"
-        )
-    return missing
-
-
-def _failed_and_open(gates: list[dict]) -> tuple[list[str], list[str]]:
-    """The gates that failed, and those not measured or not evaluated."""
-    return (
-        [g["gate"] for g in gates if g["status"] == "fail"],
-        [g["gate"] for g in gates if g["status"] in ("not measured", "not evaluated")],
-    )
-
-
-def verdict_of(gates: list[dict], results: list[dict]) -> dict:
-    """The machine-readable verdict (``verdict.json``): overall, per GPU, per gate, not covered."""
-    failed, open_ = _failed_and_open(gates)
-    gaps = not_covered(results)
-    overall = "fail" if failed else ("incomplete" if open_ or gaps else "pass")
-    return {
-        "overall": overall,
-        "per_gpu": per_gpu_verdicts(results),
-        "gates": gates,
-        "not_covered": gaps,
-        "results_files": len(results),
-    }
+def _status(status: str) -> str:
+    return STATUS_TEXT.get(status, status.upper())
 
 
 def verdict_section(verdict: dict) -> Section:
-    gates = verdict["gates"]
-    overall = {"fail": "FAIL", "incomplete": "PASS (incomplete)", "pass": "PASS"}[verdict["overall"]]
+    """The verdict as harness/verdict/ computed it, displayed: overall, the per-GPU x gate matrix,
+    the failures with their class and reproduction, the waived and the superseded apart, and what
+    the verdict does not cover. Nothing here judges."""
+    gpus = verdict["gpus"]
+    plan = verdict["plan"]
     text = [
-        f"**Overall: {overall}**",
-        "Per GPU: " + "; ".join(f"{g} {v.upper()}" for g, v in verdict["per_gpu"].items()) + ".",
+        f"**Overall: {verdict['overall']}**",
+        "Per GPU: " + "; ".join(f"{g} {v['verdict']}" for g, v in gpus.items()) + ".",
+        f"Scope: {plan['name'] or 'no plan'} ({plan['source']}); GPUs {', '.join(plan['scope']['gpus']) or 'none'}; "
+        f"gates {', '.join(plan['scope']['gates'])}.",
     ]
-    failed, open_ = _failed_and_open(gates)
-    if failed:
-        text.append(f"Failed: {', '.join(failed)}.")
+    open_ = [f for f in verdict["failures"] if not f["waived"]]
+    waived = [f for f in verdict["failures"] if f["waived"]]
     if open_:
-        text.append(f"Not measured or not evaluated: {', '.join(open_)}.")
+        classes = sorted({f["class"] for f in open_})
+        text.append(f"{len(open_)} failures ({', '.join(classes)}); {len(waived)} waived, counted apart.")
+    flagged = [f"{g}: {v['identity']['flag']}" for g, v in gpus.items() if v["identity"]["flag"]]
+    if flagged:
+        text.append("⚠ GPU identity flagged: " + "; ".join(flagged) + ".")
+    text.append(
+        "TE beta features (FP8 attention, *-dpa) are shown in the sections below and counted in each gate's "
+        "detail; they never gate. Every input file, its sha256 and commit: verdict.json."
+    )
     if verdict["not_covered"]:
         text.append("Not covered by this verdict: " + "; ".join(verdict["not_covered"]) + ".")
-    table = Table(["gate", "verdict", "detail"], [[g["gate"], g["status"].upper(), g["detail"]] for g in gates])
-    return Section("Verdict", text, [table])
+    names = list(gpus)
+    rows = [["verdict", *(gpus[g]["verdict"] for g in names)]]
+    gates = list(next(iter(gpus.values()))["gates"]) if gpus else []
+    rows += [
+        [gate, *(f"{_status(c['status'])} · {c['detail']}" for c in (gpus[g]["gates"][gate] for g in names))]
+        for gate in gates
+    ]
+    rows.append(["GPU", *(f"{i['name']} (cc {i['compute_capability']})" for i in (gpus[g]["identity"] for g in names))])
+    rows += [[k, *(gpus[g]["stack"][k] for g in names)] for k in ("te", "torch", "cuda", "driver")]
+    tables = [Table(["gate", *names], rows)]
+    if open_:
+        tables.append(
+            Table(
+                ["failure: GPU", "gate", "case", "class", "detail", "reproduce", "files"],
+                [
+                    [f["gpu"], f["gate"], f["case"], f["class"], f["detail"], f["repro"], ", ".join(f["files"])]
+                    for f in open_
+                ],
+            )
+        )
+    if waived:
+        tables.append(
+            Table(
+                ["waived: GPU", "gate", "case", "class", "reason", "owner", "expires"],
+                [
+                    [
+                        f["gpu"],
+                        f["gate"],
+                        f["case"],
+                        f["class"],
+                        *(f["waiver"][k] for k in ("reason", "owner", "expires")),
+                    ]
+                    for f in waived
+                ],
+            )
+        )
+    if verdict["superseded"]:
+        tables.append(
+            Table(
+                ["superseded: GPU", "gate", "case", "older (status)", "newer (status)"],
+                [
+                    [
+                        s["gpu"],
+                        s["gate"],
+                        s["case"],
+                        f"{s['older']} ({s['older_status']})",
+                        f"{s['newer']} ({s['newer_status']})",
+                    ]
+                    for s in verdict["superseded"]
+                ],
+            )
+        )
+    return Section("Verdict", text, tables)
 
 
-def build_report(results: list[dict]) -> tuple[list[Section], dict]:
-    parity, parity_gate = parity_section(results)
-    embeddings, embedding_gate = embedding_section(results)
-    training, training_gate = training_section(results)
-    downstream, downstream_gate = downstream_section(results)
-    verdict = verdict_of(
-        [parity_gate, embedding_gate, training_gate, reliability_gate(results), perf_gate(results), downstream_gate],
-        results,
-    )
+def build_report(
+    results: list[dict], plan: dict | None = None, waivers: list[dict] | None = None, today=None
+) -> tuple[list[Section], dict]:
+    verdict = judge(results, plan=plan, waivers=waivers, today=today)
+    measured = [r for r in results if r["kind"] in ("parity", "perf", "downstream")]
     sections = [
         verdict_section(verdict),
-        environment_section(results),
-        parity,
-        embeddings,
-        training,
-        perf_section(results),
-        downstream,
+        environment_section(measured),
+        parity_section(measured),
+        embedding_section(measured),
+        training_section(measured),
+        perf_section(measured),
+        downstream_section(measured),
     ]
     return sections, verdict
 
 
-def render_report(results: list[dict], out_dir: str | Path) -> tuple[Path, Path, dict]:
+def render_report(
+    results: list[dict], out_dir: str | Path, plan: dict | None = None, waivers: list[dict] | None = None, today=None
+) -> dict:
     """report.html, report.md and verdict.json (for CI) into ``out_dir``; returns the verdict."""
     import json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections, verdict = build_report(results)
-    md = out_dir / "report.md"
-    md.write_text(to_markdown(sections, out_dir))
-    page = out_dir / "report.html"
-    page.write_text(to_html(sections))
+    sections, verdict = build_report(results, plan, waivers, today)
+    (out_dir / "report.md").write_text(to_markdown(sections, out_dir))
+    (out_dir / "report.html").write_text(to_html(sections))
     (out_dir / "verdict.json").write_text(json.dumps(verdict, indent=1) + "\n")
-    return page, md, verdict
+    return verdict

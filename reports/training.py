@@ -1,7 +1,7 @@
 """Training in the qualification report, rendered from results only: per GPU, each objective,
 variant and precision's gradient and trajectory verdicts (``gfqual train-parity``), the loss curves those
-verdicts judge, the training gate, and training throughput (``gfqual bench --sweep gpu-training``)
-with its speed-ups, each divided within one run."""
+verdicts judge, and training throughput (``gfqual bench --sweep gpu-training``)
+with its speed-ups, each divided within one run. The training gate is harness/verdict/training.py's."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from harness.results import gate_status, tested_identity  # noqa: E402
+from harness.results import tested_identity  # noqa: E402
 from harness.tolerances import step_loss_difference  # noqa: E402
 from reports.document import (  # noqa: E402
     NOT_MEASURED,
@@ -24,7 +24,6 @@ from reports.document import (  # noqa: E402
     _png,
     _records,
     figure_legend,
-    gate,
     series_style,
 )
 from reports.parity import precision_order  # noqa: E402
@@ -61,8 +60,7 @@ def _newest(results: list[dict], record: str) -> dict[tuple, tuple[dict, dict]]:
 
 
 def newest_training_verdicts(results: list[dict]) -> list[tuple[str, dict]]:
-    """(GPU, verdict) for each case's newest gradient and trajectory verdict: what the training
-    gate and each GPU's verdict count."""
+    """(GPU, verdict) for each case's newest gradient and trajectory verdict: what the section shows."""
     return [
         (key[0], v)
         for record in ("backward_verdict", "trajectory_verdict")
@@ -211,12 +209,11 @@ def _throughput_table(results: list[dict], failing: set[tuple]) -> Table | None:
     return Table(headers, rows)
 
 
-def training_section(results: list[dict]) -> tuple[Section, dict]:
-    """The training section and its gate (the newest gradient and trajectory verdict of each GPU,
-    checkpoint or seed, objective, variant, backend and precision; TE beta precisions never gate)."""
+def training_section(results: list[dict]) -> Section:
+    """The training section: the newest gradient and trajectory verdict of each GPU, checkpoint or
+    seed, objective, variant, backend and precision, the loss curves and training throughput."""
     backward, trajectory = _newest(results, "backward_verdict"), _newest(results, "trajectory_verdict")
     section = Section("Training: gradients, trajectories and speed, TE against the HF reference")
-    statuses = [s for _gpu, v in newest_training_verdicts(results) if (s := gate_status(v))]
     cases = {*backward, *trajectory}
     several = len({k[:2] for k in cases}) > len({k[0] for k in cases})
     rows = []
@@ -312,4 +309,4 @@ def training_section(results: list[dict]) -> tuple[Section, dict]:
         )
     else:
         section.text.append(f"Training throughput: {NOT_MEASURED}.")
-    return section, gate("training", statuses)
+    return section

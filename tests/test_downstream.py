@@ -266,5 +266,6 @@ def test_downstream_report_renders_from_results(v1_runner, tmp_path):
     assert "**Caveat: 1 of these runs use seeded random weights" in md  # above every number a reader could quote
     assert md.index("Caveat") < md.index("| GPU | task |")
     assert (tmp_path / "d" / "downstream-roc.png").stat().st_size > 10_000
-    _page, qual, _ = render_report([result], tmp_path / "q")
-    assert "| downstream | PASS |" in qual.read_text()
+    verdict = render_report([result], tmp_path / "q")
+    assert verdict["gpus"]["CPU"]["gates"]["downstream"]["status"] == "pass"
+    assert "| downstream | PASS · " in (tmp_path / "q" / "report.md").read_text()

@@ -78,15 +78,16 @@ def _section(results) -> str:
 
 def test_a_training_failure_fails_the_verdict_and_says_where():
     text, verdict = _section([_training(trajectory="fail")])
-    gate = next(g for g in verdict["gates"] if g["gate"] == "training")
-    assert gate == {"gate": "training", "status": "fail", "detail": "1 of 2 failed"}
-    assert verdict["overall"] == "fail" and verdict["per_gpu"] == {"H200": "fail"}
+    gate = verdict["gpus"]["H200"]["gates"]["training"]
+    assert gate["status"] == "fail" and gate["counted"] == 2
+    assert gate["failing"] == ["mlm trajectory V1-10M te fp8-delayed · random weights, seed 0"]
+    assert verdict["overall"] == "FAIL" and verdict["gpus"]["H200"]["verdict"] == "FAIL"
     assert "FAIL · 4 steps · loss 0.025 (limit 0.02) · final weights 0.01 (limit 0.05) · loss step 2" in text
     assert "PASS · worst layer.2.output 0.2 (limit 0.75, bound 0.5)" in text  # the limit its own run held it to
     assert "skipped: needs Blackwell" in text
     assert "H200: each case is 4 cells of up to 256 tokens; reference hf-eager@fp64; trajectories of 4 AdamW" in text
     _, verdict = _section([_training(backward="fail")])
-    assert verdict["per_gpu"] == {"H200": "fail"}
+    assert verdict["gpus"]["H200"]["verdict"] == "FAIL"
 
 
 def test_a_newer_training_pass_of_other_weights_never_hides_a_fail():
@@ -94,20 +95,23 @@ def test_a_newer_training_pass_of_other_weights_never_hides_a_fail():
     passed = _training(seed=1, created="2099-01-01T00:00:00+0000")
     text, verdict = _section([failed, passed])
     assert (
-        verdict["overall"] == "fail"
+        verdict["overall"] == "FAIL"
         and "V1-10M · random weights, seed 0" in text
         and "V1-10M · random weights, seed 1" in text
     )
     fixed = _training(seed=0, created="2099-01-02T00:00:00+0000")  # the same weights, run again: it replaces
     _, verdict = _section([failed, passed, fixed])
-    assert next(g for g in verdict["gates"] if g["gate"] == "training")["status"] == "pass"
+    assert verdict["gpus"]["H200"]["gates"]["training"]["status"] == "pass"
+    (superseded,) = verdict["superseded"]  # the fixed failure stays visible
+    assert superseded["case"].startswith("mlm trajectory V1-10M te fp8-delayed · random weights, seed 0")
+    assert (superseded["older_status"], superseded["newer_status"]) == ("fail", "pass")
 
 
 def test_a_newer_pass_of_the_other_objective_never_hides_a_fail():
     classify = _training(trajectory="fail", objective="classify")
     mlm = _training(created="2099-01-01T00:00:00+0000")  # no objective recorded: MLM
     text, verdict = _section([classify, mlm])
-    assert verdict["overall"] == "fail" and verdict["per_gpu"] == {"H200": "fail"}
+    assert verdict["overall"] == "FAIL" and verdict["gpus"]["H200"]["verdict"] == "FAIL"
     assert "'cell-classifier fine-tuning', 'V1-10M', 'te', 'fp8-delayed'" in text
     assert "'MLM pretraining', 'V1-10M', 'te', 'fp8-delayed'" in text
 
@@ -161,7 +165,8 @@ def test_training_speedups_divide_within_one_run_and_mark_a_failing_precision(tm
     run = [_train_point("hf-sdpa", "bf16", 100.0), _train_point("te", "bf16", 250.0)]
     run.append(_train_point("te", "fp8-delayed", 275.0))
     new = make_result("perf", run, {}, {}, env=env)
-    md = render_report([old, new, _training(trajectory="fail")], tmp_path)[1].read_text()
+    render_report([old, new, _training(trajectory="fail")], tmp_path)
+    md = (tmp_path / "report.md").read_text()
     rows = md[md.index("| training step: GPU |") :]
     assert "| H200 | V1-10M | te | bf16 | bucketed | 8 × 2,048 | 250,000 | 250 | 50 (10%) | 4 | 2.5× |  |" in rows
     assert (

@@ -151,15 +151,17 @@ def cmd_perf_gate(args) -> int:
 
     rows = compare(read_result(args.baseline), read_result(args.run), args.max_slowdown)
     for r in rows:
-        flag = "REGRESSED" if r["regressed"] else "ok"
+        flag = (
+            "REGRESSED" if r["regressed"] else "INCONCLUSIVE (cannot judge: too noisy)" if r["inconclusive"] else "ok"
+        )
         print(
             f"{r['variant']:10s} {r['backend']:10s} {r['precision']:12s} {r['layout']:14s} B={r['batch']:<4} "
             f"{r['baseline_cells_per_s']:9.1f} -> {r['cells_per_s']:9.1f} cells/s ({r['ratio']:.3f}, "
             f"allowed -{r['allowed_slowdown']:.1%}) {flag}"
         )
-    regressed = sum(r["regressed"] for r in rows)
-    print(f"{len(rows)} points compared, {regressed} regressed")
-    return 1 if regressed else 0
+    regressed, unjudged = sum(r["regressed"] for r in rows), sum(r["inconclusive"] for r in rows)
+    print(f"{len(rows)} points compared, {regressed} regressed, {unjudged} too noisy to judge")
+    return 1 if regressed or unjudged else 0
 
 
 def register(sub, fmt: dict) -> None:

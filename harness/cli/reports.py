@@ -37,17 +37,27 @@ def cmd_report_perf(args) -> int:
 
 
 def cmd_report(args) -> int:
+    """The report and verdict.json; exit 0 only when the verdict is PASS (no flag needed for a clean
+    run: completeness is judged against the plan's scope, or the GPUs present, never every GPU)."""
     from harness.results import read_results
+    from harness.verdict import exit_code
+    from harness.verdict.waivers import load_waivers
     from reports.qualification import render_report
 
+    waivers = load_waivers(args.waivers) if args.waivers else None
     results = sorted((r for folder in args.results for r in read_results(folder)), key=lambda r: r["created"])
     if not results:
         raise UsageError(f"no results files under {', '.join(args.results)}")
-    page, md, verdict = render_report(results, args.out)
-    print(f"wrote {page}, {md} and verdict.json from {len(results)} results files: {verdict['overall'].upper()}")
-    if verdict["overall"] == "fail":
-        return 1
-    return 0 if verdict["overall"] == "pass" or args.allow_incomplete else 1
+    # --plan (gfqual qualify's, added beside this handler) parses to the plan dict; without it the
+    # scope is a qualification file's recorded plan, else the GPUs present
+    verdict = render_report(results, args.out, plan=getattr(args, "plan", None), waivers=waivers)
+    failing = sum(not f["waived"] for f in verdict["failures"])
+    per_gpu = "; ".join(f"{gpu} {v['verdict']}" for gpu, v in verdict["gpus"].items())
+    print(
+        f"wrote {args.out}/report.html, report.md and verdict.json from {len(results)} results files: "
+        f"{verdict['overall']} ({per_gpu}; {failing} failures, {len(verdict['failures']) - failing} waived)"
+    )
+    return exit_code(verdict)
 
 
 def cmd_regenerate_reports(args) -> int:
@@ -63,9 +73,9 @@ def register(sub, fmt: dict) -> None:
     p.add_argument("--results", required=True, nargs="+", help="folders of results files (searched recursively)")
     p.add_argument("--out", required=True, help="report folder: report.html, report.md, verdict.json (regenerated)")
     p.add_argument(
-        "--allow-incomplete",
-        action="store_true",
-        help="exit 0 when nothing failed but the verdict does not cover everything (else exit 1)",
+        "--waivers",
+        help="JSON file of known failures signed off (gpu, gate, case, reason, owner, expires): a waived "
+        "failure is shown and counted apart; an expired waiver fails (harness/verdict/VERDICT.md)",
     )
     p.set_defaults(func=cmd_report)
 

@@ -4,11 +4,14 @@ Points are matched on (variant, backend, precision, layout, batch, seq_len, worl
 when its throughput falls below the baseline's by more than the allowed slowdown *and* by more
 than the measurements' own noise (the larger of the two runs' spread, (max − min) / median), so a
 noisy machine cannot fail the gate on noise alone, and a quiet one cannot hide a real slowdown
-behind a loose threshold.
+behind a loose threshold. A drop beyond the allowed slowdown that only a noisy point's spread
+(beyond NOISE_LIMIT) excuses is ``inconclusive``: the gate cannot judge it, and says so rather
+than pass it.
 """
 
 from __future__ import annotations
 
+from harness.perf.noise import NOISE_LIMIT
 from models.errors import GfqualError
 
 KEY = ("variant", "backend", "precision", "layout", "batch", "seq_len", "world_size")
@@ -35,7 +38,8 @@ def compare(baseline: dict, run: dict, max_slowdown: float = 0.05) -> list[dict]
             continue
         b = base[key]
         ratio = r["cells_per_s"] / b["cells_per_s"]
-        allowed = max(max_slowdown, b["spread"], r["spread"])
+        allowed = max(max_slowdown, b.get("spread") or 0.0, r.get("spread") or 0.0)
+        regressed = ratio < 1 - allowed
         rows.append(
             {
                 **dict(zip(KEY, key)),
@@ -43,7 +47,8 @@ def compare(baseline: dict, run: dict, max_slowdown: float = 0.05) -> list[dict]
                 "cells_per_s": r["cells_per_s"],
                 "ratio": ratio,
                 "allowed_slowdown": allowed,
-                "regressed": ratio < 1 - allowed,
+                "regressed": regressed,
+                "inconclusive": not regressed and ratio < 1 - max_slowdown and allowed > NOISE_LIMIT,
             }
         )
     if not rows:

@@ -1,0 +1,17 @@
+"""The training gate: each case's gradients (backward parity) and AdamW trajectory against the
+reference, per objective (MLM pretraining, cell-classifier fine-tuning)."""
+
+from __future__ import annotations
+
+from harness.verdict.checks import Check, check, counted_status, records
+
+WHAT = {"backward_verdict": "gradients", "trajectory_verdict": "trajectory"}
+
+
+def training_checks(results: list[dict]) -> list[Check]:
+    out = []
+    for res, r in records(results, "parity", *WHAT):
+        if status := counted_status(r):
+            case = f"{r.get('objective', 'mlm')} {WHAT[r['record']]} {r['variant']} {r['backend']} {r['precision']}"
+            out.append(check(res, r, "training", case, r.get("reason") or r.get("violations") or "", status))
+    return out
