@@ -28,6 +28,7 @@ class Capabilities:
     te_error: str | None  # why TE cannot be used, when it cannot
     te_support: dict = field(default_factory=dict)  # recipe family -> (ok, reason) from TE itself
     tf32_override: str | None = None
+    gpu_memory_gib: float | None = None  # total memory of GPU 0: with its capability, what names the GPU
 
     @property
     def device(self) -> str:
@@ -63,6 +64,7 @@ class Capabilities:
             "gpu_name": self.gpu_name,
             "gpu_count": self.gpu_count,
             "compute_capability": ".".join(map(str, self.compute_capability)) if self.compute_capability else None,
+            "gpu_memory_gib": self.gpu_memory_gib,
             "te_version": self.te_version,
             "te_error": self.te_error,
             "NVIDIA_TF32_OVERRIDE": self.tf32_override,
@@ -101,4 +103,5 @@ def probe() -> Capabilities:
         te_error=te_error,
         te_support=support,
         tf32_override=os.environ.get("NVIDIA_TF32_OVERRIDE"),
+        gpu_memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
     )

@@ -127,10 +127,9 @@ def _gate_cell(gate: str, gpu: str, the_scope: dict, checks: list[Check], failur
     fails = [f for f in failures if f["gpu"] == gpu and f["gate"] == gate]
     open_ = [f for f in fails if not f["waived"]]
     passed = sum(c.status == "pass" for c in mine)
-    detail = f"{passed} of {len(mine)} pass"
+    detail = f"{passed} of {len(mine)} pass" if mine else "nothing measured"
     if open_:
-        classes = sorted({f["class"] for f in open_})
-        detail += f"; {len(open_)} failing ({', '.join(classes)})"
+        detail += f"; {len(open_)} failing ({', '.join(sorted({f['class'] for f in open_}))})"
     if waived := len(fails) - len(open_):
         detail += f"; {waived} waived"
     if beta:
@@ -138,12 +137,8 @@ def _gate_cell(gate: str, gpu: str, the_scope: dict, checks: list[Check], failur
     if open_:
         only_missing = all(f["class"] == "missing" for f in open_) and not mine
         status = "not_run" if only_missing else ("error" if any(c.status == "error" for c in mine) else "fail")
-    elif fails:
-        status = "waived"
     else:
-        status = "pass" if mine else "not_run"
-    if status == "not_run" and not fails:
-        detail = "nothing measured"
+        status = "waived" if fails else ("pass" if mine else "not_run")
     return {"status": status, "counted": len(mine), "failing": sorted({f["case"] for f in open_}), "detail": detail}
 
 
