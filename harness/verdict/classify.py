@@ -24,6 +24,18 @@ from pathlib import Path
 from harness.results import is_kernel_crash
 from harness.verdict.checks import Check
 
+CLASSES = (
+    "te-defect",
+    "tolerance",
+    "scope",
+    "regression",
+    "inconclusive",
+    "crash",
+    "error",
+    "missing",
+    "provenance",
+    "waiver-expired",
+)
 KNOWN_FAILURES = Path(__file__).with_name("known_failures.json")
 TOLERANCES = "harness/TOLERANCES.md"
 MATCH_DEFAULTS = {"objective": "mlm"}  # what a record written before the field existed was

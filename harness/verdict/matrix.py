@@ -24,6 +24,8 @@ from harness.verdict.training import training_checks
 from harness.verdict.waivers import expired, waiver_for
 
 SCHEMA = "gfqual-verdict/1"
+GATE_STATUSES = ("pass", "fail", "error", "not_run", "out_of_scope", "waived")
+VERDICTS = ("PASS", "FAIL", "INCOMPLETE")
 FAMILIES = (parity_checks, embedding_checks, training_checks, reliability_checks, perf_checks, downstream_checks)
 STACK = ("driver", "cuda", "torch", "te", "transformers", "cudnn", "te_cudnn")
 
