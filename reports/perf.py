@@ -66,11 +66,11 @@ def perf_points(results: list[dict], world_size: int = 1, forward: str = "mlm") 
     return points
 
 
-def same_run_ratios(results: list[dict], over, forward: str = "mlm") -> dict:
-    """point key -> GPU -> its cells/s over that of the point ``over(key)`` names (None: no ratio),
-    both points from one run (one results file) running ``forward``: a speed-up never divides two
-    runs' numbers. The newest run holding both wins."""
-    ratios: defaultdict[tuple, dict] = defaultdict(dict)
+def same_run_pairs(results: list[dict], over, forward: str = "mlm") -> dict:
+    """point key -> GPU -> (its point, the point ``over(key)`` names (None: no pair)), both from
+    one run (one results file) running ``forward``: a speed-up never divides two runs' numbers.
+    The newest run holding both wins."""
+    pairs: defaultdict[tuple, dict] = defaultdict(dict)
     for r in results:  # oldest first
         if r["kind"] != "perf":
             continue
@@ -78,8 +78,23 @@ def same_run_ratios(results: list[dict], over, forward: str = "mlm") -> dict:
         for key, p in run.items():
             other = run.get(over(key) or ())
             if other:
-                ratios[key][result_gpu(r)] = p["cells_per_s"] / other["cells_per_s"]
-    return ratios
+                pairs[key][result_gpu(r)] = (p, other)
+    return pairs
+
+
+def same_run_ratios(results: list[dict], over, forward: str = "mlm") -> dict:
+    """point key -> GPU -> its cells/s over that of the point ``over(key)`` names, in one run."""
+    return {
+        key: {gpu: p["cells_per_s"] / other["cells_per_s"] for gpu, (p, other) in by_gpu.items()}
+        for key, by_gpu in same_run_pairs(results, over, forward).items()
+    }
+
+
+def ratio_with_noise(p: dict, other: dict, unit: str = "") -> str:
+    """A speed-up with the larger range of its two points' repeats; ⚠ where that exceeds the noise limit."""
+    spread = max(p.get("spread") or 0.0, other.get("spread") or 0.0)
+    text = f"{_fmt(p['cells_per_s'] / other['cells_per_s'])}{unit} (range {spread:.0%})"
+    return ("⚠ " if spread > NOISE_LIMIT else "") + text
 
 
 def fp8_over_bf16(key: tuple):
@@ -651,7 +666,7 @@ def _with_noise(p: dict) -> str:
 
 def _speedup_table(results, points, gpus, num, den, title, failing=frozenset()) -> Table:
     """One row per point of ``num``: its cells/s over ``den``'s at the same shape, in one run."""
-    ratios = same_run_ratios(results, lambda k: (k[0], *den, *k[3:]) if k[1:3] == num else None)
+    ratios = same_run_pairs(results, lambda k: (k[0], *den, *k[3:]) if k[1:3] == num else None)
     rows = []
     for key in sorted(points):
         variant, backend, precision, layout, batch, seq = key
@@ -664,7 +679,7 @@ def _speedup_table(results, points, gpus, num, den, title, failing=frozenset()) 
                 batch,
                 *(
                     (
-                        _fmt(ratios[key][g])
+                        ratio_with_noise(*ratios[key][g])
                         + (
                             " (fails parity: not counted)"
                             if {(g, variant, backend, precision), (g, variant, None, precision)} & failing

@@ -27,7 +27,14 @@ from reports.document import (  # noqa: E402
     series_style,
 )
 from reports.parity import precision_order  # noqa: E402
-from reports.perf import _value, fp8_over_bf16, perf_points, same_run_ratios  # noqa: E402
+from reports.perf import (  # noqa: E402
+    _value,
+    _with_noise,
+    fp8_over_bf16,
+    perf_points,
+    ratio_with_noise,
+    same_run_pairs,
+)
 
 HF_BEST = ("hf-sdpa", "bf16", "bucketed")  # HF's fastest training: sdpa, bf16, length-sorted batches (no THD path)
 
@@ -156,6 +163,14 @@ def draw_loss_curves(gpu: str, variant: str, cases: list[dict]):
     return fig
 
 
+def _speedup(pairs: dict, key: tuple, gpu: str) -> str:
+    """One point's speed-up over its pair in the same run, with their noise; "" without a pair."""
+    if gpu not in pairs.get(key, {}):
+        return ""
+    point, other = pairs[key][gpu]
+    return ratio_with_noise(point, other, "×")
+
+
 def _throughput_table(results: list[dict], failing: set[tuple]) -> Table | None:
     """Each training point: tokens/s, cells/s, TFLOP/s against the ceiling, peak memory, and its
     speed over HF's best training (sdpa bf16, bucketed) in the same run; an FP8 point also over TE
@@ -164,8 +179,8 @@ def _throughput_table(results: list[dict], failing: set[tuple]) -> Table | None:
     points = perf_points(results, forward="train")
     if not points:
         return None
-    over_hf = same_run_ratios(results, lambda k: (k[0], *HF_BEST, *k[4:]), forward="train")
-    over_bf16 = same_run_ratios(results, fp8_over_bf16, forward="train")
+    over_hf = same_run_pairs(results, lambda k: (k[0], *HF_BEST, *k[4:]), forward="train")
+    over_bf16 = same_run_pairs(results, fp8_over_bf16, forward="train")
     rows = []
     for key in sorted(points, key=lambda k: (k[0], k[1], precision_order(k[2]), k[3:])):
         variant, backend, precision, layout, batch, seq = key
@@ -185,11 +200,11 @@ def _throughput_table(results: list[dict], failing: set[tuple]) -> Table | None:
                     layout,
                     f"{batch} × {seq:,}",
                     f"{p['tokens_per_s']:,.0f}" if p.get("tokens_per_s") else NOT_MEASURED,
-                    _fmt(p.get("cells_per_s")),
+                    _with_noise(p),
                     _fmt(p.get("tflops")) + (f" ({ceiling:.0%})" if ceiling is not None else ""),
                     _fmt(gib) if (gib := _value(p, "peak_mem_bytes")) is not None else NOT_MEASURED,
-                    _fmt(over_hf.get(key, {}).get(gpu)) + "×" if gpu in over_hf.get(key, {}) else "",
-                    (_fmt(over_bf16[key][gpu]) + "×" + flag) if gpu in over_bf16.get(key, {}) else flag,
+                    _speedup(over_hf, key, gpu),
+                    _speedup(over_bf16, key, gpu) + flag,
                 ]
             )
     headers = [
@@ -200,7 +215,7 @@ def _throughput_table(results: list[dict], failing: set[tuple]) -> Table | None:
         "layout",
         "batch × context",
         "tokens/s",
-        "cells/s",
+        "cells/s (repeats, range)",
         "TFLOP/s (of ceiling)",
         "peak GiB",
         "× HF sdpa bf16 bucketed",

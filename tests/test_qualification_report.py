@@ -125,10 +125,10 @@ def test_report_content_from_fixtures(tmp_path):
         "| V2-104M | te | bf16 | full | 8 | not measured | 220 (n=10, range 1%) | 240 (n=10, range 1%) | not measured |"
         in md
     )
-    assert "| V2-104M | full | 8 | not measured | 2.2 | 2.4 | not measured |" in md  # TE vs HF speed-up
+    assert "| V2-104M | full | 8 | not measured | 2.2 (range 1%) | 2.4 (range 1%) | not measured |" in md  # TE over HF
     # self-contained page: images inline, nothing fetched
     assert "data:image/png;base64," in page_html and "http://" not in page_html and "https://" not in page_html
-    assert "| V2-104M | full | 8 | not measured | 1.25 | 1.25 | not measured |" in md  # FP8 over bf16
+    assert "| V2-104M | full | 8 | not measured | 1.25 (range 1%) | 1.25 (range 1%) | not measured |" in md  # FP8
     # a point that did not run keeps its row and says why
     assert "| H100 | te | fp8-current-dpa | full | V2-104M | 8 | error: ValueError: No dot product attention" in md
     for stem in ("throughput-vs-batch", "memory-vs-batch", "energy-per-cell", "fp8-speedup"):
@@ -298,7 +298,7 @@ def test_fp8_speedups_of_recipes_that_fail_parity_are_marked_not_counted(tmp_pat
     )
     md = _md([parity, _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)], tmp_path)
     # H100's fp8-delayed failed parity there; H200 has no failing verdict
-    assert "| V2-104M | full | 8 | not measured | 1.25 (fails parity: not counted) | 1.25 | not measured |" in md
+    assert "| V2-104M | full | 8 | not measured | 1.25 (range 1%) (fails parity: not counted) | 1.25 (range 1%) |" in md
 
 
 def test_kernel_profiles_show_each_kinds_share(tmp_path):
@@ -337,7 +337,7 @@ def test_a_failed_attention_kernel_check_marks_that_gpus_speedups(tmp_path):
         env=_env("NVIDIA H200"),
     )
     md = _md([parity, _perf("NVIDIA H100 80GB HBM3", 220.0), _perf("NVIDIA H200", 240.0)], tmp_path)
-    assert "| V2-104M | full | 8 | not measured | 1.25 | 1.25 (fails parity: not counted) | not measured |" in md
+    assert "| V2-104M | full | 8 | not measured | 1.25 (range 1%) | 1.25 (range 1%) (fails parity: not counted) |" in md
 
 
 def test_workload_tables_lead_and_pair_rows_of_one_run(tmp_path):
