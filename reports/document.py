@@ -18,19 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.backend_names import BACKENDS  # noqa: E402
 from harness.precision import PRECISIONS  # noqa: E402
+from harness.results import GPU_COLUMNS, gpu_class  # noqa: E402,F401  (GPU_COLUMNS: the reports name the columns)
 
-GPU_COLUMNS = ("A100", "H100", "H200", "GB200")
 NOT_MEASURED = "not measured"
-
-
-def gpu_class(name: str | None) -> str:
-    """'NVIDIA H100 80GB HBM3' → 'H100'; a CPU run → 'CPU'."""
-    if not name:
-        return "CPU"
-    for short in sorted(GPU_COLUMNS, key=len, reverse=True):
-        if short in name:
-            return short
-    return name
 
 
 def result_gpu(result: dict) -> str:

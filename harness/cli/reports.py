@@ -43,11 +43,29 @@ def cmd_report(args) -> int:
     results = sorted((r for folder in args.results for r in read_results(folder)), key=lambda r: r["created"])
     if not results:
         raise UsageError(f"no results files under {', '.join(args.results)}")
-    page, md, verdict = render_report(results, args.out)
+    plan = {"plan": _report_plan(args.plan, results)} if args.plan else {}  # the scope judged against
+    page, md, verdict = render_report(results, args.out, **plan)
     print(f"wrote {page}, {md} and verdict.json from {len(results)} results files: {verdict['overall'].upper()}")
     if verdict["overall"] == "fail":
         return 1
     return 0 if verdict["overall"] == "pass" or args.allow_incomplete else 1
+
+
+def _report_plan(spec: str, results: list[dict]) -> dict:
+    """A plan to judge results against; its "local" GPU is the one GPU class the results hold."""
+    from harness.qualify.plan import load_plan, resolve_plan
+    from harness.results import gpu_class
+
+    plan = load_plan(spec)
+    if "local" not in plan["gpus"]:
+        return plan
+    present = sorted({gpu_class(r["env"].get("gpu_name")) for r in results if r["kind"] != "qualification"})
+    if len(present) != 1:
+        raise UsageError(
+            f"--plan {spec} qualifies the 'local' GPU, and these results hold {', '.join(present) or 'none'}: "
+            "give a plan file whose gpus name the GPU classes"
+        )
+    return resolve_plan(plan, present[0])
 
 
 def cmd_regenerate_reports(args) -> int:
@@ -62,6 +80,11 @@ def register(sub, fmt: dict) -> None:
     p = sub.add_parser("report", help="hardware qualification report (HTML + markdown) from results files", **fmt)
     p.add_argument("--results", required=True, nargs="+", help="folders of results files (searched recursively)")
     p.add_argument("--out", required=True, help="report folder: report.html, report.md, verdict.json (regenerated)")
+    p.add_argument(
+        "--plan",
+        help="judge completeness against this plan's scope (a shipped plan or JSON file); default: its "
+        "qualification file's plan, else the GPUs present",
+    )
     p.add_argument(
         "--allow-incomplete",
         action="store_true",
