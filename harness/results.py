@@ -2,7 +2,7 @@
 
 One JSON file per run::
 
-    {"schema_version": 2, "kind": "parity" | "perf" | "downstream",
+    {"schema_version": 2, "kind": "parity" | "perf" | "downstream" | "qualification",
      "created": ISO-8601 UTC, "env": {...}, "weights": {...}, "config": {...},
      "records": [ {"record": <record kind>, "variant": ..., "backend": ..., "precision": ...,
                    "status": ..., "gating": ..., <metrics>}, ... ]}
@@ -32,7 +32,7 @@ from pathlib import Path
 from models.errors import GfqualError
 
 SCHEMA_VERSION = 2
-KINDS = ("parity", "perf", "downstream")
+KINDS = ("parity", "perf", "downstream", "qualification")
 REQUIRED_RECORD_KEYS = ("record", "variant", "backend", "precision")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS_DIR = REPO_ROOT / "results" / "local"
@@ -49,7 +49,8 @@ class RecordKind:
     """One kind of record: where it lives, what it must hold, and how it gates.
 
     ``gates``: "verdict" (a judged outcome: counts unless skipped, unjudged or a TE beta
-    precision); "crash" (a measurement: counts only when it died on a kernel fault); "never"."""
+    precision); "crash" (a measurement: counts only when it died on a kernel fault); "error" (a
+    step of a plan: counts only when it died); "never"."""
 
     kind: str
     required: tuple[str, ...]
@@ -173,6 +174,13 @@ RECORD_KINDS = {
         "downstream", ("task", "cell", "gene_token"), (), "never", "one in-silico perturbation's embedding shift"
     ),
     "published": RecordKind("downstream", ("task", "note"), (), "never", "a published reference number"),
+    "plan_step": RecordKind(
+        "qualification",
+        ("step", "gate", "status", "rc", "wall_s", "estimate_s", "outputs", "command"),
+        MEASURED,
+        "error",
+        "one step of a qualification plan as gfqual qualify ran it: its command, exit code, wall time and outputs",
+    ),
 }
 
 
@@ -189,6 +197,8 @@ def gates(record: dict) -> bool:
         return bool(record.get("judged", True))
     if spec.gates == "crash":
         return status == "error" and is_kernel_crash(record.get("reason"))
+    if spec.gates == "error":
+        return status == "error"
     return False
 
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 import harness  # noqa: F401  (sets strict-fp32 defaults before torch touches CUDA)
-from harness.cli import checkpoints, data, downstream, parity, perf, reports
+from harness.cli import checkpoints, data, downstream, parity, perf, qualify, reports
 from models.errors import GfqualError
 
 # Each handler imports what it uses: torch, transformers and TE cost seconds that tokenize, synth,
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = dict(formatter_class=_Help, epilog=EXIT_CODES)
     parser = argparse.ArgumentParser(prog="gfqual", description=__doc__, **fmt)
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (checkpoints, parity, perf, data, downstream, reports):
+    for group in (qualify, checkpoints, parity, perf, data, downstream, reports):
         group.register(sub, fmt)
     return parser
 

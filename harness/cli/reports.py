@@ -48,9 +48,8 @@ def cmd_report(args) -> int:
     results = sorted((r for folder in args.results for r in read_results(folder)), key=lambda r: r["created"])
     if not results:
         raise UsageError(f"no results files under {', '.join(args.results)}")
-    # --plan (gfqual qualify's, added beside this handler) parses to the plan dict; without it the
-    # scope is a qualification file's recorded plan, else the GPUs present
-    verdict = render_report(results, args.out, plan=getattr(args, "plan", None), waivers=waivers)
+    plan = _report_plan(args.plan, results) if args.plan else None  # else a qualification file's, or ad hoc
+    verdict = render_report(results, args.out, plan=plan, waivers=waivers)
     failing = sum(not f["waived"] for f in verdict["failures"])
     per_gpu = "; ".join(f"{gpu} {v['verdict']}" for gpu, v in verdict["gpus"].items())
     print(
@@ -58,6 +57,23 @@ def cmd_report(args) -> int:
         f"{verdict['overall']} ({per_gpu}; {failing} failures, {len(verdict['failures']) - failing} waived)"
     )
     return exit_code(verdict)
+
+
+def _report_plan(spec: str, results: list[dict]) -> dict:
+    """A plan to judge results against; its "local" GPU is the one GPU class the results hold."""
+    from harness.qualify.plan import load_plan, resolve_plan
+    from harness.verdict.gpus import gpu_class
+
+    plan = load_plan(spec)
+    if "local" not in plan["gpus"]:
+        return plan
+    present = sorted({gpu_class(r["env"].get("gpu_name")) for r in results if r["kind"] != "qualification"})
+    if len(present) != 1:
+        raise UsageError(
+            f"--plan {spec} qualifies the 'local' GPU, and these results hold {', '.join(present) or 'none'}: "
+            "give a plan file whose gpus name the GPU classes"
+        )
+    return resolve_plan(plan, present[0])
 
 
 def cmd_regenerate_reports(args) -> int:
@@ -76,6 +92,11 @@ def register(sub, fmt: dict) -> None:
         "--waivers",
         help="JSON file of known failures signed off (gpu, gate, case, reason, owner, expires): a waived "
         "failure is shown and counted apart; an expired waiver fails (harness/verdict/VERDICT.md)",
+    )
+    p.add_argument(
+        "--plan",
+        help="judge completeness against this plan's scope (a shipped plan or JSON file); default: its "
+        "qualification file's plan, else the GPUs present",
     )
     p.set_defaults(func=cmd_report)
 

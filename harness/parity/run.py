@@ -16,6 +16,7 @@ from harness.data.synthetic import synthetic_batch
 from harness.data.tokenizer import Dictionaries, tokenize_h5ad
 from harness.embeddings import extract
 from harness.parity.engine import compare, judge, judge_tensors
+from harness.parity.metrics import embedding_fingerprint
 from harness.precision import get_precision
 from harness.tolerances import needs_peer, table_as_dict
 from models.errors import UsageError
@@ -175,13 +176,15 @@ def compare_cell_embeddings(
     reference: Backend, candidate: Backend, cells: list[list[int]], variant: Variant, emb_layer: int = -1
 ) -> tuple[str, str, dict]:
     """Geneformer cell embeddings of the same cells from two backends, judged with the parity
-    tolerance of the candidate's precision: (status, violations, metrics)."""
+    tolerance of the candidate's precision: (status, violations, metrics); the metrics carry each
+    side's fingerprint (``ref_emb_*``, ``emb_*``), so runs on two machines can be compared."""
     ref = extract(reference, cells, variant, "cell", emb_layer)
     cand = extract(candidate, cells, variant, "cell", emb_layer)
     status, violations, entry = judge_tensors(
         "cell_embedding", candidate.precision.name, torch.from_numpy(ref.vectors), torch.from_numpy(cand.vectors)
     )
-    return status, violations, entry.metrics
+    fingerprints = {**embedding_fingerprint(ref.vectors, "ref_emb_"), **embedding_fingerprint(cand.vectors, "emb_")}
+    return status, violations, {**entry.metrics, **fingerprints}
 
 
 def synthetic_embedding_check(
@@ -216,7 +219,7 @@ def synthetic_embedding_check(
         "status": status,
         "violations": violations,
         "attention_backend": cand.attention_backend,
-        **{k: metrics[k] for k in ("rel_l2", "cos_dist", "max_abs")},
+        **{k: v for k, v in metrics.items() if k in ("rel_l2", "cos_dist", "max_abs") or "emb_" in k},
     }
 
 
