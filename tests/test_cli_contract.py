@@ -60,7 +60,7 @@ def test_results_outputs_are_checked_before_work_and_never_replaced(ckpts, tmp_p
     a_file = tmp_path / "plain"
     a_file.write_text("x")
     assert _parity(ckpts, "--backend", "te-format-torch", "--json", str(a_file / "r.json")) == 2
-    assert "cannot write in" in capsys.readouterr().err
+    assert "is a file, not a folder" in capsys.readouterr().err
     assert _parity(ckpts, "--backend", "te-format-torch", "--json", str(other), "--overwrite") == 0
     assert other.read_text().startswith("{")
 
@@ -197,13 +197,14 @@ def test_a_resume_notices_an_input_edited_in_place(tmp_path, interrupt_second_ch
     from harness.data.stream import tokenize_to_parquet
     from harness.data.synthetic import synthetic_dictionaries
     from harness.data.tokenizer import TokenizerError
+    from harness.outputs import Interrupted
     from models.registry import get_variant
 
     v1 = get_variant("V1-10M")
     h5ad = tmp_path / "s.h5ad"
     assert main(["synth", "--out", str(h5ad), "--cells", "64", "--genes", "800"]) == 0
     dicts = synthetic_dictionaries(v1)
-    with pytest.raises(TokenizerError, match="interrupted"):
+    with pytest.raises(Interrupted, match="interrupted"):
         tokenize_to_parquet(h5ad, v1, dicts, tmp_path / "tok", chunk_size=32, progress=False)
     interrupt_second_chunk()  # the real encoder again
     stat = h5ad.stat()

@@ -16,6 +16,7 @@ from harness.data.stream import read_tokenized, tokenize_to_parquet
 from harness.data.synthetic import synthetic_anndata, synthetic_dictionaries
 from harness.data.tokenizer import Encoder, TokenizerError, tokenize_h5ad
 from harness.embeddings import extract, length_batches
+from harness.outputs import Interrupted
 from harness.precision import get_precision
 from harness.tolerances import CONVERSION_MAX_ABS
 from models.hf import random_hf_model
@@ -69,7 +70,7 @@ def test_streamed_parquet_equals_in_memory_tokenization(h5ad, dicts, tmp_path):
 
 def test_interrupted_run_resumes_where_it_stopped(h5ad, dicts, tmp_path, interrupt_second_chunk):
     out = tmp_path / "tok"
-    with pytest.raises(TokenizerError, match="interrupted.*resume"):
+    with pytest.raises(Interrupted, match="interrupted.*resume"):
         tokenize_to_parquet(h5ad, V1, dicts, out, chunk_size=32, progress=False)
     partial = tmp_path / "tok.partial"
     assert not out.exists() and [p.name for p in partial.glob("*.parquet")] == ["part-000000.parquet"]
@@ -146,7 +147,9 @@ def test_loom_input_tokenizes_like_h5ad(h5ad, dicts, tmp_path):
 
 
 def test_existing_output_is_refused(h5ad, dicts, tmp_path):
+    """A folder with anything in it is refused; an empty one (made beforehand) is filled."""
     (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "notes.txt").write_text("mine")
     with pytest.raises(TokenizerError, match="already exists"):
         tokenize_to_parquet(h5ad, V1, dicts, tmp_path / "tok", progress=False)
 
@@ -220,10 +223,8 @@ def test_cli_synth_tokenize_embed(tmp_path, capsys):
         == 0
     )
     frame = pd.read_parquet(tmp_path / "e.parquet")
-    assert frame.shape == (
-        12,
-        3 + V1.hidden_size,
-    )  # length, cell_index, cell_state, vector and frame["cell_state"].notna().all()
+    assert frame.shape == (12, 4 + V1.hidden_size)  # length, cell_index, cell_id, cell_state, vector
+    assert frame["cell_id"].tolist() == [f"cell_{i}" for i in range(12)] and frame["cell_state"].notna().all()
     assert json.loads((tmp_path / "perf.json").read_text())["records"][0]["cells_per_s"] > 0
     assert "random weights" in capsys.readouterr().out
     # V1 tokens into a V2 model: refused, with what to do

@@ -19,14 +19,13 @@ from models.errors import UsageError
 
 
 def cmd_synth(args) -> int:
-    import os
-    from pathlib import Path
-
     from harness.data.dictionaries import resolve_dictionaries
-    from harness.data.synthetic import synthetic_anndata
+    from harness.data.synthetic import check_synthetic_size, synthetic_anndata
+    from harness.outputs import written
     from models.registry import get_variant
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, "file", args.overwrite)
+    check_synthetic_size(args.cells, args.genes)
     variant = get_variant(args.variant)
     adata = synthetic_anndata(
         resolve_dictionaries(args.dicts, variant),
@@ -35,10 +34,8 @@ def cmd_synth(args) -> int:
         n_genes=args.genes,
         seed=args.seed,
     )
-    out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.partial")
-    adata.write_h5ad(tmp)
-    os.replace(tmp, out)  # a crash leaves no half-written file under the real name
+    with written(args.out) as tmp:  # a crash leaves no half-written file under the real name
+        adata.write_h5ad(tmp)
     print(f"wrote {adata.n_obs} synthetic cells × {adata.n_vars} genes ({args.states} planted states) to {args.out}")
     return 0
 
@@ -48,6 +45,7 @@ def cmd_tokenize(args) -> int:
     from harness.data.stream import tokenize_to_parquet
     from models.registry import get_variant
 
+    check_output(args.out, "new-folder")
     variant = get_variant(args.variant)
     summary = tokenize_to_parquet(
         args.input,
@@ -62,6 +60,7 @@ def cmd_tokenize(args) -> int:
         max_len=args.max_len,
         map_genes=not args.no_gene_mapping,
         recompute_n_counts=args.recompute_n_counts,
+        progress=not args.quiet,
     )
     rate, cols = summary["cells_per_s_this_run"], summary["gene_columns"]
     print(
@@ -95,10 +94,8 @@ def cmd_embed(args) -> int:
     out = Path(args.out)
     if out.suffix not in EMBED_OUTPUTS:
         raise UsageError(f"--out {out}: write embeddings to a {' or '.join(EMBED_OUTPUTS)} file")
-    check_output(args.out, args.overwrite)
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
-    check_output(args.json, args.overwrite, "--json")
+    check_output(args.out, "file", args.overwrite)
+    check_output(args.json, "results", args.overwrite, "--json")
     ctx = context()  # under torchrun: join the group and take this rank's GPU before building
     variant = get_variant(args.variant)
     backend_name, precision = embed_defaults(args.backend, args.precision)
@@ -199,7 +196,12 @@ def register(sub, fmt: dict) -> None:
     p.add_argument("--out", required=True, help="new dataset folder (an interrupted run resumes from OUT.partial/)")
     p.add_argument("--gene-column", help="var column of Ensembl IDs (default: ensembl_id, else var names / symbols)")
     p.add_argument("--layer", help="counts layer (default: X)")
-    p.add_argument("--obs-columns", nargs="*", default=[], help="obs columns carried into the dataset")
+    p.add_argument(
+        "--obs-columns",
+        nargs="*",
+        default=[],
+        help="obs columns carried into the dataset (the obs_names always are, as column cell_id)",
+    )
     p.add_argument("--chunk-size", type=positive_int, default=2048, help="cells read and written per chunk")
     p.add_argument("--max-len", type=positive_int, help="tokens per cell (default: the variant's context)")
     p.add_argument("--no-filter-pass", action="store_true", help="ignore obs['filter_pass']")
@@ -214,6 +216,7 @@ def register(sub, fmt: dict) -> None:
         action="store_true",
         help="use each cell's row sum as its total, ignoring obs['n_counts']",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     p.set_defaults(func=cmd_tokenize)
 
     p = sub.add_parser("embed", help="cell or gene embeddings of a tokenized dataset", **fmt)

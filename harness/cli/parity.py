@@ -26,7 +26,7 @@ def cmd_parity(args) -> int:
     from models.checkpoint import CheckpointError, check_variant, read_checkpoint
     from models.registry import get_variant
 
-    check_output(args.json, args.overwrite, "--json")
+    check_output(args.json, "results", args.overwrite, "--json")
     reference = read_checkpoint(args.reference, expect="hf")
     candidate = read_checkpoint(args.candidate, expect="te")
     if args.variant:
@@ -79,7 +79,7 @@ def cmd_run(args) -> int:
     from harness.results import gate_status
     from models.hf import random_hf_model, random_weights_block
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, "results", args.overwrite)
     cap = probe()
     log = compiler_log_to_file()
     print(
@@ -133,7 +133,7 @@ def cmd_train_parity(args) -> int:
     from harness.results import gate_status
     from models.hf import random_weights_block
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, "results", args.overwrite)
     cap = probe()
     specs = default_training_specs(cap.device, args.variants, args.precisions, args.steps, args.seed, args.objectives)
     print(

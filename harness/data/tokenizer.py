@@ -293,6 +293,8 @@ def open_anndata(path: str | Path):
     import anndata
 
     path = Path(path)
+    if path.is_dir():
+        raise TokenizerError(f"{path} is a folder; give an .h5ad or .loom file of raw counts")
     if not path.is_file():
         raise TokenizerError(f"{path} does not exist")
     try:
