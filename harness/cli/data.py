@@ -130,9 +130,12 @@ def cmd_embed(args) -> int:
     save_embeddings(emb, table, out, info)
     tokens = sum(len(c) for c in cells)
     util = telemetry.summary().get("gpu_util")
+    longest = max(map(len, cells))
+    raised = f" (--max-tokens {budget} raised: a longer cell runs alone)" if longest > budget else ""
     print(
         f"{len(cells)} cells, {args.mode} embeddings of {emb.layer_stage} via {backend_name} {precision} "
-        f"on {ctx.world_size} rank(s), {budget} tokens per batch: {len(cells) / seconds:.1f} cells/s, "
+        f"on {ctx.world_size} rank(s), {max(budget, longest)} tokens per batch{raised}: "
+        f"{len(cells) / seconds:.1f} cells/s, "
         f"{tokens / seconds:.0f} tokens/s"
         + (f", GPU busy {util:.0f}%" if util is not None else "")
         + f"; start-up {startup:.1f} s; wrote {out}"
