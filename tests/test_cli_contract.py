@@ -176,6 +176,18 @@ def test_a_gpu_sweep_on_a_cpu_is_refused_with_an_estimate(capsys):
     assert "GPU sweep" in err and " h; run it on a GPU, or pass --force" in err
 
 
+def test_a_long_workload_on_a_cpu_is_refused_with_an_estimate(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "4", "--genes", "800"]) == 0
+    tok = ["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts", "synthetic"]
+    assert main([*tok, "--out", str(tmp_path / "tok"), "--quiet"]) == 0
+    capsys.readouterr()
+    argv = ["bench", "--workload", "embed", "--cells", str(tmp_path / "tok"), "--variants", "V1-10M"]
+    assert main([*argv, "--repeat-to", "10000000", "--out", str(tmp_path / "w.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--workload embed" in err and " h; run it on a GPU, or pass --force" in err
+    assert not (tmp_path / "w.json").exists()
+
+
 def test_every_option_has_help():
     import argparse
 

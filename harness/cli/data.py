@@ -11,7 +11,6 @@ from harness.cli.common import (
     SEED_HELP,
     VARIANT_HELP,
     check_output,
-    model_source,
     positive_int,
     write_results,
 )
@@ -75,20 +74,12 @@ def cmd_tokenize(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    import time
     from pathlib import Path
 
-    import numpy as np
-
-    from harness import STARTED
-    from harness.backends import build_backend
     from harness.capability import probe
-    from harness.data.stream import read_tokenized
-    from harness.distributed import barrier, context
-    from harness.embeddings import EMBED_OUTPUTS, default_token_budget, embed_defaults, extract, save_embeddings
-    from harness.perf.telemetry import Telemetry
-    from harness.precision import get_precision
-    from harness.progress import progress_bar
+    from harness.distributed import context
+    from harness.embed_job import run_embed
+    from harness.embeddings import EMBED_OUTPUTS
     from models.registry import get_variant
 
     out = Path(args.out)
@@ -96,49 +87,35 @@ def cmd_embed(args) -> int:
         raise UsageError(f"--out {out}: write embeddings to a {' or '.join(EMBED_OUTPUTS)} file")
     check_output(args.out, "file", args.overwrite)
     check_output(args.json, "results", args.overwrite, "--json")
-    ctx = context()  # under torchrun: join the group and take this rank's GPU before building
     variant = get_variant(args.variant)
-    backend_name, precision = embed_defaults(args.backend, args.precision)
-    marks = [("imports_s", time.perf_counter())]  # start-up, by part: where the seconds before the first batch go
-    table = read_tokenized(args.input, variant)
-    cells = [np.asarray(ids, dtype=np.int64) for ids in table["input_ids"]]
-    marks.append(("data_s", time.perf_counter()))
-    source, weights = model_source(args.checkpoint, variant, args.seed)
-    marks.append(("weights_s", time.perf_counter()))
-    backend = build_backend(backend_name, source, get_precision(precision))
-    marks.append(("build_s", time.perf_counter()))
-    budget = args.max_tokens or default_token_budget(backend, variant)
-    options = dict(mode=args.mode, emb_layer=args.layer, max_tokens=budget)
-    extract(backend, cells[:2], variant, **options)  # CUDA context, kernels loaded, FP8 scales calibrated
-    barrier()
-    marks.append(("warmup_s", time.perf_counter()))
-    startup = marks[-1][1] - STARTED
-    parts = {name: t - before for (name, t), before in zip(marks, [STARTED] + [t for _, t in marks])}
-    with progress_bar(len(cells), "embedding", args.quiet) as bar, Telemetry() as telemetry:
-        start = time.perf_counter()
-        emb = extract(backend, cells, variant, progress=bar.update, **options)  # sharded under torchrun
-        seconds = time.perf_counter() - start
+    run = run_embed(
+        args.input,
+        variant,
+        checkpoint=args.checkpoint,
+        seed=args.seed,
+        backend=args.backend,
+        precision=args.precision,
+        mode=args.mode,
+        layer=args.layer,
+        max_tokens=args.max_tokens,
+        out=out,
+        progress=not args.quiet,
+    )
+    ctx = context()
     if not ctx.is_main:
         return 0
-    info = {
-        "variant": variant.name,
-        "backend": backend_name,
-        "precision": precision,
-        "layer": args.layer,
-        "weights": weights.get("source", "checkpoint"),
-    }
-    save_embeddings(emb, table, out, info)
-    tokens = sum(len(c) for c in cells)
-    util = telemetry.summary().get("gpu_util")
-    longest = max(map(len, cells))
+    backend_name, precision, budget = run.info["backend"], run.info["precision"], run.budget
+    cells, tokens, seconds, util = run.cells_run, run.tokens_run, run.seconds, run.gpu_util
+    longest = max(map(len, run.table["input_ids"]))
     raised = f" (--max-tokens {budget} raised: a longer cell runs alone)" if longest > budget else ""
+    resumed = len(run.table) - cells
     print(
-        f"{len(cells)} cells, {args.mode} embeddings of {emb.layer_stage} via {backend_name} {precision} "
+        f"{cells} cells, {args.mode} embeddings of {run.embeddings.layer_stage} via {backend_name} {precision} "
         f"on {ctx.world_size} rank(s), {max(budget, longest)} tokens per batch{raised}: "
-        f"{len(cells) / seconds:.1f} cells/s, "
-        f"{tokens / seconds:.0f} tokens/s"
+        f"{cells / seconds:.1f} cells/s, {tokens / seconds:.0f} tokens/s"
         + (f", GPU busy {util:.0f}%" if util is not None else "")
-        + f"; start-up {startup:.1f} s; wrote {out}"
+        + (f"; {resumed} cells resumed from an interrupted run" if resumed else "")
+        + f"; start-up {run.startup:.1f} s; wrote {out}"
     )
     record = {
         "record": "run",
@@ -147,27 +124,27 @@ def cmd_embed(args) -> int:
         "backend": backend_name,
         "precision": precision,
         "workload": "embed",
-        "attention_backend": backend.attention_backend,
+        "attention_backend": run.backend.attention_backend,
         "world_size": ctx.world_size,
         "launcher": "torchrun" if ctx.distributed else "one process",
         "max_tokens": budget,
         "budget_from": "--max-tokens" if args.max_tokens else "free GPU memory",
-        "input_layout": backend.input_layout,
+        "input_layout": run.backend.input_layout,
         "mode": args.mode,
-        "cells": len(cells),
+        "cells": cells,
         "tokens": tokens,
         "seconds": seconds,
-        "cells_per_s": len(cells) / seconds,
+        "cells_per_s": cells / seconds,
         "tokens_per_s": tokens / seconds,
-        "startup_s": startup,
-        **{f"startup_{k}": v for k, v in parts.items()},
+        "startup_s": run.startup,
+        **{f"startup_{k}": v for k, v in run.startup_parts.items()},
         "gpu_util_mean": util,
         "device": probe().gpu_name or "cpu",
     }
     write_results(
         "perf",
         [record],
-        weights,
+        run.weights,
         {
             "input": str(args.input),
             "layer": args.layer,

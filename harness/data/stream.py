@@ -27,6 +27,8 @@ MANIFEST = "_manifest.json"
 SUMMARY = "_summary.json"
 COLUMNS = ("input_ids", "length", "cell_index")  # what every tokenized dataset holds
 CELL_ID = "cell_id"  # the input's obs_names, carried by default
+GENES = "_genes.parquet"  # token id -> Ensembl ID and symbol (a leading _: not read as cells)
+SYMBOL_COLUMNS = ("gene_symbols", "feature_name", "gene_name", "symbol")  # where var keeps symbols
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -180,10 +182,33 @@ def tokenize_to_parquet(
         "seconds_this_run": seconds,
         "cells_per_s_this_run": encoded_now / seconds if seconds > 0 and encoded_now else None,
     }
+    gene_table(encoder, adata.var, dicts).to_parquet(work / GENES, index=False)
     _write_json(work / SUMMARY, summary)
     (work / MANIFEST).unlink()
     os.replace(work, out)
     return summary
+
+
+def gene_table(encoder: Encoder, var, dicts: Dictionaries):
+    """Every vocabulary gene the dataset's tokens can hold: token id, Ensembl ID and symbol (from
+    the input: its var names when they are symbols, else a symbol column; else the dictionary's)."""
+    import pandas as pd
+
+    names = [str(n) for n in var.index]
+    if sum(n.upper().startswith("ENS") for n in names) > len(names) / 2:
+        column = next((c for c in SYMBOL_COLUMNS if c in var), None)
+        names = [str(n) for n in var[column]] if column else [""] * len(names)
+    from_dictionary = {ensembl: symbol for symbol, ensembl in dicts.symbols.items()}
+    symbols = [names[encoder.first_column[g]] or from_dictionary.get(g, "") for g in encoder.genes]
+    return pd.DataFrame({"token_id": encoder.tokens, "ensembl_id": encoder.genes, "symbol": symbols})
+
+
+def read_gene_table(path: str | Path):
+    """The tokenized dataset's gene table (``gene_table``), or None for a dataset made before it."""
+    import pandas as pd
+
+    file = Path(path) / GENES
+    return pd.read_parquet(file) if file.is_file() else None
 
 
 def _layer_hint(adata, layer: str | None, exc: Exception) -> str:
