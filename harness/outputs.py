@@ -50,7 +50,7 @@ def check_output(
     if not wants_folder and out.is_dir():
         raise UsageError(f"{option} {out} is a folder; give a file name, e.g. {out / _example(kind, option)}")
     if kind == "new-folder" and out.is_dir() and any(out.iterdir()):
-        raise UsageError(f"{option} {out} exists and is not empty; choose a new folder")
+        raise UsageError(f"{option} {out} already exists and is not empty; choose a new folder")
     existing = sorted(p for pattern in replaces for p in out.glob(pattern)) if out.is_dir() else []
     if not wants_folder and out.exists():
         existing = [out]

@@ -40,16 +40,15 @@ def cmd_synth(args) -> int:
 
 
 def cmd_tokenize(args) -> int:
-    from harness.data.dictionaries import resolve_dictionaries
-    from harness.data.stream import tokenize_to_parquet
+    from harness.api import tokenize
     from models.registry import get_variant
 
     check_output(args.out, "new-folder")
     variant = get_variant(args.variant)
-    summary = tokenize_to_parquet(
+    summary = tokenize(
         args.input,
         variant,
-        resolve_dictionaries(args.dicts, variant),
+        args.dicts,
         args.out,
         chunk_size=args.chunk_size,
         gene_column=args.gene_column,
@@ -60,7 +59,7 @@ def cmd_tokenize(args) -> int:
         map_genes=not args.no_gene_mapping,
         recompute_n_counts=args.recompute_n_counts,
         progress=not args.quiet,
-    )
+    ).summary
     rate, cols = summary["cells_per_s_this_run"], summary["gene_columns"]
     print(
         f"tokenized {summary['cells']} cells for {variant.name} into {args.out} "
