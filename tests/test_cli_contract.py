@@ -186,6 +186,8 @@ def test_a_long_workload_on_a_cpu_is_refused_with_an_estimate(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--workload embed" in err and " h; run it on a GPU, or pass --force" in err
     assert not (tmp_path / "w.json").exists()
+    assert main([*argv, "--backends", "te-packed", "--out", str(tmp_path / "te.json")]) == 3  # measured nothing
+    assert "nothing was measured" in capsys.readouterr().err and (tmp_path / "te.json").exists()
 
 
 def test_every_option_has_help():

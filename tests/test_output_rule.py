@@ -137,3 +137,18 @@ def test_an_eval_that_compared_nothing_does_not_pass(tmp_path, capsys):
     argv = ["eval", "cardiomyopathy", "--runs", "te@bf16", "--max-cells", "60", "--max-len", "64", "--out", str(out)]
     assert main(argv) == 3
     assert "nothing was compared" in capsys.readouterr().err and out.exists()  # the skips are rows
+
+
+def test_an_interrupt_is_one_line_exit_130_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while synth writes its file: no traceback, no half-written file, no temporary."""
+    import anndata
+
+    def interrupted(self, path, *args, **kwargs):
+        open(path, "wb").write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(anndata.AnnData, "write_h5ad", interrupted)
+    assert main(["synth", "--cells", "4", "--genes", "800", "--out", str(tmp_path / "s.h5ad")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gfqual: interrupted;") and "run the same command" in err[0]
+    assert not list(tmp_path.iterdir())

@@ -115,6 +115,9 @@ def cmd_bench_workload(args) -> int:
         {"workload": args.workload, "cells": args.cells, "repeat_to": args.repeat_to},
         out,
     )
+    if all(r["status"] == "skipped" for r in rows):
+        print("gfqual: nothing was measured (exit 3): every run was skipped here (reasons above)", file=sys.stderr)
+        return 3
     return 0
 
 

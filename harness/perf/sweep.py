@@ -475,7 +475,7 @@ def refuse_long_cpu_run(what: str, tokens: int, variant_name: str, force: bool) 
     short cell of ``variant_name`` (a lower bound: attention grows faster than the tokens)."""
     from harness.capability import probe
 
-    if probe().cuda or force:
+    if probe().cuda or force or not tokens:
         return
     rate = cpu_tokens_per_s(variant_name)
     if tokens / rate < CPU_SWEEP_MINUTES * 60:
