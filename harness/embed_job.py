@@ -106,7 +106,7 @@ def run_embed(
         "weights": weights,
         "max_tokens": budget,
         "tokens": str(Path(tokens).resolve()),
-        "summary": json.loads((Path(tokens) / "_summary.json").read_text()).get("head_sha256"),
+        "input_sha256": json.loads((Path(tokens) / "_summary.json").read_text()).get("head_sha256"),
         "cells": len(cells),
         "piece_cells": piece_cells,
     }
@@ -141,7 +141,7 @@ def _in_pieces(model, cells, variant, options, work, identity, piece_cells, prog
     """``extract`` over consecutive pieces of ``cells``, each finished piece kept in ``work`` (when
     given) and taken from there on a resume; returns the embeddings and the cells run now."""
     from harness.distributed import barrier, context
-    from harness.embeddings import extract
+    from harness.embeddings import cell_embedding_stage, extract
 
     if work is None:
         return extract(model, cells, variant, progress=progress, **options), range(len(cells))
@@ -162,11 +162,12 @@ def _in_pieces(model, cells, variant, options, work, identity, piece_cells, prog
         manifest.write_text(json.dumps(identity, indent=1, sort_keys=True))
     pieces, ran = [], []
     starts = range(0, len(cells), piece_cells)
+    stage = cell_embedding_stage(variant.num_hidden_layers, options["emb_layer"])
     try:
         for k, start in enumerate(starts):
             name, chunk = f"piece-{k:06d}.npz", cells[start : start + piece_cells]
             if name in done:
-                pieces.append(_load_piece(work / name, options["mode"], identity))
+                pieces.append(_load_piece(work / name, options["mode"], stage))
                 progress(len(chunk))
                 continue
             emb = extract(model, chunk, variant, progress=progress, **options)
@@ -189,20 +190,13 @@ def _or_empty(values):
     return np.zeros(0, dtype=np.int64) if values is None else values
 
 
-def _load_piece(path: Path, mode: str, identity: dict):
-    from harness.embeddings import Embeddings, cell_embedding_stage
+def _load_piece(path: Path, mode: str, stage: str):
+    from harness.embeddings import Embeddings
 
     with np.load(path) as piece:
-        stage = cell_embedding_stage(_layers(identity), identity["layer"])
         if mode == "gene":
             return Embeddings(mode, stage, piece["vectors"], piece["tokens"], piece["counts"])
         return Embeddings(mode, stage, piece["vectors"])
-
-
-def _layers(identity: dict) -> int:
-    from models.registry import get_variant
-
-    return get_variant(identity["variant"]).num_hidden_layers
 
 
 def _joined(pieces: list):

@@ -48,7 +48,7 @@ def check_output(
     if wants_folder and out.exists() and not out.is_dir():
         raise UsageError(f"{option} {out} is a file; give a folder (a new one, or one of yours for results)")
     if not wants_folder and out.is_dir():
-        raise UsageError(f"{option} {out} is a folder; give a file name, e.g. {out / _example(kind, option)}")
+        raise UsageError(f"{option} {out} is a folder; give the name of a file to write (in it, or elsewhere)")
     if kind == "new-folder" and out.is_dir() and any(out.iterdir()):
         raise UsageError(f"{option} {out} already exists and is not empty; choose a new folder")
     existing = sorted(p for pattern in replaces for p in out.glob(pattern)) if out.is_dir() else []
@@ -67,10 +67,6 @@ def check_output(
         raise UsageError(f"{option} {out}: folder {folder} does not exist; create it first (mkdir -p {folder})")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {out}: cannot write in {folder} (read-only); choose a writable location")
-
-
-def _example(kind: str, option: str) -> str:
-    return "results.json" if kind == "results" or option == "--json" else "output"
 
 
 @contextmanager

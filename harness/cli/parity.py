@@ -24,6 +24,7 @@ from models.registry import VARIANTS
 def cmd_parity(args) -> int:
     from harness.api import parity
     from harness.parity.run import format_verdict
+    from harness.results import DEFAULT_RESULTS_DIR
 
     check_output(args.json, "results", args.overwrite, "--json")
     check = parity(
@@ -39,6 +40,8 @@ def cmd_parity(args) -> int:
         seed=args.seed,
         h5ad=args.h5ad,
         dicts=args.dicts,
+        out=args.json or DEFAULT_RESULTS_DIR,
+        overwrite=args.overwrite,
     )
     print(format_verdict(check.verdict))
     if check.status == "skipped" and args.backend != "te-format-torch":
@@ -46,10 +49,9 @@ def cmd_parity(args) -> int:
             "hint: --backend te-format-torch checks the TE checkpoint layout in plain PyTorch on this machine",
             file=sys.stderr,
         )
-    result = check.result
-    if result["weights"]["candidate"]["dtypes"].get("bfloat16"):
+    if check.result["weights"]["candidate"]["dtypes"].get("bfloat16"):
         print("note: the candidate stores bf16 tensors (TE export default); its fp32 parity includes that rounding")
-    write_results("parity", result["records"], result["weights"], result["config"], args.json)
+    print(f"results: {check.path}")
     # 0: within tolerance; 1: not; 3: this machine cannot run it (the reason is printed)
     return {"pass": 0, "fail": 1, "reported": 1}.get(check.status, 3)
 
