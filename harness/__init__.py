@@ -13,3 +13,16 @@ import time
 os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
 
 STARTED = time.perf_counter()  # start-up (imports, model build, data) is measured from here
+
+# The Python API (harness/api.py), re-exported on first use so that ``import harness`` stays light
+# (torch, anndata and pandas load only when a function is called). ``parity`` is ``api.parity``:
+# ``harness.parity`` is the parity engine's package.
+API = ("tokenize", "embed", "load_results")
+
+
+def __getattr__(name: str):
+    if name in API:
+        from harness import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from harness.backend_names import BACKENDS, PACKED_BACKENDS
-from harness.capability import probe
+from harness.capability import TE_BACKENDS, probe
 from harness.data.batching import Batch, PackedBatch
 from harness.precision import Precision, calibrate, make_recipe, quantization, set_tf32
 from models import convert
@@ -370,6 +370,11 @@ def build_backend(
     backend needs) or an in-memory HF model (random-init runs); ``training``: see ``Backend``."""
     if name not in BACKENDS:
         raise UsageError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+    if precision.recipe is not None and name not in TE_BACKENDS:  # impossible anywhere, not only here
+        raise UsageError(
+            f"{name} at {precision.name}: {precision.name} is a TransformerEngine recipe and {name} has no FP8 path "
+            f"on any machine; choose a TE backend ({', '.join(TE_BACKENDS)}) or bf16"
+        )
     reason = probe().skip_reason(name, precision)
     if reason:
         hint = (

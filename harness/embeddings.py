@@ -295,38 +295,56 @@ def _in_input_order(parts, indices) -> np.ndarray:
     return out
 
 
-def save_embeddings(emb: Embeddings, cells_table, out, info: dict) -> None:
-    """Write embeddings where their users read them: ``.h5ad`` (scverse: cell vectors in
-    ``obsm['X_geneformer']`` beside the tokenized cells' metadata as ``obs``; gene vectors in
-    ``varm['X_geneformer']``, one var per token) or ``.parquet`` (metadata columns, then ``emb_i``).
-    Written under a temporary name and renamed when complete; ``info`` goes to ``uns``."""
-    import os
+def embedding_frame(emb: Embeddings, cells_table, genes=None):
+    """What each row is, keyed as its users join on: per cell the tokenized dataset's metadata
+    indexed by ``cell_id`` (the input's obs_names; ``cell_index`` for a dataset made before cell
+    ids were carried); per gene ``ensembl_id`` with ``symbol``, ``token_id`` and ``n_positions``
+    (``genes``: the dataset's gene table; without it the token id is the key)."""
+    import pandas as pd
+
+    if emb.mode == "gene":
+        frame = pd.DataFrame({"token_id": emb.gene_tokens, "n_positions": emb.gene_counts})
+        if genes is not None:
+            frame = genes.set_index("token_id").loc[emb.gene_tokens].reset_index()[["ensembl_id", "symbol", "token_id"]]
+            frame["n_positions"] = emb.gene_counts
+        frame.index = frame["ensembl_id" if genes is not None else "token_id"].astype(str).to_numpy()
+        return frame
+    frame = cells_table.drop(columns=["input_ids"]).reset_index(drop=True)
+    frame.index = frame["cell_id" if "cell_id" in frame else "cell_index"].astype(str).to_numpy()
+    return frame
+
+
+def embeddings_anndata(emb: Embeddings, cells_table, info: dict, genes=None):
+    """The scverse form: cell vectors in ``obsm['X_geneformer']`` over the cells' metadata as
+    ``obs``; gene vectors in ``varm['X_geneformer']``, one var per gene; ``info`` in ``uns``."""
+    import anndata
+
+    frame = embedding_frame(emb, cells_table, genes)
+    if emb.mode == "gene":
+        adata = anndata.AnnData(var=frame, varm={"X_geneformer": emb.vectors})
+    else:
+        adata = anndata.AnnData(obs=frame, obsm={"X_geneformer": emb.vectors})
+    adata.uns["geneformer"] = {**info, "mode": emb.mode, "layer_stage": emb.layer_stage}
+    return adata
+
+
+def save_embeddings(emb: Embeddings, cells_table, out, info: dict, genes=None) -> None:
+    """Write embeddings where their users read them: ``.h5ad`` (``embeddings_anndata``) or
+    ``.parquet`` (the row metadata of ``embedding_frame``, then ``emb_i``). Written under a
+    temporary name and renamed when complete."""
     from pathlib import Path
 
     import pandas as pd
 
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial")
-    if emb.mode == "gene":
-        meta = pd.DataFrame({"token_id": emb.gene_tokens, "n_positions": emb.gene_counts})
-    else:
-        meta = cells_table.drop(columns=["input_ids"]).reset_index(drop=True)
-    if out.suffix == ".h5ad":
-        import anndata
+    from harness.outputs import written
 
-        frame = meta.copy()
-        frame.index = frame["token_id" if emb.mode == "gene" else "cell_index"].astype(str).to_numpy()
-        if emb.mode == "gene":
-            adata = anndata.AnnData(var=frame, varm={"X_geneformer": emb.vectors})
+    with written(out) as tmp:
+        if Path(out).suffix == ".h5ad":
+            embeddings_anndata(emb, cells_table, info, genes).write_h5ad(tmp)
         else:
-            adata = anndata.AnnData(obs=frame, obsm={"X_geneformer": emb.vectors})
-        adata.uns["geneformer"] = {**info, "mode": emb.mode, "layer_stage": emb.layer_stage}
-        adata.write_h5ad(tmp)
-    else:
-        columns = [f"emb_{i}" for i in range(emb.vectors.shape[1])]
-        frame = pd.concat([meta, pd.DataFrame(emb.vectors, columns=columns)], axis=1)
-        frame.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
+            columns = [f"emb_{i}" for i in range(emb.vectors.shape[1])]
+            meta = embedding_frame(emb, cells_table, genes).reset_index(drop=True)
+            pd.concat([meta, pd.DataFrame(emb.vectors, columns=columns)], axis=1).to_parquet(tmp, index=False)
 
 
 EMBED_OUTPUTS = (".parquet", ".h5ad")

@@ -115,12 +115,26 @@ def sha256_file(path: Path) -> str:
 
 
 def _load_tensors(weight_file: Path) -> dict[str, torch.Tensor]:
+    import pickle
+    import re
+
     try:
         if weight_file.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(weight_file))
         return torch.load(weight_file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise CheckpointError(f"cannot read weights from {weight_file}: {exc}") from None
+        # torch's own advice here is to load it unrestricted; a checkpoint needs nothing but tensors
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f" (it asks for the Python object {found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{weight_file} holds Python objects besides tensors{what}, which could run code when loaded: "
+            "gfqual reads only tensors and refused it. Get the weights from a source you trust, ideally as "
+            "model.safetensors"
+        ) from None
     except Exception as exc:  # corrupt, truncated or not a tensor file at all
         raise CheckpointError(f"cannot read weights from {weight_file}: {exc}") from exc
 
@@ -142,6 +156,10 @@ def read_checkpoint(path: str | os.PathLike, expect: str | None = None) -> Check
     to convert it.
     """
     path = Path(path)
+    if path.is_file():
+        raise CheckpointError(
+            f"{path} is a file; give the checkpoint directory that holds it and config.json ({path.parent})"
+        )
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     config = read_config(path)

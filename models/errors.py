@@ -7,6 +7,8 @@ They live at the bottom layer so that models, harness and reports can all raise 
   2  bad input: ``GfqualError`` — one line naming the file or option and the fix
   3  cannot run here: ``CannotRunHere`` — this machine lacks what the run needs (a GPU, TE, a recipe)
   4  internal error: anything else — a bug or a broken environment, never a verdict; traceback kept
+  130 interrupted: Ctrl-C or SIGTERM (``harness.outputs.Interrupted``), nothing half-written; the
+     line says how to resume
 
 Only ``GfqualError`` and its subclasses become exit 2 or 3: a ``ValueError`` from deep inside a
 library is an internal error, so CI can tell a broken run from bad input and from a regression.

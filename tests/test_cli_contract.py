@@ -60,7 +60,7 @@ def test_results_outputs_are_checked_before_work_and_never_replaced(ckpts, tmp_p
     a_file = tmp_path / "plain"
     a_file.write_text("x")
     assert _parity(ckpts, "--backend", "te-format-torch", "--json", str(a_file / "r.json")) == 2
-    assert "cannot write in" in capsys.readouterr().err
+    assert "is a file, not a folder" in capsys.readouterr().err
     assert _parity(ckpts, "--backend", "te-format-torch", "--json", str(other), "--overwrite") == 0
     assert other.read_text().startswith("{")
 
@@ -176,6 +176,20 @@ def test_a_gpu_sweep_on_a_cpu_is_refused_with_an_estimate(capsys):
     assert "GPU sweep" in err and " h; run it on a GPU, or pass --force" in err
 
 
+def test_a_long_workload_on_a_cpu_is_refused_with_an_estimate(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "4", "--genes", "800"]) == 0
+    tok = ["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts", "synthetic"]
+    assert main([*tok, "--out", str(tmp_path / "tok"), "--quiet"]) == 0
+    capsys.readouterr()
+    argv = ["bench", "--workload", "embed", "--cells", str(tmp_path / "tok"), "--variants", "V1-10M"]
+    assert main([*argv, "--repeat-to", "10000000", "--out", str(tmp_path / "w.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--workload embed" in err and " h; run it on a GPU, or pass --force" in err
+    assert not (tmp_path / "w.json").exists()
+    assert main([*argv, "--backends", "te-packed", "--out", str(tmp_path / "te.json")]) == 3  # measured nothing
+    assert "nothing was measured" in capsys.readouterr().err and (tmp_path / "te.json").exists()
+
+
 def test_every_option_has_help():
     import argparse
 
@@ -197,13 +211,14 @@ def test_a_resume_notices_an_input_edited_in_place(tmp_path, interrupt_second_ch
     from harness.data.stream import tokenize_to_parquet
     from harness.data.synthetic import synthetic_dictionaries
     from harness.data.tokenizer import TokenizerError
+    from harness.outputs import Interrupted
     from models.registry import get_variant
 
     v1 = get_variant("V1-10M")
     h5ad = tmp_path / "s.h5ad"
     assert main(["synth", "--out", str(h5ad), "--cells", "64", "--genes", "800"]) == 0
     dicts = synthetic_dictionaries(v1)
-    with pytest.raises(TokenizerError, match="interrupted"):
+    with pytest.raises(Interrupted, match="interrupted"):
         tokenize_to_parquet(h5ad, v1, dicts, tmp_path / "tok", chunk_size=32, progress=False)
     interrupt_second_chunk()  # the real encoder again
     stat = h5ad.stat()

@@ -16,6 +16,7 @@ from harness.data.stream import read_tokenized, tokenize_to_parquet
 from harness.data.synthetic import synthetic_anndata, synthetic_dictionaries
 from harness.data.tokenizer import Encoder, TokenizerError, tokenize_h5ad
 from harness.embeddings import extract, length_batches
+from harness.outputs import Interrupted
 from harness.precision import get_precision
 from harness.tolerances import CONVERSION_MAX_ABS
 from models.hf import random_hf_model
@@ -60,6 +61,7 @@ def test_streamed_parquet_equals_in_memory_tokenization(h5ad, dicts, tmp_path):
     assert summary["cells"] == 90 and summary["cells_per_s_this_run"] > 0
     assert table["cell_state"].tolist() == anndata.read_h5ad(h5ad).obs["cell_state"].tolist()
     assert sorted(p.name for p in out.iterdir()) == [
+        "_genes.parquet",
         "_summary.json",
         "part-000000.parquet",
         "part-000001.parquet",
@@ -69,7 +71,7 @@ def test_streamed_parquet_equals_in_memory_tokenization(h5ad, dicts, tmp_path):
 
 def test_interrupted_run_resumes_where_it_stopped(h5ad, dicts, tmp_path, interrupt_second_chunk):
     out = tmp_path / "tok"
-    with pytest.raises(TokenizerError, match="interrupted.*resume"):
+    with pytest.raises(Interrupted, match="interrupted.*resume"):
         tokenize_to_parquet(h5ad, V1, dicts, out, chunk_size=32, progress=False)
     partial = tmp_path / "tok.partial"
     assert not out.exists() and [p.name for p in partial.glob("*.parquet")] == ["part-000000.parquet"]
@@ -146,7 +148,9 @@ def test_loom_input_tokenizes_like_h5ad(h5ad, dicts, tmp_path):
 
 
 def test_existing_output_is_refused(h5ad, dicts, tmp_path):
+    """A folder with anything in it is refused; an empty one (made beforehand) is filled."""
     (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "notes.txt").write_text("mine")
     with pytest.raises(TokenizerError, match="already exists"):
         tokenize_to_parquet(h5ad, V1, dicts, tmp_path / "tok", progress=False)
 
@@ -220,10 +224,8 @@ def test_cli_synth_tokenize_embed(tmp_path, capsys):
         == 0
     )
     frame = pd.read_parquet(tmp_path / "e.parquet")
-    assert frame.shape == (
-        12,
-        3 + V1.hidden_size,
-    )  # length, cell_index, cell_state, vector and frame["cell_state"].notna().all()
+    assert frame.shape == (12, 4 + V1.hidden_size)  # length, cell_index, cell_id, cell_state, vector
+    assert frame["cell_id"].tolist() == [f"cell_{i}" for i in range(12)] and frame["cell_state"].notna().all()
     assert json.loads((tmp_path / "perf.json").read_text())["records"][0]["cells_per_s"] > 0
     assert "random weights" in capsys.readouterr().out
     # V1 tokens into a V2 model: refused, with what to do
@@ -274,3 +276,76 @@ def test_main_job_data_path_check_passes_and_catches_a_fault(short_cells):
         V1,
     )
     assert status == "fail" and "rel_l2" in violations
+
+
+@pytest.fixture(scope="module")
+def barcoded(tmp_path_factory, dicts):
+    """24 cells whose obs_names are barcodes, with var names as symbols beside var['ensembl_id'],
+    tokenized by the CLI (in reversed barcode order: ids must follow the input, not a sort)."""
+    root = tmp_path_factory.mktemp("barcodes")
+    adata = synthetic_anndata(dicts, n_cells=24, n_genes=1500, seed=3)
+    adata.obs_names = [f"AAACCTG{i:02d}-1" for i in range(24)][::-1]
+    adata.write_h5ad(root / "cells.h5ad")
+    argv = ["tokenize", "--input", str(root / "cells.h5ad"), "--variant", "V1-10M", "--dicts", "synthetic"]
+    assert main([*argv, "--out", str(root / "tok"), "--max-len", "48", "--quiet"]) == 0
+    return root, list(adata.obs_names), adata.var
+
+
+def _embed(tok, out, *extra):
+    return main(["embed", "--input", str(tok), "--variant", "V1-10M", "--out", str(out), "--quiet", *extra])
+
+
+def test_cell_ids_survive_tokenize_and_embed(barcoded, tmp_path):
+    root, barcodes, _ = barcoded
+    assert read_tokenized(root / "tok")["cell_id"].tolist() == barcodes
+    assert _embed(root / "tok", tmp_path / "e.h5ad") == 0
+    assert anndata.read_h5ad(tmp_path / "e.h5ad").obs_names.tolist() == barcodes
+    assert _embed(root / "tok", tmp_path / "e.parquet") == 0
+    assert pd.read_parquet(tmp_path / "e.parquet")["cell_id"].tolist() == barcodes
+
+
+def test_gene_embeddings_are_keyed_by_ensembl_id_with_symbol_and_token(barcoded, dicts, tmp_path):
+    root, _, var = barcoded
+    assert _embed(root / "tok", tmp_path / "g.h5ad", "--mode", "gene") == 0
+    genes = anndata.read_h5ad(tmp_path / "g.h5ad").var
+    assert genes.index.str.startswith("ENSG").all() and len(genes) > 100
+    assert [dicts.token_ids[g] for g in genes.index] == genes["token_id"].tolist()
+    symbol_of = dict(zip(var["ensembl_id"], var.index))  # the input's own names for its genes
+    assert genes["symbol"].tolist() == [symbol_of[g] for g in genes.index]
+
+
+def test_an_interrupted_embed_resumes_from_its_finished_pieces(barcoded, tmp_path, monkeypatch, capsys):
+    """SIGTERM (a killed job; Ctrl-C alike) during the second piece: exit 130, one line naming what
+    is kept, no output file; the same command then embeds only the rest, and the result equals an
+    uninterrupted run."""
+    import os
+    import signal
+    import time
+
+    from harness import embed_job, embeddings
+
+    root, barcodes, _ = barcoded
+    monkeypatch.setattr(embed_job, "PIECE_CELLS", 10)
+    real, calls = embeddings.extract, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the warm-up, the first piece, then the second
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(embeddings, "extract", interrupted)
+    out = tmp_path / "e.h5ad"
+    assert _embed(root / "tok", out) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "keeps 10 of 24 cells" in err[0] and "resume" in err[0] and not out.exists()
+    monkeypatch.setattr(embeddings, "extract", real)
+    assert _embed(root / "tok", out) == 0
+    done = capsys.readouterr().out
+    assert "\n14 cells" in done and "10 cells resumed" in done
+    assert not (tmp_path / "e.h5ad.partial").exists()
+    assert _embed(root / "tok", tmp_path / "whole.h5ad") == 0
+    resumed, whole = anndata.read_h5ad(out), anndata.read_h5ad(tmp_path / "whole.h5ad")
+    assert resumed.obs_names.tolist() == barcodes
+    np.testing.assert_allclose(resumed.obsm["X_geneformer"], whole.obsm["X_geneformer"], rtol=1e-5, atol=1e-6)

@@ -11,6 +11,7 @@ import sys
 
 import harness  # noqa: F401  (sets strict-fp32 defaults before torch touches CUDA)
 from harness.cli import checkpoints, data, downstream, parity, perf, qualify, reports
+from harness.outputs import Interrupted, interruptible
 from models.errors import GfqualError
 
 # Each handler imports what it uses: torch, transformers and TE cost seconds that tokenize, synth,
@@ -18,7 +19,8 @@ from models.errors import GfqualError
 
 EXIT_CODES = (
     "exit codes: 0 done / pass, 1 fail (a verdict), 2 bad input (the message names the option or file "
-    "and the fix), 3 cannot run here (e.g. no GPU for TE), 4 internal error (traceback kept)"
+    "and the fix), 3 cannot run here (e.g. no GPU for TE), 4 internal error (traceback kept), "
+    "130 interrupted (Ctrl-C or SIGTERM; nothing half-written, the message says how to resume)"
 )
 
 
@@ -42,10 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand under the exit-code contract (``models/errors.py``): 0 done / pass,
-    1 fail, 2 bad input, 3 cannot run here, 4 internal error (traceback kept)."""
+    1 fail, 2 bad input, 3 cannot run here, 4 internal error (traceback kept), 130 interrupted."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with interruptible("no output was written: run the same command again"):
+            return args.func(args)
+    except Interrupted as exc:
+        print(f"gfqual: {exc}", file=sys.stderr)
+        return exc.exit_code
     except GfqualError as exc:
         print(f"gfqual: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 
-from harness.cli.common import (
-    SEED_HELP,
-    VARIANT_HELP,
-)
+from harness.cli.common import SEED_HELP, VARIANT_HELP, check_output
 from models.registry import VARIANTS
 
 
@@ -38,6 +35,7 @@ def cmd_init(args) -> int:
     from models.hf import random_hf_model
     from models.registry import get_variant
 
+    check_output(args.out, "new-folder")
     variant = get_variant(args.variant)
     model = random_hf_model(variant, args.seed)
     tensors, _, _ = convert.canonical_tensors(model.state_dict())
@@ -56,6 +54,7 @@ def cmd_init(args) -> int:
 def cmd_convert(args) -> int:
     from models.checkpoint import convert_checkpoint
 
+    check_output(args.out, "new-folder")
     info = convert_checkpoint(args.src, args.to, args.out)
     written = sum(info["dtypes"].values())
     print(

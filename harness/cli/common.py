@@ -5,46 +5,28 @@ from __future__ import annotations
 
 import argparse
 
+from harness.outputs import check_output  # noqa: F401  (the output rule every handler applies first)
 from harness.precision import PRECISIONS
-from models.errors import UsageError
 from models.registry import VARIANTS
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number ≥ 1 (0 or a negative count is a typo, never a default)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a whole number of at least 1")
-    return value
+def at_least(minimum: int):
+    """argparse type: a whole number ≥ ``minimum`` (below it is a typo, never a default)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed: give a whole number of at least {minimum}")
+        return value
+
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse type: a whole number ≥ 0 (0 meaning none of something, as ``--steps 0``)."""
-    return positive_int(text) if text.strip() != "0" else 0
-
-
-def check_output(path: str | None, overwrite: bool = False, option: str = "--out") -> None:
-    """Before any work: an output that would replace an existing file is refused unless
-    ``--overwrite``; its folder must be writable (a results *folder* gets a new file name)."""
-    import os
-    from pathlib import Path
-
-    if path is None:
-        return
-    out = Path(path)
-    if out.is_dir():
-        folder = out
-    else:
-        if out.exists() and not overwrite:
-            raise UsageError(f"{option} {out} exists; choose another path or pass --overwrite")
-        folder = out.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # the nearest folder that exists: the rest will be created in it
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {out}: cannot write in {folder}; choose a writable location")
+positive_int = at_least(1)
+nonnegative_int = at_least(0)  # 0 meaning none of something, as ``--steps 0``
 
 
 def write_results(kind, records, weights, config, out) -> list[dict]:

@@ -11,7 +11,6 @@ from harness.cli.common import (
     SEED_HELP,
     VARIANT_HELP,
     check_output,
-    model_source,
     positive_int,
     write_results,
 )
@@ -19,14 +18,13 @@ from models.errors import UsageError
 
 
 def cmd_synth(args) -> int:
-    import os
-    from pathlib import Path
-
     from harness.data.dictionaries import resolve_dictionaries
-    from harness.data.synthetic import synthetic_anndata
+    from harness.data.synthetic import check_synthetic_size, synthetic_anndata
+    from harness.outputs import written
     from models.registry import get_variant
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, "file", args.overwrite)
+    check_synthetic_size(args.cells, args.genes)
     variant = get_variant(args.variant)
     adata = synthetic_anndata(
         resolve_dictionaries(args.dicts, variant),
@@ -35,24 +33,22 @@ def cmd_synth(args) -> int:
         n_genes=args.genes,
         seed=args.seed,
     )
-    out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.partial")
-    adata.write_h5ad(tmp)
-    os.replace(tmp, out)  # a crash leaves no half-written file under the real name
+    with written(args.out) as tmp:  # a crash leaves no half-written file under the real name
+        adata.write_h5ad(tmp)
     print(f"wrote {adata.n_obs} synthetic cells × {adata.n_vars} genes ({args.states} planted states) to {args.out}")
     return 0
 
 
 def cmd_tokenize(args) -> int:
-    from harness.data.dictionaries import resolve_dictionaries
-    from harness.data.stream import tokenize_to_parquet
+    from harness.api import tokenize
     from models.registry import get_variant
 
+    check_output(args.out, "new-folder")
     variant = get_variant(args.variant)
-    summary = tokenize_to_parquet(
+    summary = tokenize(
         args.input,
         variant,
-        resolve_dictionaries(args.dicts, variant),
+        args.dicts,
         args.out,
         chunk_size=args.chunk_size,
         gene_column=args.gene_column,
@@ -62,7 +58,8 @@ def cmd_tokenize(args) -> int:
         max_len=args.max_len,
         map_genes=not args.no_gene_mapping,
         recompute_n_counts=args.recompute_n_counts,
-    )
+        progress=not args.quiet,
+    ).summary
     rate, cols = summary["cells_per_s_this_run"], summary["gene_columns"]
     print(
         f"tokenized {summary['cells']} cells for {variant.name} into {args.out} "
@@ -76,69 +73,48 @@ def cmd_tokenize(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    import time
     from pathlib import Path
 
-    import numpy as np
-
-    from harness import STARTED
-    from harness.backends import build_backend
     from harness.capability import probe
-    from harness.data.stream import read_tokenized
-    from harness.distributed import barrier, context
-    from harness.embeddings import EMBED_OUTPUTS, default_token_budget, embed_defaults, extract, save_embeddings
-    from harness.perf.telemetry import Telemetry
-    from harness.precision import get_precision
-    from harness.progress import progress_bar
+    from harness.distributed import context
+    from harness.embed_job import run_embed
+    from harness.embeddings import EMBED_OUTPUTS
     from models.registry import get_variant
 
     out = Path(args.out)
     if out.suffix not in EMBED_OUTPUTS:
         raise UsageError(f"--out {out}: write embeddings to a {' or '.join(EMBED_OUTPUTS)} file")
-    check_output(args.out, args.overwrite)
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
-    check_output(args.json, args.overwrite, "--json")
-    ctx = context()  # under torchrun: join the group and take this rank's GPU before building
+    check_output(args.out, "file", args.overwrite)
+    check_output(args.json, "results", args.overwrite, "--json")
     variant = get_variant(args.variant)
-    backend_name, precision = embed_defaults(args.backend, args.precision)
-    marks = [("imports_s", time.perf_counter())]  # start-up, by part: where the seconds before the first batch go
-    table = read_tokenized(args.input, variant)
-    cells = [np.asarray(ids, dtype=np.int64) for ids in table["input_ids"]]
-    marks.append(("data_s", time.perf_counter()))
-    source, weights = model_source(args.checkpoint, variant, args.seed)
-    marks.append(("weights_s", time.perf_counter()))
-    backend = build_backend(backend_name, source, get_precision(precision))
-    marks.append(("build_s", time.perf_counter()))
-    budget = args.max_tokens or default_token_budget(backend, variant)
-    options = dict(mode=args.mode, emb_layer=args.layer, max_tokens=budget)
-    extract(backend, cells[:2], variant, **options)  # CUDA context, kernels loaded, FP8 scales calibrated
-    barrier()
-    marks.append(("warmup_s", time.perf_counter()))
-    startup = marks[-1][1] - STARTED
-    parts = {name: t - before for (name, t), before in zip(marks, [STARTED] + [t for _, t in marks])}
-    with progress_bar(len(cells), "embedding", args.quiet) as bar, Telemetry() as telemetry:
-        start = time.perf_counter()
-        emb = extract(backend, cells, variant, progress=bar.update, **options)  # sharded under torchrun
-        seconds = time.perf_counter() - start
+    run = run_embed(
+        args.input,
+        variant,
+        checkpoint=args.checkpoint,
+        seed=args.seed,
+        backend=args.backend,
+        precision=args.precision,
+        mode=args.mode,
+        layer=args.layer,
+        max_tokens=args.max_tokens,
+        out=out,
+        progress=not args.quiet,
+    )
+    ctx = context()
     if not ctx.is_main:
         return 0
-    info = {
-        "variant": variant.name,
-        "backend": backend_name,
-        "precision": precision,
-        "layer": args.layer,
-        "weights": weights.get("source", "checkpoint"),
-    }
-    save_embeddings(emb, table, out, info)
-    tokens = sum(len(c) for c in cells)
-    util = telemetry.summary().get("gpu_util")
+    backend_name, precision, budget = run.info["backend"], run.info["precision"], run.budget
+    cells, tokens, seconds, util = run.cells_run, run.tokens_run, run.seconds, run.gpu_util
+    longest = max(map(len, run.table["input_ids"]))
+    raised = f" (--max-tokens {budget} raised: a longer cell runs alone)" if longest > budget else ""
+    resumed = len(run.table) - cells
     print(
-        f"{len(cells)} cells, {args.mode} embeddings of {emb.layer_stage} via {backend_name} {precision} "
-        f"on {ctx.world_size} rank(s), {budget} tokens per batch: {len(cells) / seconds:.1f} cells/s, "
-        f"{tokens / seconds:.0f} tokens/s"
+        f"{cells} cells, {args.mode} embeddings of {run.embeddings.layer_stage} via {backend_name} {precision} "
+        f"on {ctx.world_size} rank(s), {max(budget, longest)} tokens per batch{raised}: "
+        f"{cells / seconds:.1f} cells/s, {tokens / seconds:.0f} tokens/s"
         + (f", GPU busy {util:.0f}%" if util is not None else "")
-        + f"; start-up {startup:.1f} s; wrote {out}"
+        + (f"; {resumed} cells resumed from an interrupted run" if resumed else "")
+        + f"; start-up {run.startup:.1f} s; wrote {out}"
     )
     record = {
         "record": "run",
@@ -147,27 +123,27 @@ def cmd_embed(args) -> int:
         "backend": backend_name,
         "precision": precision,
         "workload": "embed",
-        "attention_backend": backend.attention_backend,
+        "attention_backend": run.backend.attention_backend,
         "world_size": ctx.world_size,
         "launcher": "torchrun" if ctx.distributed else "one process",
         "max_tokens": budget,
         "budget_from": "--max-tokens" if args.max_tokens else "free GPU memory",
-        "input_layout": backend.input_layout,
+        "input_layout": run.backend.input_layout,
         "mode": args.mode,
-        "cells": len(cells),
+        "cells": cells,
         "tokens": tokens,
         "seconds": seconds,
-        "cells_per_s": len(cells) / seconds,
+        "cells_per_s": cells / seconds,
         "tokens_per_s": tokens / seconds,
-        "startup_s": startup,
-        **{f"startup_{k}": v for k, v in parts.items()},
+        "startup_s": run.startup,
+        **{f"startup_{k}": v for k, v in run.startup_parts.items()},
         "gpu_util_mean": util,
         "device": probe().gpu_name or "cpu",
     }
     write_results(
         "perf",
         [record],
-        weights,
+        run.weights,
         {
             "input": str(args.input),
             "layer": args.layer,
@@ -199,7 +175,12 @@ def register(sub, fmt: dict) -> None:
     p.add_argument("--out", required=True, help="new dataset folder (an interrupted run resumes from OUT.partial/)")
     p.add_argument("--gene-column", help="var column of Ensembl IDs (default: ensembl_id, else var names / symbols)")
     p.add_argument("--layer", help="counts layer (default: X)")
-    p.add_argument("--obs-columns", nargs="*", default=[], help="obs columns carried into the dataset")
+    p.add_argument(
+        "--obs-columns",
+        nargs="*",
+        default=[],
+        help="obs columns carried into the dataset (the obs_names always are, as column cell_id)",
+    )
     p.add_argument("--chunk-size", type=positive_int, default=2048, help="cells read and written per chunk")
     p.add_argument("--max-len", type=positive_int, help="tokens per cell (default: the variant's context)")
     p.add_argument("--no-filter-pass", action="store_true", help="ignore obs['filter_pass']")
@@ -214,6 +195,7 @@ def register(sub, fmt: dict) -> None:
         action="store_true",
         help="use each cell's row sum as its total, ignoring obs['n_counts']",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     p.set_defaults(func=cmd_tokenize)
 
     p = sub.add_parser("embed", help="cell or gene embeddings of a tokenized dataset", **fmt)

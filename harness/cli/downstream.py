@@ -4,10 +4,13 @@ Each subcommand's arguments sit beside its handler (``register``)."""
 
 from __future__ import annotations
 
+import sys
+
 from harness.cli.common import (
     RESULTS_OUT,
     SEED_HELP,
     VARIANT_HELP,
+    at_least,
     check_output,
     model_source,
     positive_int,
@@ -21,7 +24,7 @@ def cmd_eval(args) -> int:
     from harness.downstream.tasks import cell_task_data, gene_task_data
     from models.registry import get_variant
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, "results", args.overwrite)
     variant = get_variant(args.variant)
     runner_runs = downstream.with_reference([downstream.EvalRun.parse(r) for r in args.runs]) if args.runs else None
     data_options = dict(
@@ -84,7 +87,17 @@ def cmd_eval(args) -> int:
     if args.mode == "finetune":
         config["finetune"] = vars(finetune)
     write_results("downstream", records, weights, config, args.out)
-    return 1 if any(r.get("status") == "fail" for r in records) else 0
+    if any(r.get("status") == "fail" for r in records):
+        return 1
+    if not any(r["record"] == "agreement" and r.get("status") != "skipped" for r in records):
+        reasons = sorted({r["reason"] for r in records if r.get("status") == "skipped" and r.get("reason")})
+        print(
+            "gfqual: nothing was compared (exit 3): no run besides the HF fp32 reference ran here"
+            + (f" ({'; '.join(reasons)})" if reasons else ""),
+            file=sys.stderr,
+        )
+        return 3
+    return 0
 
 
 def register(sub, fmt: dict) -> None:
@@ -111,7 +124,7 @@ def register(sub, fmt: dict) -> None:
     p.add_argument("--labels", help="dosage: the dosage_sens_tf_labels.csv of the Geneformer example")
     p.add_argument("--label-column", default="disease", help="cardiomyopathy/perturb: obs column of the class")
     p.add_argument("--individual-column", default="individual", help="obs column of the donor (splits by it)")
-    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds")
+    p.add_argument("--folds", type=at_least(2), default=5, help="cross-validation folds (at least 2)")
     p.add_argument("--layer", type=int, default=-1, help="Geneformer emb_layer: -1 second-to-last, 0 last")
     p.add_argument("--max-len", type=positive_int, help="tokens per cell (default: the variant's context)")
     p.add_argument("--max-cells", type=positive_int, help="first N cells of --h5ad (or N synthetic cells)")

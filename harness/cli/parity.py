@@ -22,47 +22,38 @@ from models.registry import VARIANTS
 
 
 def cmd_parity(args) -> int:
-    from harness.parity.run import ParitySpec, format_verdict, run_config, run_parity
-    from models.checkpoint import CheckpointError, check_variant, read_checkpoint
-    from models.registry import get_variant
+    from harness.api import parity
+    from harness.parity.run import format_verdict
+    from harness.results import DEFAULT_RESULTS_DIR
 
-    check_output(args.json, args.overwrite, "--json")
-    reference = read_checkpoint(args.reference, expect="hf")
-    candidate = read_checkpoint(args.candidate, expect="te")
-    if args.variant:
-        variant = get_variant(args.variant)
-    else:
-        matches = reference.variant_candidates()
-        if not matches:
-            raise CheckpointError(f"{args.reference}: architecture matches no registered variant; pass --variant")
-        variant = matches[0]
-    for ckpt in (reference, candidate):
-        check_variant(ckpt.config, variant, str(ckpt.path))
-    spec = ParitySpec(
-        variant.name,
-        args.backend,
-        args.precision,
-        n_cells=args.cells,
-        max_len=args.length or min(variant.context, 256),
+    check_output(args.json, "results", args.overwrite, "--json")
+    check = parity(
+        args.reference,
+        args.candidate,
+        variant=args.variant,
+        backend=args.backend,
+        precision=args.precision,
+        device=None if args.device == "auto" else args.device,
+        cells=args.cells,
+        length=args.length,
         micro_batch=args.micro_batch,
         seed=args.seed,
         h5ad=args.h5ad,
         dicts=args.dicts,
+        out=args.json or DEFAULT_RESULTS_DIR,
+        overwrite=args.overwrite,
     )
-    device = None if args.device == "auto" else args.device
-    records, verdict = run_parity(spec, variant, reference, candidate, device)
-    print(format_verdict(verdict))
-    if verdict["status"] == "skipped" and args.backend != "te-format-torch":
+    print(format_verdict(check.verdict))
+    if check.status == "skipped" and args.backend != "te-format-torch":
         print(
             "hint: --backend te-format-torch checks the TE checkpoint layout in plain PyTorch on this machine",
             file=sys.stderr,
         )
-    weights = {"reference": reference.describe(), "candidate": candidate.describe()}
-    if weights["candidate"]["dtypes"].get("bfloat16"):
+    if check.result["weights"]["candidate"]["dtypes"].get("bfloat16"):
         print("note: the candidate stores bf16 tensors (TE export default); its fp32 parity includes that rounding")
-    write_results("parity", records, weights, run_config([spec]), args.json)
+    print(f"results: {check.path}")
     # 0: within tolerance; 1: not; 3: this machine cannot run it (the reason is printed)
-    return {"pass": 0, "fail": 1, "reported": 1}.get(verdict["status"], 3)
+    return {"pass": 0, "fail": 1, "reported": 1}.get(check.status, 3)
 
 
 def cmd_run(args) -> int:
@@ -79,7 +70,7 @@ def cmd_run(args) -> int:
     from harness.results import gate_status
     from models.hf import random_hf_model, random_weights_block
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, "results", args.overwrite)
     cap = probe()
     log = compiler_log_to_file()
     print(
@@ -133,7 +124,7 @@ def cmd_train_parity(args) -> int:
     from harness.results import gate_status
     from models.hf import random_weights_block
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, "results", args.overwrite)
     cap = probe()
     specs = default_training_specs(cap.device, args.variants, args.precisions, args.steps, args.seed, args.objectives)
     print(

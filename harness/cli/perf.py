@@ -4,6 +4,8 @@ Each subcommand's arguments sit beside its handler (``register``)."""
 
 from __future__ import annotations
 
+import sys
+
 from harness.backend_names import BACKENDS, FORWARDS
 from harness.cli.common import (
     PRECISION_CHOICES,
@@ -23,6 +25,7 @@ def cmd_bench(args) -> int:
     from pathlib import Path
 
     from harness.distributed import context
+    from harness.outputs import interruptible
     from harness.perf.sweep import Sweep, refuse_gpu_sweep_on_cpu, run_sweep
     from harness.results import DEFAULT_RESULTS_DIR
     from models.hf import random_weights_block
@@ -40,11 +43,12 @@ def cmd_bench(args) -> int:
         if not sweep.variants:
             raise UsageError(f"--variants {' '.join(args.variants)}: sweep {sweep.name} measures none of them")
     out = Path(args.out) if args.out else DEFAULT_RESULTS_DIR / f"perf-{sweep.name}.json"
-    if out.exists():
-        raise UsageError(f"{out} exists; choose another --out")
-    check_output(str(out))
+    if not args.out:
+        out.parent.mkdir(parents=True, exist_ok=True)  # the suite's own default folder
+    check_output(out, "file")
     refuse_gpu_sweep_on_cpu(sweep, args.force)
-    rows = run_sweep(sweep, out)
+    with interruptible(f"{out.name}.partial.jsonl keeps the measured points: run the same command to resume"):
+        rows = run_sweep(sweep, out)
     write_results(
         "perf", rows, random_weights_block(sweep.seed), {"sweep": asdict(sweep), "world_size": ctx.world_size}, out
     )
@@ -57,7 +61,9 @@ def cmd_bench_workload(args) -> int:
     """``gfqual bench --workload embed|perturb``: the pipelines end to end (harness.perf.workload)."""
     from pathlib import Path
 
+    from harness.capability import probe
     from harness.data.stream import read_tokenized
+    from harness.perf.sweep import refuse_long_cpu_run
     from harness.perf.workload import embed_workload, perturb_workload
     from models.hf import random_hf_model, random_weights_block
     from models.registry import get_variant
@@ -65,18 +71,28 @@ def cmd_bench_workload(args) -> int:
     if not args.cells:
         raise UsageError("--workload needs --cells: a tokenized dataset (gfqual tokenize) to run on")
     out = Path(args.out) if args.out else None
-    check_output(args.out)
+    check_output(args.out, "results")
+    variants = [get_variant(name) for name in args.variants or ["V2-104M"]]
+    pools = {v.name: list(read_tokenized(args.cells, v)["input_ids"]) for v in variants}
+    cap = probe()
+    runs = [(b, p) for b in args.backends for p in args.precisions if cap.skip_reason(b, p) is None]
+    tokens = sum(_workload_tokens(args, pool) for pool in pools.values()) * len(runs)
+    refuse_long_cpu_run(
+        f"--workload {args.workload} ({len(variants)} variant(s) × {len(runs)} run(s), {tokens / 1e6:.1f} M tokens)",
+        tokens,
+        variants[0].name,
+        args.force,
+    )
     rows = []
-    for name in args.variants or ["V2-104M"]:
-        variant = get_variant(name)
-        table = read_tokenized(args.cells, variant)
-        pool = [c for c in table["input_ids"]]
+    for variant in variants:
+        pool = pools[variant.name]
         n = max(args.repeat_to or len(pool), len(pool))
         cells = [pool[i % len(pool)] for i in range(n)]
         where = f"{args.cells} ({len(pool)} cells" + (f", repeated to {n})" if n > len(pool) else ")")
         source = random_hf_model(variant, args.seed)
         for backend in args.backends:
             for precision in args.precisions:
+                print(f"{args.workload} {variant.name} {backend} {precision}: running ...", file=sys.stderr, flush=True)
                 if args.workload == "embed":
                     row = embed_workload(variant, backend, precision, cells, source, where, args.max_tokens)
                 else:
@@ -99,7 +115,20 @@ def cmd_bench_workload(args) -> int:
         {"workload": args.workload, "cells": args.cells, "repeat_to": args.repeat_to},
         out,
     )
+    if all(r["status"] == "skipped" for r in rows):
+        print("gfqual: nothing was measured (exit 3): every run was skipped here (reasons above)", file=sys.stderr)
+        return 3
     return 0
+
+
+def _workload_tokens(args, pool: list) -> int:
+    """Tokens a workload runs on one variant for one backend and precision: embed runs its cells
+    twice (the pipeline and the static forward); perturb runs each start cell once per gene."""
+    lengths = [len(c) for c in pool]
+    if args.workload == "embed":
+        n = max(args.repeat_to or len(pool), len(pool))
+        return 2 * sum(lengths[i % len(pool)] for i in range(n))
+    return sum(length * length for length in lengths[: args.perturb_cells])
 
 
 def _workload_line(row: dict) -> str:
@@ -127,7 +156,7 @@ def cmd_profile(args) -> int:
     from models.hf import random_hf_model, random_weights_block
     from models.registry import get_variant
 
-    check_output(args.out)
+    check_output(args.out, "results")
     if not probe().cuda:
         raise CannotRunHere("gfqual profile: a kernel profile needs a CUDA GPU; none is visible")
     variant = get_variant(args.variant)
@@ -181,7 +210,9 @@ def register(sub, fmt: dict) -> None:
         help="a tokenized dataset (gfqual tokenize) whose real cells the realistic layouts "
         "and the workloads use (default: the sweep's cells_from, else synthetic lengths)",
     )
-    p.add_argument("--force", action="store_true", help="run a GPU sweep on a CPU anyway (hours)")
+    p.add_argument(
+        "--force", action="store_true", help="run a GPU sweep or workload on a CPU anyway (refused when over 10 min)"
+    )
     p.add_argument(
         "--variants",
         nargs="+",

@@ -4,7 +4,21 @@ Each subcommand's arguments sit beside its handler (``register``)."""
 
 from __future__ import annotations
 
+from harness.cli.common import check_output
 from models.errors import UsageError
+
+# What each report command writes into its --out folder (glob patterns): a user's file of one of
+# these names is never replaced without --overwrite.
+WRITES = {
+    "report": ("report.html", "report.md", "verdict.json", "*.png"),
+    "report-parity": ("parity.md", "parity-*.png"),
+    "report-downstream": ("downstream.md", "downstream-*.png"),
+    "report-perf": ("*.png",),
+}
+
+
+def _check_out(args, command: str) -> None:
+    check_output(args.out, "report-folder", args.overwrite, replaces=WRITES[command])
 
 
 def _render_kind(kind: str, folder: str, render, out: str, hint: str = "") -> int:
@@ -21,18 +35,21 @@ def _render_kind(kind: str, folder: str, render, out: str, hint: str = "") -> in
 def cmd_report_parity(args) -> int:
     from reports.parity import render_parity_report
 
+    _check_out(args, "report-parity")
     return _render_kind("parity", args.results, render_parity_report, args.out)
 
 
 def cmd_report_downstream(args) -> int:
     from reports.downstream import render_downstream_report
 
+    _check_out(args, "report-downstream")
     return _render_kind("downstream", args.results, render_downstream_report, args.out, " (run gfqual eval first)")
 
 
 def cmd_report_perf(args) -> int:
     from reports.perf import render_perf_plots
 
+    _check_out(args, "report-perf")
     return _render_kind("perf", args.results, render_perf_plots, args.out, " (run gfqual bench first)")
 
 
@@ -44,6 +61,7 @@ def cmd_report(args) -> int:
     from harness.verdict.waivers import load_waivers
     from reports.qualification import render_report
 
+    _check_out(args, "report")
     waivers = load_waivers(args.waivers) if args.waivers else None
     results = sorted((r for folder in args.results for r in read_results(folder)), key=lambda r: r["created"])
     if not results:
@@ -79,15 +97,20 @@ def _report_plan(spec: str, results: list[dict]) -> dict:
 def cmd_regenerate_reports(args) -> int:
     from reports.regenerate import regenerate
 
+    check_output(args.root, "report-folder", overwrite=True, option="--root")  # regenerates by design
     for folder in regenerate(args.root):
         print(f"wrote {folder}")
     return 0
 
 
+OVERWRITE_REPORT = "replace the report files already in --out (else they are refused)"
+
+
 def register(sub, fmt: dict) -> None:
     p = sub.add_parser("report", help="hardware qualification report (HTML + markdown) from results files", **fmt)
     p.add_argument("--results", required=True, nargs="+", help="folders of results files (searched recursively)")
-    p.add_argument("--out", required=True, help="report folder: report.html, report.md, verdict.json (regenerated)")
+    p.add_argument("--out", required=True, help="report folder: report.html, report.md, verdict.json")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_REPORT)
     p.add_argument(
         "--waivers",
         help="JSON file of known failures signed off (gpu, gate, case, reason, owner, expires): a waived "
@@ -106,7 +129,8 @@ def register(sub, fmt: dict) -> None:
 
     p = sub.add_parser("report-downstream", help="render the downstream report (markdown + plots) from results", **fmt)
     p.add_argument("--results", required=True, help="folder of results files")
-    p.add_argument("--out", required=True, help="report folder (its report files are regenerated)")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_REPORT)
     p.set_defaults(func=cmd_report_downstream)
 
     p = sub.add_parser(
@@ -116,10 +140,12 @@ def register(sub, fmt: dict) -> None:
         **fmt,
     )
     p.add_argument("--results", required=True, help="folder of results files")
-    p.add_argument("--out", required=True, help="folder for the PNG files (regenerated)")
+    p.add_argument("--out", required=True, help="folder for the PNG files")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_REPORT)
     p.set_defaults(func=cmd_report_perf)
 
     p = sub.add_parser("report-parity", help="render the parity report (markdown + plots) from results", **fmt)
     p.add_argument("--results", required=True, help="folder of results files")
-    p.add_argument("--out", required=True, help="report folder (its report files are regenerated)")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_REPORT)
     p.set_defaults(func=cmd_report_parity)

@@ -12,6 +12,7 @@ cell at the full length and at least one padded cell, so padding is always exerc
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -81,6 +82,21 @@ def synthetic_dictionaries(variant: Variant, seed: int = 0):
     tokens = {**variant.special_tokens, **{g: i + len(variant.special_tokens) for i, g in enumerate(genes)}}
     medians = dict(zip(genes, np.exp(rng.normal(0.0, 1.0, n_genes)).tolist()))
     return Dictionaries(variant.dictionary_family, tokens, medians)
+
+
+BYTES_PER_VALUE = 40  # the generator holds ~5 dense float64 / int64 copies of the cells × genes matrix
+
+
+def check_synthetic_size(n_cells: int, n_genes: int) -> None:
+    """Refuse, before any work, a synthetic matrix this machine cannot hold (it is built dense)."""
+    need = n_cells * n_genes * BYTES_PER_VALUE
+    pages = os.sysconf("SC_AVPHYS_PAGES") if hasattr(os, "sysconf") else 0
+    free = pages * os.sysconf("SC_PAGE_SIZE") if pages else None
+    if free is not None and need > free:
+        raise UsageError(
+            f"--cells {n_cells} × --genes {n_genes} needs about {need / 2**30:,.1f} GiB while building the counts; "
+            f"this machine has {free / 2**30:,.1f} GiB free: lower --cells (or --genes), or write several files"
+        )
 
 
 def synthetic_anndata(

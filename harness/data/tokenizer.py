@@ -185,6 +185,8 @@ class Encoder:
         self.merge = sp.csr_matrix(
             (np.ones(len(rows)), (rows, [column[used[i]] for i in rows])), shape=(len(ids), len(genes))
         )
+        self.genes = genes  # the vocabulary genes used (Ensembl IDs), in token-column order
+        self.first_column = {used[i]: i for i in reversed(rows)}  # each gene's first input column
         self.tokens = np.array([dicts.token_ids[g] for g in genes], dtype=np.int64)
         self.medians = np.array([dicts.medians[g] for g in genes], dtype=np.float64)
         self.columns = {
@@ -293,6 +295,8 @@ def open_anndata(path: str | Path):
     import anndata
 
     path = Path(path)
+    if path.is_dir():
+        raise TokenizerError(f"{path} is a folder; give an .h5ad or .loom file of raw counts")
     if not path.is_file():
         raise TokenizerError(f"{path} does not exist")
     try:

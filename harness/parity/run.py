@@ -52,7 +52,10 @@ def make_batch(spec: ParitySpec, variant: Variant, multiple: int) -> Batch:
     if not spec.h5ad:
         return synthetic_batch(variant, spec.n_cells, spec.max_len, spec.seed, multiple=multiple)
     if not spec.dicts:
-        raise UsageError("real cells need the Geneformer dictionaries: give the dictionary folder too")
+        raise UsageError(
+            f"--h5ad {spec.h5ad}: real cells need the Geneformer dictionaries: add --dicts DIR (the folder "
+            "holding gc30M/ and gc104M/)"
+        )
     dicts = Dictionaries.load(spec.dicts, variant.dictionary_family)
     tokenized = tokenize_h5ad(spec.h5ad, variant, dicts, max_len=spec.max_len)
     if len(tokenized.cells) < spec.n_cells:
