@@ -118,6 +118,13 @@ RECORD_KINDS = {
         "never",
         "one held-out evaluation of one seed's training run on fresh cells (gfqual train-band)",
     ),
+    "band_trace": RecordKind(
+        "parity",
+        ("step", "seed", "layer", "grad_norm", "weight_norm"),
+        (),
+        "never",
+        "one layer's gradient and weight norms after one step of a traced training run (gfqual train-band --trace)",
+    ),
     "band_verdict": RecordKind(
         "parity",
         ("status", "steps", "seeds"),

@@ -62,9 +62,9 @@ def mlm_loss(backend: Backend, batch: Batch | PackedBatch, labels: torch.Tensor)
     )
 
 
-def adamw(parameters, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The notebooks' optimizer over ``parameters``, and its warm-up schedule."""
-    optimizer = torch.optim.AdamW(list(parameters), lr=LR, weight_decay=WEIGHT_DECAY)
+def adamw(parameters, steps: int, lr: float = LR) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The notebooks' optimizer over ``parameters`` (at their learning rate unless ``lr``), and its warm-up schedule."""
+    optimizer = torch.optim.AdamW(list(parameters), lr=lr, weight_decay=WEIGHT_DECAY)
     warmup = max(1, int(WARMUP_FRACTION * steps))
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
 

@@ -106,3 +106,24 @@ def test_classify_without_a_label_column_is_bad_input(tmp_path, tokenized_v1, ca
     rc = main(["train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--objective", "classify"])
     assert rc == 2
     assert "--label-column" in capsys.readouterr().err
+
+
+def test_a_traced_run_records_every_layers_norms_at_every_step(tmp_path, tokenized_v1):
+    out = tmp_path / "trace.json"
+    rc = main(
+        [
+            "train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--backend", "te-format-torch",
+            "--precisions", "fp32", "--reference-precision", "fp32", "--seeds", "1", "--steps", "2",
+            "--eval-every", "2", "--batch-cells", "4", "--max-len", "24", "--trace", "--lr", "1e-4", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["optimizer"]["lr"] == 1e-4
+    traced = [r for r in result["records"] if r["record"] == "band_trace"]
+    layers = {r["layer"] for r in traced}
+    assert {f"layer {i:02d}" for i in range(6)} <= layers  # V1-10M's six encoder layers
+    assert {(r["backend"], r["step"]) for r in traced} == {
+        (b, s) for b in ("hf-sdpa", "te-format-torch") for s in (1, 2)
+    }
+    assert all(r["grad_norm"] > 0 and r["weight_norm"] > 0 for r in traced if r["layer"].startswith("layer"))

@@ -184,15 +184,17 @@ def cmd_train_band(args) -> int:
         eval_every=args.eval_every,
         batch_cells=args.batch_cells,
         max_len=args.max_len,
+        lr=args.lr,
     )
     pool = CellPool.from_cells(cells, labels, spec)
     print(
         f"gfqual train-band on {probe().gpu_name or 'CPU'}: {variant.name} {args.objective}, {args.seeds} seeds x "
         f"{args.steps} steps of {args.batch_cells} fresh cells ({len(pool.train)} to train on, {len(pool.held_out)} "
-        f"held out), {args.backend} at {', '.join(args.precisions)} against HF {args.reference_precision}; "
+        f"held out), lr {args.lr:g}, {args.backend} at {', '.join(args.precisions)} against HF "
+        f"{args.reference_precision}; "
         "weights: seeded random init (one per seed)"
     )
-    records = run_band(spec, pool)
+    records = run_band(spec, pool, trace=args.trace)
     records = write_results(
         "parity", records, random_weights_block(0), band_config(spec, pool, list(args.cells)), args.out
     )
@@ -286,6 +288,10 @@ def register(sub, fmt: dict) -> None:
     p.add_argument("--eval-every", type=positive_int, default=25, help="held-out evaluation every N steps")
     p.add_argument("--batch-cells", type=positive_int, default=8, help="fresh cells per step")
     p.add_argument("--max-len", type=positive_int, default=512, help="tokens kept per cell (its highest-ranked genes)")
+    p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (the notebooks' 5e-5)")
+    p.add_argument(
+        "--trace", action="store_true", help="record each layer's gradient and weight norms at every step (slow)"
+    )
     p.add_argument("--out", help=RESULTS_OUT)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_train_band)

@@ -27,6 +27,7 @@ everywhere in training parity.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -35,7 +36,7 @@ from harness.backends import build_backend
 from harness.data.batching import collate
 from harness.precision import get_precision
 from harness.tolerances import training_band_allowance
-from harness.training import Trainee, adamw, masked_batch, optimizer_step
+from harness.training import LR, Trainee, adamw, masked_batch, optimizer_step
 from models.errors import UsageError
 from models.registry import Variant, get_variant
 
@@ -60,6 +61,7 @@ class BandSpec:
     max_len: int = 512  # tokens per cell: its highest-ranked genes (a rank value encoding cut short)
     held_out: float = 0.2
     eval_cells: int = 64
+    lr: float = LR  # the notebooks' 5e-5; another one asks where an instability starts
 
 
 @dataclass
@@ -135,17 +137,39 @@ def _loss_and_accuracy(trainee: Trainee, cells, labels, variant: Variant, multip
     return total / count, correct / count
 
 
-def run_seed(backend_name: str, precision_name: str, model, pool: CellPool, spec: BandSpec, seed: int) -> list[dict]:
+def _group(name: str) -> str:
+    """A parameter's layer, in either layout: the first index in its name (``layer.3.``,
+    ``layers.3.``), else its module (``bert.embeddings``, ``cls.predictions``, the classifier)."""
+    match = re.search(r"\.(\d+)\.", name)
+    return f"layer {int(match.group(1)):02d}" if match else ".".join(name.split(".")[:2])
+
+
+def layer_norms(trainee: Trainee) -> dict[str, tuple[float, float]]:
+    """Each layer's (gradient norm, weight norm) after a backward: where an instability starts."""
+    sums: dict[str, list[float]] = {}
+    for name, p in trainee.named_parameters().items():
+        acc = sums.setdefault(_group(name), [0.0, 0.0])
+        if p.grad is not None:
+            acc[0] += float(p.grad.float().pow(2).sum())
+        acc[1] += float(p.detach().float().pow(2).sum())
+    return {g: (math.sqrt(a), math.sqrt(b)) for g, (a, b) in sums.items()}
+
+
+def run_seed(
+    backend_name: str, precision_name: str, model, pool: CellPool, spec: BandSpec, seed: int, trace: bool = False
+) -> tuple[list[dict], list[dict]]:
     """One training run: fresh batches each step, held-out loss and accuracy every ``eval_every``
-    steps (and before the first); a row per evaluation."""
+    steps (and before the first): (a row per evaluation, and with ``trace`` a row per step and
+    layer with its gradient and weight norms; slow: one host sync per parameter)."""
     variant = get_variant(spec.variant)
     precision = get_precision(precision_name)
     backend = build_backend(backend_name, model, precision, training=True)
     classes = len(pool.classes) if pool.classes else None
     trainee = Trainee(backend, spec.objective, variant, seed, classes=classes)
-    optimizer, schedule = adamw(trainee.named_parameters().values(), spec.steps)
+    optimizer, schedule = adamw(trainee.named_parameters().values(), spec.steps, spec.lr)
     multiple = precision.token_multiple
-    rows = []
+    rows: list[dict] = []
+    traced: list[dict] = []
 
     def evaluate(step: int, train_loss: float | None) -> None:
         loss, accuracy = _loss_and_accuracy(trainee, pool.held_out, pool.held_out_labels, variant, multiple)
@@ -167,9 +191,15 @@ def run_seed(backend_name: str, precision_name: str, model, pool: CellPool, spec
         labels = None if pool.train_labels is None else torch.tensor([pool.train_labels[i] for i in picks])
         loss = optimizer_step(lambda: trainee.loss(batch, step, labels=labels), optimizer)
         schedule.step()
+        if trace:
+            traced += [
+                {"step": step, "seed": seed, "backend": backend_name, "precision": precision_name,
+                 "layer": group, "grad_norm": g, "weight_norm": w, "train_loss": float(loss)}
+                for group, (g, w) in layer_norms(trainee).items()
+            ]  # fmt: skip
         if step % spec.eval_every == 0 or step == spec.steps:
             evaluate(step, float(loss))
-    return rows
+    return rows, traced
 
 
 def judge_band(reference: list[dict], candidate: list[dict], allowance: float) -> dict:
@@ -220,9 +250,10 @@ def _mean(rows: list[dict], step: int, key: str) -> float:
     return sum(values) / len(values)
 
 
-def run_band(spec: BandSpec, pool: CellPool, progress=print) -> list[dict]:
+def run_band(spec: BandSpec, pool: CellPool, progress=print, trace: bool = False) -> list[dict]:
     """Every seed of the reference and of each candidate precision, then a verdict per precision:
-    ``band_point`` rows (one per run and evaluation) and ``band_verdict`` records."""
+    ``band_point`` rows (one per run and evaluation), ``band_trace`` rows with ``trace``, and
+    ``band_verdict`` records."""
     from models.hf import random_hf_model
 
     variant = get_variant(spec.variant)
@@ -234,9 +265,13 @@ def run_band(spec: BandSpec, pool: CellPool, progress=print) -> list[dict]:
         model = random_hf_model(variant, seed)
         for backend, precision in plan:
             try:
-                rows = run_seed(backend, precision, model, pool, spec, seed)
+                rows, traced = run_seed(backend, precision, model, pool, spec, seed, trace)
             except Exception as exc:  # a recipe that cannot train is a finding: recorded, the run goes on
-                rows = [{"step": 0, "seed": seed, "backend": backend, "precision": precision, "error": str(exc)}]
+                rows, traced = (
+                    [{"step": 0, "seed": seed, "backend": backend, "precision": precision, "error": str(exc)}],
+                    [],
+                )
+            records += [{**base, "record": "band_trace", **r} for r in traced]
             runs.setdefault((backend, precision), []).extend(rows)
             last = rows[-1]
             progress(
@@ -268,7 +303,7 @@ def run_band(spec: BandSpec, pool: CellPool, progress=print) -> list[dict]:
 
 def band_config(spec: BandSpec, pool: CellPool, sources: list[str]) -> dict:
     """The ``config`` block: the spec, the cells (sources, counts) and the optimizer."""
-    from harness.training import LR, MASK_FRACTION, WARMUP_FRACTION, WEIGHT_DECAY
+    from harness.training import MASK_FRACTION, WARMUP_FRACTION, WEIGHT_DECAY
 
     return {
         "spec": asdict(spec),
@@ -279,6 +314,6 @@ def band_config(spec: BandSpec, pool: CellPool, sources: list[str]) -> dict:
             "classes": pool.classes,
             "split_seed": SPLIT_SEED,
         },
-        "optimizer": {"name": "AdamW", "lr": LR, "warmup_fraction": WARMUP_FRACTION, "weight_decay": WEIGHT_DECAY},
+        "optimizer": {"name": "AdamW", "lr": spec.lr, "warmup_fraction": WARMUP_FRACTION, "weight_decay": WEIGHT_DECAY},
         "mask_fraction": MASK_FRACTION,
     }
