@@ -112,6 +112,27 @@ RECORD_KINDS = {
         "never",
         "one optimizer step of a trajectory: the reference's, the candidate's and the peer's loss",
     ),
+    "band_point": RecordKind(
+        "parity",
+        ("step", "seed", "held_out_loss", "held_out_accuracy"),
+        (),
+        "never",
+        "one held-out evaluation of one seed's training run on fresh cells (gfqual train-band)",
+    ),
+    "band_trace": RecordKind(
+        "parity",
+        ("step", "seed", "layer", "grad_norm", "weight_norm"),
+        (),
+        "never",
+        "one layer's gradient and weight norms after one step of a traced training run (gfqual train-band --trace)",
+    ),
+    "band_verdict": RecordKind(
+        "parity",
+        ("status", "steps", "seeds"),
+        JUDGED,
+        "verdict",
+        "a precision's held-out loss over seeds against the band the reference's seeds span (gfqual train-band)",
+    ),
     "point": RecordKind(
         "perf",
         ("status", "layout", "batch", "seq_len"),

@@ -62,9 +62,9 @@ def mlm_loss(backend: Backend, batch: Batch | PackedBatch, labels: torch.Tensor)
     )
 
 
-def adamw(parameters, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The notebooks' optimizer over ``parameters``, and its warm-up schedule."""
-    optimizer = torch.optim.AdamW(list(parameters), lr=LR, weight_decay=WEIGHT_DECAY)
+def adamw(parameters, steps: int, lr: float = LR) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The notebooks' optimizer over ``parameters`` (at their learning rate unless ``lr``), and its warm-up schedule."""
+    optimizer = torch.optim.AdamW(list(parameters), lr=lr, weight_decay=WEIGHT_DECAY)
     warmup = max(1, int(WARMUP_FRACTION * steps))
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
 
@@ -105,12 +105,14 @@ class Trainee:
     """A backend with what one objective trains on top of it: its loss for a batch, and every
     parameter the optimizer steps (the model's in its own layout; the head's under ``HEAD_PREFIX``)."""
 
-    def __init__(self, backend: Backend, objective: str, variant: Variant, seed: int = 0):
+    def __init__(self, backend: Backend, objective: str, variant: Variant, seed: int = 0, classes: int | None = None):
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r} (known: {', '.join(OBJECTIVES)})")
         self.backend, self.objective, self.variant, self.seed = backend, objective, variant, seed
         self.head = (
-            CellClassifier(variant.hidden_size, CLASSES, seed).to(backend.device) if objective == "classify" else None
+            CellClassifier(variant.hidden_size, classes or CLASSES, seed).to(backend.device)
+            if objective == "classify"
+            else None
         )
 
     def named_parameters(self) -> dict[str, torch.nn.Parameter]:
@@ -122,13 +124,15 @@ class Trainee:
         head: no gradient arrives there, and AdamW leaves a parameter without one untouched)."""
         return self.head is None or not name.startswith(MLM_HEAD_PREFIX)
 
-    def loss(self, batch: Batch, step: int = 0) -> torch.Tensor:
-        """The objective's loss with autograd on; ``step`` seeds the MLM mask (a fresh one per step)."""
+    def loss(self, batch: Batch, step: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The objective's loss with autograd on; ``step`` seeds the MLM mask (a fresh one per step);
+        ``labels``: the classifier's cell labels (default: the seeded ones)."""
         if self.head is None:
             masked, labels = masked_batch(batch, self.variant, self.seed + step)
             return mlm_loss(self.backend, masked, labels)
         logits = self.head(self.backend.final_hidden(batch))
-        return torch.nn.functional.cross_entropy(logits, cell_labels(batch, self.seed).to(logits.device))
+        labels = cell_labels(batch, self.seed) if labels is None else labels
+        return torch.nn.functional.cross_entropy(logits, labels.to(logits.device))
 
 
 class TrainStep:

@@ -18,6 +18,7 @@ from harness.cli.common import (
     positive_int,
     write_results,
 )
+from models.errors import UsageError
 from models.registry import VARIANTS
 
 
@@ -139,6 +140,63 @@ def cmd_train_parity(args) -> int:
     return 1 if "fail" in gating else 0
 
 
+def cmd_train_band(args) -> int:
+    from harness.capability import probe
+    from harness.data.stream import read_tokenized
+    from harness.parity.training_band import BandSpec, CellPool, band_config, run_band
+    from harness.results import gate_status
+    from models.hf import random_weights_block
+    from models.registry import get_variant
+
+    check_output(args.out, args.overwrite)
+    variant = get_variant(args.variant)
+    if args.objective == "classify" and not args.label_column:
+        raise UsageError("--objective classify needs --label-column: the tokenized cells' column of cell labels")
+    cells: list[list[int]] = []
+    labels: list[str] | None = [] if args.label_column else None
+    for folder in args.cells:
+        frame = read_tokenized(folder, variant)
+        if labels is not None:
+            if args.label_column not in frame.columns:
+                raise UsageError(
+                    f"{folder} has no column {args.label_column!r} (it has {', '.join(map(str, frame.columns))}); "
+                    "tokenize with --obs-columns naming it"
+                )
+            labels += frame[args.label_column].astype(str).tolist()
+        cells += [list(map(int, ids)) for ids in frame["input_ids"]]
+    spec = BandSpec(
+        variant=variant.name,
+        objective=args.objective,
+        candidate=args.backend,
+        precisions=tuple(args.precisions),
+        reference_precision=args.reference_precision,
+        seeds=args.seeds,
+        steps=args.steps,
+        eval_every=args.eval_every,
+        batch_cells=args.batch_cells,
+        max_len=args.max_len,
+        lr=args.lr,
+    )
+    pool = CellPool.from_cells(cells, labels, spec)
+    print(
+        f"gfqual train-band on {probe().gpu_name or 'CPU'}: {variant.name} {args.objective}, {args.seeds} seeds x "
+        f"{args.steps} steps of {args.batch_cells} fresh cells ({len(pool.train)} to train on, {len(pool.held_out)} "
+        f"held out), lr {args.lr:g}, {args.backend} at {', '.join(args.precisions)} against HF "
+        f"{args.reference_precision}; "
+        "weights: seeded random init (one per seed)"
+    )
+    records = run_band(spec, pool, trace=args.trace)
+    records = write_results(
+        "parity", records, random_weights_block(0), band_config(spec, pool, list(args.cells)), args.out
+    )
+    for r in records:
+        if r["record"] == "band_verdict":
+            print(f"{r['precision']:12s} {r['status'].upper():5s} {r.get('violations') or r.get('reason') or ''}")
+    gating = [s for s in map(gate_status, records) if s]
+    print(f"{len(gating)} training-band checks: {gating.count('fail')} failed")
+    return 1 if "fail" in gating else 0
+
+
 def register(sub, fmt: dict) -> None:
     p = sub.add_parser(
         "parity",
@@ -202,3 +260,29 @@ def register(sub, fmt: dict) -> None:
     p.add_argument("--out", help=RESULTS_OUT)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_train_parity)
+
+    p = sub.add_parser(
+        "train-band",
+        help="does a precision train like bf16? fresh real cells each step, held-out loss at fixed steps over "
+        "several seeds, against the band HF bf16's seeds span; exit 1 when a precision leaves it",
+        **fmt,
+    )
+    p.add_argument("--cells", nargs="+", required=True, help="tokenized cell folders (gfqual tokenize) to draw from")
+    p.add_argument("--variant", required=True, choices=list(VARIANTS), help=VARIANT_HELP)
+    p.add_argument("--objective", default="mlm", choices=OBJECTIVES, help="mlm pretraining or classify")
+    p.add_argument("--label-column", help="classify: the tokenized cells' column of labels (tokenize --obs-columns)")
+    p.add_argument("--backend", default="te", choices=list(BACKENDS), help="candidate backend")
+    p.add_argument("--precisions", nargs="+", default=["bf16"], choices=PRECISION_CHOICES, help="candidate precisions")
+    p.add_argument("--reference-precision", default="bf16", choices=PRECISION_CHOICES, help="HF reference's precision")
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds (weights, cell order, masks, head)")
+    p.add_argument("--steps", type=positive_int, default=200, help="optimizer steps per run")
+    p.add_argument("--eval-every", type=positive_int, default=25, help="held-out evaluation every N steps")
+    p.add_argument("--batch-cells", type=positive_int, default=8, help="fresh cells per step")
+    p.add_argument("--max-len", type=positive_int, default=512, help="tokens kept per cell (its highest-ranked genes)")
+    p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (the notebooks' 5e-5)")
+    p.add_argument(
+        "--trace", action="store_true", help="record each layer's gradient and weight norms at every step (slow)"
+    )
+    p.add_argument("--out", help=RESULTS_OUT)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_train_band)

@@ -1,0 +1,129 @@
+"""Training on fresh cells judged on held-out cells (harness/parity/training_band.py): the band rule,
+the split and the batches, and ``gfqual train-band`` end to end on the CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from harness.cli import main
+from harness.parity.training_band import BandSpec, CellPool, judge_band
+
+
+def _rows(losses_by_seed: dict[int, list[float]], every: int = 10) -> list[dict]:
+    return [
+        {"step": i * every, "seed": seed, "held_out_loss": loss, "held_out_accuracy": 0.5}
+        for seed, losses in losses_by_seed.items()
+        for i, loss in enumerate(losses)
+    ]
+
+
+@pytest.fixture(scope="module")
+def tokenized_v1(tmp_path_factory):
+    """40 synthetic cells with planted states (obs cell_state), tokenized for V1-10M."""
+    folder = tmp_path_factory.mktemp("band")
+    assert main(["synth", "--out", str(folder / "s.h5ad"), "--cells", "40", "--genes", "1500"]) == 0
+    args = ["--variant", "V1-10M", "--dicts", "synthetic", "--max-len", "64", "--obs-columns", "cell_state"]
+    assert main(["tokenize", "--input", str(folder / "s.h5ad"), "--out", str(folder / "tok"), *args]) == 0
+    return folder / "tok"
+
+
+REFERENCE = _rows({0: [10.0, 8.0, 6.0], 1: [10.1, 8.4, 6.3], 2: [9.9, 8.2, 6.1]})
+
+
+def test_a_candidate_inside_the_seed_band_passes():
+    candidate = _rows({0: [10.0, 8.1, 6.1], 1: [10.05, 8.3, 6.2], 2: [9.95, 8.2, 6.2]})
+    verdict = judge_band(REFERENCE, candidate, allowance=0.0)
+    assert verdict["status"] == "pass", verdict
+    assert verdict["outside_by"] == 0.0
+
+
+def test_a_candidate_that_learns_slower_than_every_seed_fails_at_its_worst_step():
+    candidate = _rows({0: [10.0, 8.9, 6.2], 1: [10.05, 9.0, 6.2], 2: [9.95, 8.8, 6.2]})
+    verdict = judge_band(REFERENCE, candidate, allowance=0.0)
+    assert verdict["status"] == "fail"
+    assert verdict["worst_step"] == 10
+    assert verdict["band_high"] == 8.4
+    assert verdict["outside_by"] == pytest.approx(8.9 - 8.4)
+    assert "step 10" in verdict["violations"]
+
+
+def test_the_allowance_widens_the_band_by_a_fraction_of_the_reference_loss():
+    candidate = _rows({0: [10.0, 8.5, 6.2], 1: [10.0, 8.5, 6.2], 2: [10.0, 8.5, 6.2]})
+    assert judge_band(REFERENCE, candidate, allowance=0.0)["status"] == "fail"
+    assert judge_band(REFERENCE, candidate, allowance=0.02)["status"] == "pass"  # 8.4 + 0.02 x 8.2
+
+
+def test_a_diverged_candidate_fails_whatever_the_band():
+    candidate = _rows({0: [10.0, math.nan, 6.0], 1: [10.0, 8.2, 6.2], 2: [10.0, 8.2, 6.2]})
+    verdict = judge_band(REFERENCE, candidate, allowance=1.0)
+    assert verdict["status"] == "fail" and "diverged" in verdict["violations"]
+
+
+def test_held_out_cells_never_reach_a_training_batch_and_each_epoch_sees_every_cell_once():
+    cells = [[i + 10] * 5 for i in range(30)]
+    spec = BandSpec("V1-10M", batch_cells=4, held_out=0.2)
+    pool = CellPool.from_cells(cells, None, spec)
+    assert len(pool.held_out) == 6 and len(pool.train) == 24
+    assert not {tuple(c) for c in pool.held_out} & {tuple(c) for c in pool.train}
+    steps = pool.batches(steps=12, size=4, seed=3)
+    first_epoch = [i for b in steps[:6] for i in b]
+    assert sorted(first_epoch) == list(range(24))
+    assert pool.batches(12, 4, seed=3) == steps and pool.batches(12, 4, seed=4) != steps
+
+
+def test_a_pool_too_small_to_train_is_refused_with_the_numbers():
+    with pytest.raises(Exception, match="give more cells"):
+        CellPool.from_cells([[5, 6]] * 5, None, BandSpec("V1-10M", batch_cells=8))
+
+
+def test_train_band_end_to_end_on_the_cpu(tmp_path, tokenized_v1):
+    out = tmp_path / "band.json"
+    rc = main(
+        [
+            "train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--objective", "classify",
+            "--label-column", "cell_state", "--backend", "te-format-torch", "--precisions", "fp32",
+            "--reference-precision", "fp32", "--seeds", "2", "--steps", "4", "--eval-every", "2",
+            "--batch-cells", "4", "--max-len", "24", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    records = json.loads(out.read_text())["records"]
+    points = [r for r in records if r["record"] == "band_point"]
+    assert {(r["backend"], r["seed"], r["step"]) for r in points} == {
+        (b, s, t) for b in ("hf-sdpa", "te-format-torch") for s in (0, 1) for t in (0, 2, 4)
+    }
+    (verdict,) = [r for r in records if r["record"] == "band_verdict"]
+    assert verdict["status"] == "pass" and verdict["gating"] is True
+    # the TE layout in fp32 trains the same function as HF fp32: the same held-out loss at every step
+    by = {(r["backend"], r["seed"], r["step"]): r["held_out_loss"] for r in points}
+    assert all(by[("te-format-torch", s, t)] == pytest.approx(by[("hf-sdpa", s, t)], rel=1e-4) for s, t in [(1, 4)])
+
+
+def test_classify_without_a_label_column_is_bad_input(tmp_path, tokenized_v1, capsys):
+    rc = main(["train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--objective", "classify"])
+    assert rc == 2
+    assert "--label-column" in capsys.readouterr().err
+
+
+def test_a_traced_run_records_every_layers_norms_at_every_step(tmp_path, tokenized_v1):
+    out = tmp_path / "trace.json"
+    rc = main(
+        [
+            "train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--backend", "te-format-torch",
+            "--precisions", "fp32", "--reference-precision", "fp32", "--seeds", "1", "--steps", "2",
+            "--eval-every", "2", "--batch-cells", "4", "--max-len", "24", "--trace", "--lr", "1e-4", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["optimizer"]["lr"] == 1e-4
+    traced = [r for r in result["records"] if r["record"] == "band_trace"]
+    layers = {r["layer"] for r in traced}
+    assert {f"layer {i:02d}" for i in range(6)} <= layers  # V1-10M's six encoder layers
+    assert {(r["backend"], r["step"]) for r in traced} == {
+        (b, s) for b in ("hf-sdpa", "te-format-torch") for s in (1, 2)
+    }
+    assert all(r["grad_norm"] > 0 and r["weight_norm"] > 0 for r in traced if r["layer"].startswith("layer"))
