@@ -1,11 +1,12 @@
 """The training gate: each case's gradients (backward parity) and AdamW trajectory against the
-reference, per objective (MLM pretraining, cell-classifier fine-tuning)."""
+reference, per objective (MLM pretraining, cell-classifier fine-tuning), and whether a precision
+trains like the reference on fresh cells (its held-out loss within the reference seeds' band)."""
 
 from __future__ import annotations
 
 from harness.verdict.checks import Check, check, counted_status, records
 
-WHAT = {"backward_verdict": "gradients", "trajectory_verdict": "trajectory"}
+WHAT = {"backward_verdict": "gradients", "trajectory_verdict": "trajectory", "band_verdict": "held-out band"}
 
 
 def training_checks(results: list[dict]) -> list[Check]:
