@@ -115,7 +115,7 @@ def _clean(folder: Path, env=None) -> Path:
 
 def _report(tmp_path, *folders, extra=()) -> tuple[int, dict]:
     out = tmp_path / "out"
-    rc = main(["report", "--results", *map(str, folders), "--out", str(out), *extra])
+    rc = main(["report", "--results", *map(str, folders), "--out", str(out), "--overwrite", *extra])
     return rc, json.loads((out / "verdict.json").read_text())
 
 
