@@ -445,10 +445,11 @@ def tested_identity(result: dict) -> str:
 
 
 def gate_status(record: dict) -> str | None:
-    """What one record counts as in a gate: nothing (None) unless it gates; "fail" for an error
-    (a case that should have run and did not, or a kernel crash); else its own status.
-    ``gfqual run`` and the qualification report both gate through it."""
-    if not record.get("gating"):
+    """What one record counts as in a gate: nothing (None) unless it gates by the one rule
+    (``gates``, recomputed: a stored ``gating`` flag is never trusted); "fail" for an error (a case
+    that should have run and did not, or a kernel crash); else its own status. ``gfqual run``
+    gates through it; the verdict (harness/verdict/) through the same ``gates``."""
+    if record.get("record") not in RECORD_KINDS or not gates(record):
         return None
     return "fail" if record["status"] == "error" else record["status"]
 

@@ -260,7 +260,10 @@ def test_downstream_report_renders_from_results(v1_runner, tmp_path):
     records += evaluate_genes(genes, v1_runner, CPU_RUNS[:2], progress=lambda _m: None)
     result = make_result("downstream", records, {"source": "random-init"}, {"synthetic": True})
     md = render_downstream_report([result], tmp_path / "d").read_text()
-    assert "verdict: PASS" in md and "| CPU | cardiomyopathy | V1-10M | te-format-torch@fp32 | hf-sdpa@fp32 |" in md
+    assert (
+        "verdict: PASS" in md
+        and "| CPU | cardiomyopathy | synthetic | V1-10M | te-format-torch@fp32 | hf-sdpa@fp32 |" in md
+    )
     assert "TransformerEngine needs a CUDA GPU" in md  # the skipped TE row keeps its reason
     assert "published reference (not ours; gf-6L-30M" in md and "0.9142" in md
     assert "**Caveat: 1 of these runs use seeded random weights" in md  # above every number a reader could quote

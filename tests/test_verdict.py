@@ -509,6 +509,8 @@ def test_a_gpu_whose_memory_does_not_match_its_name_is_flagged_and_an_unknown_gp
     assert _failures(verdict, gpu="H100", **{"class": "provenance"})
     other = verdict["gpus"]["NVIDIA RTX PRO 6000 Blackwell"]
     assert other["identity"]["flag"] is None and other["identity"]["compute_capability"] == "12.0"
+    grace = judge([_parity(env=_env("NVIDIA GH200 480GB", memory=94.5))])  # a name holding "H200" is not an H200
+    assert list(grace["gpus"]) == ["GH200"] and grace["gpus"]["GH200"]["identity"]["flag"] is None
 
 
 def test_the_gating_flag_stored_in_a_file_is_never_read():

@@ -138,7 +138,9 @@ def _gate_cell(gate: str, gpu: str, the_scope: dict, checks: list[Check], failur
         detail += f"; {beta} TE beta (FP8 attention) failures shown, not gating"
     if open_:
         only_missing = all(f["class"] == "missing" for f in open_) and not mine
-        status = "not_run" if only_missing else ("error" if any(c.status == "error" for c in mine) else "fail")
+        errored = {c.case for c in mine if c.status == "error"}
+        raised = any(f["case"] in errored or f["class"] in ("error", "crash") for f in open_)
+        status = "not_run" if only_missing else ("error" if raised else "fail")
     else:
         status = "waived" if fails else ("pass" if mine else "not_run")
     return {"status": status, "counted": len(mine), "failing": sorted({f["case"] for f in open_}), "detail": detail}
