@@ -211,3 +211,29 @@ def test_the_cpu_plan_end_to_end_then_resumed(tmp_path, capsys, verdict_api):
     assert [r["started"] for r in again["records"]] == [r["started"] for r in qual["records"]]
     assert {p: p.stat().st_mtime_ns for p in first} == first
     assert len(again["config"]["sessions"]) == 2 and again["config"]["sessions"][-1]["steps_run"] == 0
+
+
+def test_a_step_identity_holds_its_command_the_code_the_environment_and_the_data_it_reads():
+    from harness.qualify.runner import identities
+
+    other = {**SYNTH, "name": "other", "args": [*SYNTH["args"][:-1], "{data}/other.h5ad"], "data": ["data/other.h5ad"]}
+    plan = {"steps": [SYNTH, TOKENIZE, other]}
+    env = {"gpu_name": "NVIDIA H200", "te": "2.20.2"}
+    base = identities(plan, "abc", env)
+    remade = identities(
+        {"steps": [{**SYNTH, "args": [*SYNTH["args"][:2], "9", *SYNTH["args"][3:]]}, TOKENIZE, other]}, "abc", env
+    )
+    assert remade["synth"] != base["synth"] and remade["tokenize"] != base["tokenize"]  # new cells: new tokens
+    assert remade["other"] == base["other"]
+    assert identities(plan, "abd", env)["other"] != base["other"]  # other code
+    assert identities(plan, "abc", {**env, "te": "2.21"})["other"] != base["other"]  # other TE
+
+
+def test_report_plan_resolves_local_to_the_one_gpu_of_the_results():
+    from harness.cli.reports import _report_plan
+
+    h200 = {"kind": "parity", "env": {"gpu_name": "NVIDIA H200"}}
+    h100 = {"kind": "perf", "env": {"gpu_name": "NVIDIA H100 80GB HBM3"}}
+    assert _report_plan("standard", [h200])["gpus"] == ["H200"]
+    with pytest.raises(UsageError, match="holds H100, H200"):
+        _report_plan("standard", [h100, h200])
