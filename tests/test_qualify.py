@@ -235,5 +235,5 @@ def test_report_plan_resolves_local_to_the_one_gpu_of_the_results():
     h200 = {"kind": "parity", "env": {"gpu_name": "NVIDIA H200"}}
     h100 = {"kind": "perf", "env": {"gpu_name": "NVIDIA H100 80GB HBM3"}}
     assert _report_plan("standard", [h200])["gpus"] == ["H200"]
-    with pytest.raises(UsageError, match="holds H100, H200"):
+    with pytest.raises(UsageError, match="these results hold H100, H200"):
         _report_plan("standard", [h100, h200])
