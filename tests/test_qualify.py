@@ -136,7 +136,8 @@ def test_a_plan_step_gates_only_when_it_errored():
 def test_a_gpu_plan_is_refused_on_a_cpu_with_its_estimate(tmp_path, capsys):
     assert main(["qualify", "--plan", "standard", "--out", str(tmp_path / "q")]) == 3
     err = capsys.readouterr().err
-    assert "qualifies a GPU (about 13 min there)" in err and "--force" in err
+    minutes = sum(s["estimate_s"] for s in load_plan("standard")["steps"]) / 60
+    assert f"qualifies a GPU (about {minutes:.0f} min there)" in err and "--force" in err
     assert not (tmp_path / "q" / "results" / "qualification.json").exists()
 
 
@@ -184,6 +185,8 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, monkeypatch, caps
     assert [r["step"] for r in qual["records"]] == ["synth"]
     assert qual["config"]["sessions"][-1]["interrupted"] is True
     assert "Resume with the same command" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="holds a qualification of plan 't', not 'other'"):
+        Runner({**plan, "name": "other"}, tmp_path / "q", {})  # its results would mix with another plan's
 
 
 @CPU_ONLY
