@@ -20,11 +20,13 @@ def artefacts(repo: Path = REPO) -> list[tuple[str, list[Path], str]]:
         ("downstream", [results / "h100"], f"{RENDERED}/downstream"),
         ("perf", [results / "h100"], f"{RENDERED}/perf-h100"),
         ("perf", [results / "h200"], f"{RENDERED}/perf-h200"),
+        ("compare", [results / "h100", results / "h200"], f"{RENDERED}/compare-h100-h200"),
     ]
 
 
 def regenerate(out_root: Path, repo: Path = REPO) -> list[Path]:
     """Render every artefact into ``out_root`` (the repository itself to refresh them)."""
+    from harness.qualify.compare import compare_folders, write_comparison
     from reports.downstream import render_downstream_report
     from reports.parity import render_parity_report
     from reports.perf import render_perf_plots
@@ -33,7 +35,11 @@ def regenerate(out_root: Path, repo: Path = REPO) -> list[Path]:
     written = []
     for renderer, folders, out in artefacts(repo):
         target = Path(out_root) / out
-        if renderer == "qualification":
+        if renderer == "compare":
+            a, b = folders
+            comparison = compare_folders(a, b, labels=[f.relative_to(repo).as_posix() for f in folders])
+            write_comparison(comparison, target)
+        elif renderer == "qualification":
             results = sorted((r for f in folders for r in read_results(f)), key=lambda r: r["created"])
             render_report(results, target)
         else:

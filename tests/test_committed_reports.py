@@ -35,5 +35,13 @@ def test_generated_artefacts_live_in_one_place():
     ]
     assert not stray, f"rendered files outside reports/rendered/: {stray}"
     assert {out for _r, _f, out in artefacts()} == {
-        f"reports/rendered/{name}" for name in ("qualification", "parity-h100", "downstream", "perf-h100", "perf-h200")
+        f"reports/rendered/{name}"
+        for name in (
+            "qualification",
+            "parity-h100",
+            "downstream",
+            "perf-h100",
+            "perf-h200",
+            "compare-h100-h200",
+        )
     }

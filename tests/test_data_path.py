@@ -260,11 +260,14 @@ def test_main_job_data_path_check_passes_and_catches_a_fault(short_cells):
 
     import torch
 
+    from harness.parity.metrics import sketch_distance
     from harness.parity.run import compare_cell_embeddings, synthetic_embedding_check
 
     model = random_hf_model(V1, seed=0)
     rec = synthetic_embedding_check(V1, model, "te-format-torch", "cpu", n_cells=6, max_len=32, seed=0)
     assert rec["status"] == "pass" and rec["cells"].startswith("synthetic") and rec["rel_l2"] < 1e-6
+    # each side's fingerprint, for comparing machines (gfqual compare): the TE layout's is the reference's
+    assert sketch_distance(rec["ref_emb_sketch"], rec["emb_sketch"]) < 1e-5 and len(rec["emb_sha256"]) == 16
     broken = copy.deepcopy(model)
     with torch.no_grad():
         broken.bert.encoder.layer[1].output.LayerNorm.weight.mul_(1.001)

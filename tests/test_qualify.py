@@ -136,7 +136,8 @@ def test_a_plan_step_gates_only_when_it_errored():
 def test_a_gpu_plan_is_refused_on_a_cpu_with_its_estimate(tmp_path, capsys):
     assert main(["qualify", "--plan", "standard", "--out", str(tmp_path / "q")]) == 3
     err = capsys.readouterr().err
-    assert "qualifies a GPU (about 13 min there)" in err and "--force" in err
+    minutes = sum(s["estimate_s"] for s in load_plan("standard")["steps"]) / 60
+    assert f"qualifies a GPU (about {minutes:.0f} min there)" in err and "--force" in err
     assert not (tmp_path / "q" / "results" / "qualification.json").exists()
 
 
@@ -184,6 +185,8 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, monkeypatch, caps
     assert [r["step"] for r in qual["records"]] == ["synth"]
     assert qual["config"]["sessions"][-1]["interrupted"] is True
     assert "Resume with the same command" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="holds a qualification of plan 't', not 'other'"):
+        Runner({**plan, "name": "other"}, tmp_path / "q", {})  # its results would mix with another plan's
 
 
 @CPU_ONLY
@@ -211,3 +214,29 @@ def test_the_cpu_plan_end_to_end_then_resumed(tmp_path, capsys, verdict_api):
     assert [r["started"] for r in again["records"]] == [r["started"] for r in qual["records"]]
     assert {p: p.stat().st_mtime_ns for p in first} == first
     assert len(again["config"]["sessions"]) == 2 and again["config"]["sessions"][-1]["steps_run"] == 0
+
+
+def test_a_step_identity_holds_its_command_the_code_the_environment_and_the_data_it_reads():
+    from harness.qualify.runner import identities
+
+    other = {**SYNTH, "name": "other", "args": [*SYNTH["args"][:-1], "{data}/other.h5ad"], "data": ["data/other.h5ad"]}
+    plan = {"steps": [SYNTH, TOKENIZE, other]}
+    env = {"gpu_name": "NVIDIA H200", "te": "2.20.2"}
+    base = identities(plan, "abc", env)
+    remade = identities(
+        {"steps": [{**SYNTH, "args": [*SYNTH["args"][:2], "9", *SYNTH["args"][3:]]}, TOKENIZE, other]}, "abc", env
+    )
+    assert remade["synth"] != base["synth"] and remade["tokenize"] != base["tokenize"]  # new cells: new tokens
+    assert remade["other"] == base["other"]
+    assert identities(plan, "abd", env)["other"] != base["other"]  # other code
+    assert identities(plan, "abc", {**env, "te": "2.21"})["other"] != base["other"]  # other TE
+
+
+def test_report_plan_resolves_local_to_the_one_gpu_of_the_results():
+    from harness.cli.reports import _report_plan
+
+    h200 = {"kind": "parity", "env": {"gpu_name": "NVIDIA H200"}}
+    h100 = {"kind": "perf", "env": {"gpu_name": "NVIDIA H100 80GB HBM3"}}
+    assert _report_plan("standard", [h200])["gpus"] == ["H200"]
+    with pytest.raises(UsageError, match="these results hold H100, H200"):
+        _report_plan("standard", [h100, h200])

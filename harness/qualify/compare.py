@@ -97,17 +97,24 @@ def _ratio(b: float | None, a: float | None) -> float | None:
     return b / a
 
 
+SHORT = {"batch": "B=", "seq_len": "S=", "n_cells": "n=", "cells": "cells=", "head_dim": "d=", "world_size": "gpus="}
+
+
 def _label(key: tuple) -> str:
-    return " ".join(str(k).split("=", 1)[-1] for k in key[1:-1])
+    """A record's key as a row label: names alone, counts with a short name (B=8 S=2048)."""
+    parts = (str(k).split("=", 1) for k in key[1:-1])
+    return " ".join(SHORT.get(name, "") + value for name, value in parts)
 
 
-def compare_folders(a: str | Path, b: str | Path) -> dict:
-    """The comparison of B against A, as data (``render_markdown`` shows it)."""
+def compare_folders(a: str | Path, b: str | Path, labels: list[str] | None = None) -> dict:
+    """The comparison of B against A, as data (``render_markdown`` shows it); ``labels`` name the
+    folders in it (default: as given)."""
     results_a, verdict_a = results_of(a)
     results_b, verdict_b = results_of(b)
     gpus_a = sorted({gpu_class(r["env"].get("gpu_name")) for r in results_a})
     gpus_b = sorted({gpu_class(r["env"].get("gpu_name")) for r in results_b})
     same_gpu = gpus_a == gpus_b
+    name_a, name_b = labels or (str(a), str(b))
     ra, rb = newest(results_a), newest(results_b)
     common = [k for k in ra if k in rb]
     versions_a, versions_b = _versions(results_a), _versions(results_b)
@@ -139,6 +146,8 @@ def compare_folders(a: str | Path, b: str | Path) -> dict:
         if key[0] not in PERF_RECORDS:
             continue
         pa, pb = ra[key][1], rb[key][1]
+        if pa.get("cells_per_s") is None or pb.get("cells_per_s") is None:
+            continue  # skipped or failed on a side: its verdict, not a ratio, says so
         ratio = _ratio(pb.get("cells_per_s"), pa.get("cells_per_s"))
         noise = (pa.get("spread") or 0.0) + (pb.get("spread") or 0.0)
         slower = ratio is not None and ratio < 1 - noise - SLOWDOWN
@@ -204,8 +213,9 @@ def compare_folders(a: str | Path, b: str | Path) -> dict:
         "overall verdicts worse": sum(o["a"] == "PASS" and o["b"] != "PASS" for o in overall),
     }
     summary = (
-        f"A {a} ({', '.join(gpus_a)}) -> B {b} ({', '.join(gpus_b)}): "
-        f"{sum(v['changed'] for v in versions)} versions changed; {len(errors)} parity errors compared, "
+        f"A {name_a} ({', '.join(gpus_a)}) -> B {name_b} ({', '.join(gpus_b)}): "
+        f"versions changed: {', '.join(v['key'] for v in versions if v['changed']) or 'none'}; "
+        f"{len(errors)} parity errors compared ({sum(e['a'] == e['b'] for e in errors)} identical), "
         f"{flags['parity drift']} grew more than {DRIFT_RATIO:g}x; {len(perf)} perf points compared, "
         f"{sum(p['slower_beyond_noise'] for p in perf)} slower beyond their noise"
         + ("" if same_gpu else " (different GPUs: not regressions)")
@@ -215,8 +225,8 @@ def compare_folders(a: str | Path, b: str | Path) -> dict:
         + ("DRIFT OR REGRESSION" if any(flags.values()) else "no drift, no regression")
     )
     return {
-        "a": str(a),
-        "b": str(b),
+        "a": name_a,
+        "b": name_b,
         "gpus_a": gpus_a,
         "gpus_b": gpus_b,
         "same_gpu": same_gpu,
@@ -331,7 +341,7 @@ def render_markdown(c: dict) -> str:
                     e["what"],
                     _n(e["a"]),
                     _n(e["b"]),
-                    _n(e["ratio"]),
+                    "identical" if e["a"] == e["b"] else _n(e["ratio"], ".4g"),
                     f"{e['status_a']} → {e['status_b']}",
                     "DRIFT" if e["drift"] else "",
                 ]
@@ -341,7 +351,8 @@ def render_markdown(c: dict) -> str:
         "",
         f"## Throughput, B / A ({len(c['perf'])} compared)",
         "",
-        f"cells/s of each point and workload both sides measured; noise is the sum of both sides' repeat spread; "
+        f"cells/s of each point and workload both sides measured (a point skipped or failed on a side is left to "
+        f"the verdicts); noise is the sum of both sides' repeat spread; "
         f"slower than 1 − noise − {lim['slowdown']:g} is flagged"
         + (
             "."

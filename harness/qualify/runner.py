@@ -104,11 +104,26 @@ def code_state(env: dict) -> str:
     return state
 
 
-def step_identity(step: dict, code: str, env: dict) -> str:
-    """What decides whether a finished step can stand: its command, the code, the environment."""
+def step_identity(step: dict, code: str, env: dict, inputs: tuple[str, ...] = ()) -> str:
+    """What decides whether a finished step can stand: its command, the code, the environment,
+    and the identities of the earlier steps whose data it reads (new cells, new tokens)."""
     fingerprint = {k: env.get(k) for k in FINGERPRINT_KEYS}
-    blob = json.dumps({"command": step_command(step), "code": code, "env": fingerprint}, sort_keys=True)
+    blob = json.dumps(
+        {"command": step_command(step), "code": code, "env": fingerprint, "inputs": list(inputs)}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def identities(plan: dict, code: str, env: dict) -> dict[str, str]:
+    """Each step's identity, in plan order: a step reading ``{data}/X`` that an earlier step makes
+    takes that step's identity in its own, so remaking the data remakes what was built on it."""
+    out: dict[str, str] = {}
+    makers: dict[str, str] = {}  # a data path -> the step that makes it
+    for step in plan["steps"]:
+        reads = [makers[d] for d in makers if any(arg == "{" + d.replace("/", "}/", 1) for arg in step["args"])]
+        out[step["name"]] = step_identity(step, code, env, tuple(out[name] for name in reads))
+        makers.update({d: step["name"] for d in step.get("data", [])})
+    return out
 
 
 def show_command(step: dict) -> str:
@@ -143,7 +158,7 @@ class Runner:
     def __init__(self, plan: dict, out: str | os.PathLike, env: dict, progress=print):
         self.plan, self.folder, self.env, self.progress = plan, Folder(Path(out)), env, progress
         self.code = code_state(env)
-        self.identity = {s["name"]: step_identity(s, self.code, env) for s in plan["steps"]}
+        self.identity = identities(plan, self.code, env)
         self.records: dict[str, dict] = {}
         self.sessions: list[dict] = []
         if self.folder.record.exists():
