@@ -2,7 +2,10 @@
 sweep (same variants and cells, same number of GPUs) on the same GPU. A point that regressed fails
 (class ``regression``); a drop only a noisy point's spread excuses fails as ``inconclusive``
 ("cannot judge: too noisy"), never a silent pass. The first run of a sweep on a GPU is its
-baseline: one pass check that says so, with nothing compared."""
+baseline: one pass check that says so, with nothing compared. A workload run end to end (``gfqual
+bench --workload``) has no baseline to regress against yet: it counts as measured when every run
+it timed reported (its crashes are the reliability gate's), and ``gfqual compare`` sets two of them
+side by side."""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def perf_checks(results: list[dict]) -> list[Check]:
     for r in results:
         if r["kind"] == "perf" and isinstance(r["config"].get("sweep"), dict):
             groups[_sweep_key(r)].append(r)
-    out = []
+    out = [_workload_measured(r) for r in results if r["kind"] == "perf" and _workloads(r)]
     for (_gpu, name, gpus, *_rest), runs in groups.items():
         runs.sort(key=lambda r: r["created"])
         base, run = runs[0], runs[-1]
@@ -58,3 +61,16 @@ def perf_checks(results: list[dict]) -> list[Check]:
                 c.klass = "regression"
             out.append(c)
     return out
+
+
+def _workloads(result: dict) -> list[dict]:
+    return [w for w in result["records"] if w.get("record") in ("workload", "run")]
+
+
+def _workload_measured(result: dict) -> Check:
+    runs = _workloads(result)
+    reported = sum(w.get("status") == "reported" for w in runs)
+    names = ", ".join(sorted({str(w["workload"]) for w in runs}))
+    detail = f"{reported} of {len(runs)} runs measured; no baseline: workloads are compared by gfqual compare"
+    status = "pass" if reported else "error"
+    return check(result, {}, "perf", f"workload {names} {source(result)}", detail, status, False)
