@@ -71,6 +71,10 @@ class Backend:
 
     name: str
     input_layout = "padded"  # the batches it runs fastest: "padded" (Batch) or "packed" (PackedBatch)
+    # Tokens × hidden size per batch it runs best at (``harness.embeddings.default_token_budget``):
+    # TE pays a host cost per module call, so it wants large batches (2^28 values: 1,048,576 tokens
+    # at hidden 256, 349,525 at 768).
+    batch_values = 1 << 28
 
     def __init__(self, model: nn.Module, precision: Precision, device: str, training: bool = False):
         """``training``: keep the weights in fp32 for a mixed-precision precision (its products run
@@ -176,6 +180,10 @@ class Backend:
 class HFBackend(Backend):
     """HF as shipped, given its own best settings: no attention mask when no cell is padded (so
     sdpa may take its flash kernel), and optionally ``torch.compile`` over the encoder."""
+
+    # HF runs slower at TE's large batches (its own best on the H200, 559 real cells x9:
+    # 65,536-262,144 tokens; results/h200/workload-embed-*-h200.json's calibration rows)
+    batch_values = 1 << 26
 
     def __init__(self, model, precision, device, attn_implementation: str, compiled: bool = False, training=False):
         model.set_attn_implementation(attn_implementation)

@@ -135,6 +135,20 @@ RECORD_KINDS = {
         "crash",
         "a pipeline end to end against its own static forward (gfqual bench --workload)",
     ),
+    "plain_loop": RecordKind(
+        "perf",
+        ("status", "workload", "cells"),
+        MEASURED,
+        "crash",
+        "an independent plain loop on the workload's cells, the anchor its engine is held to (issue 28)",
+    ),
+    "calibration": RecordKind(
+        "perf",
+        ("workload", "cells", "max_tokens", "seconds", "cells_per_s"),
+        (),
+        "never",
+        "one token budget tried by a workload's calibration, on a sample of its cells",
+    ),
     "run": RecordKind(
         "perf",
         ("status", "workload", "cells", "cells_per_s"),

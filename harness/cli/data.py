@@ -86,7 +86,7 @@ def cmd_embed(args) -> int:
     from harness.capability import probe
     from harness.data.stream import read_tokenized
     from harness.distributed import barrier, context
-    from harness.embeddings import EMBED_OUTPUTS, default_token_budget, embed_defaults, extract, save_embeddings
+    from harness.embeddings import EMBED_OUTPUTS, embed_defaults, extract, save_embeddings, token_budget
     from harness.perf.telemetry import Telemetry
     from harness.precision import get_precision
     from harness.progress import progress_bar
@@ -110,7 +110,7 @@ def cmd_embed(args) -> int:
     marks.append(("weights_s", time.perf_counter()))
     backend = build_backend(backend_name, source, get_precision(precision))
     marks.append(("build_s", time.perf_counter()))
-    budget = args.max_tokens or default_token_budget(backend, variant)
+    budget = token_budget(backend, variant, args.max_tokens)
     options = dict(mode=args.mode, emb_layer=args.layer, max_tokens=budget)
     extract(backend, cells[:2], variant, **options)  # CUDA context, kernels loaded, FP8 scales calibrated
     barrier()
@@ -151,7 +151,7 @@ def cmd_embed(args) -> int:
         "world_size": ctx.world_size,
         "launcher": "torchrun" if ctx.distributed else "one process",
         "max_tokens": budget,
-        "budget_from": "--max-tokens" if args.max_tokens else "free GPU memory",
+        "budget_from": "--max-tokens" if args.max_tokens else "the backend's default within free GPU memory",
         "input_layout": backend.input_layout,
         "mode": args.mode,
         "cells": len(cells),

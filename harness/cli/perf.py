@@ -58,7 +58,8 @@ def cmd_bench_workload(args) -> int:
     from pathlib import Path
 
     from harness.data.stream import read_tokenized
-    from harness.perf.workload import embed_workload, perturb_workload
+    from harness.perf.ceiling import matmul_tflops
+    from harness.perf.workload import best_against_best, embed_workload, perturb_workload, plain_anchors, plain_loops
     from models.hf import random_hf_model, random_weights_block
     from models.registry import get_variant
 
@@ -67,6 +68,7 @@ def cmd_bench_workload(args) -> int:
     out = Path(args.out) if args.out else None
     check_output(args.out)
     rows = []
+    ceiling = matmul_tflops() if args.workload == "embed" else None
     for name in args.variants or ["V2-104M"]:
         variant = get_variant(name)
         table = read_tokenized(args.cells, variant)
@@ -75,10 +77,21 @@ def cmd_bench_workload(args) -> int:
         cells = [pool[i % len(pool)] for i in range(n)]
         where = f"{args.cells} ({len(pool)} cells" + (f", repeated to {n})" if n > len(pool) else ")")
         source = random_hf_model(variant, args.seed)
+        plain = None
+        if args.workload == "embed" and not args.no_plain_loops:
+            loops = plain_loops(variant, source, cells, where)
+            rows += loops
+            plain = plain_anchors(loops)
+            for row in loops:
+                if row["record"] == "plain_loop":
+                    print(_plain_line(row), flush=True)
         for backend in args.backends:
             for precision in args.precisions:
                 if args.workload == "embed":
-                    row = embed_workload(variant, backend, precision, cells, source, where, args.max_tokens)
+                    *calibration, row = embed_workload(
+                        variant, backend, precision, cells, source, where, args.max_tokens, plain, ceiling
+                    )
+                    rows += calibration
                 else:
                     row = perturb_workload(
                         variant,
@@ -92,14 +105,31 @@ def cmd_bench_workload(args) -> int:
                     )
                 rows.append(row)
                 print(_workload_line(row), flush=True)
+    for best in best_against_best(rows):
+        print(
+            f"best against best {best['variant']} {best['precision']}: {best['te']} {best['te_cells_per_s']:.0f} "
+            f"cells/s ({best['te_max_tokens']} tokens) over {best['hf']} {best['hf_cells_per_s']:.0f} "
+            f"({best['hf_max_tokens']}): {best['ratio']:.2f}x; at an equal budget {_ratio(best['equal_budget_ratio'])}"
+        )
     write_results(
         "perf",
         rows,
         random_weights_block(args.seed),
-        {"workload": args.workload, "cells": args.cells, "repeat_to": args.repeat_to},
+        {"workload": args.workload, "cells": args.cells, "repeat_to": args.repeat_to, "ceiling_tflops": ceiling},
         out,
     )
     return 0
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "not measured"
+
+
+def _plain_line(row: dict) -> str:
+    head = f"plain   {row['variant']:10s} {row['backend']:15s} {row['precision']:12s}"
+    if row["status"] != "reported":
+        return f"{head} {row['status'].upper()}: {row['reason']}"
+    return f"{head} {row['cells']} cells: {row['cells_per_s']:.0f} cells/s, budget {row['max_tokens']}"
 
 
 def _workload_line(row: dict) -> str:
@@ -111,12 +141,13 @@ def _workload_line(row: dict) -> str:
             f"{head} {row['perturbations']} perturbations of {row['cells']} cells: {row['perturbations_per_s']:.0f}/s, "
             f"{row['tokens_per_s']:.0f} tokens/s; {row['projection_cells']} cells: {row['projected_hours']:.2f} h"
         )
-    util = row["gpu_util_mean"]
+    util, efficiency, fraction = row["gpu_util_mean"], row["pipeline_efficiency"], row["ceiling_fraction"]
     return (
-        f"{head} {row['cells']} cells: {row['cells_per_s']:.0f} cells/s, {row['tokens_per_s']:.0f} tokens/s "
-        f"(static {row['static_tokens_per_s']:.0f}: efficiency {row['pipeline_efficiency']:.0%})"
+        f"{head} {row['cells']} cells: {row['cells_per_s']:.0f} cells/s, {row['tokens_per_s']:.0f} tokens/s"
+        + (f", {efficiency:.0%} of the plain loop" if efficiency is not None else "")
         + (f", GPU busy {util:.0f}%" if util is not None else "")
-        + f", budget {row['max_tokens']}"
+        + (f", {fraction:.0%} of the bf16 ceiling" if fraction is not None else "")
+        + f", budget {row['max_tokens']} ({row['input_layout']}, multiple {row['pad_multiple']})"
     )
 
 
@@ -193,7 +224,14 @@ def register(sub, fmt: dict) -> None:
     p.add_argument("--precisions", nargs="+", default=["bf16"], choices=PRECISION_CHOICES, help="workload: precisions")
     p.add_argument("--repeat-to", type=positive_int, help="workload: repeat the dataset's cells up to this many")
     p.add_argument("--perturb-cells", type=positive_int, default=16, help="perturb workload: cells")
-    p.add_argument("--max-tokens", type=positive_int, help="workload: tokens per batch (default: from free GPU memory)")
+    p.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        help="workload: tokens per batch (default: each backend calibrated to its fastest budget)",
+    )
+    p.add_argument(
+        "--no-plain-loops", action="store_true", help="embed workload: skip the independent plain loops (the anchor)"
+    )
     p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.set_defaults(func=cmd_bench)
 
