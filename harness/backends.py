@@ -39,7 +39,6 @@ from harness.precision import Precision, calibrate, make_recipe, quantization, s
 from models import convert
 from models.checkpoint import Checkpoint, load_parameters
 from models.errors import CannotRunHere, UsageError
-from models.hf import hf_model_from_checkpoint, hf_model_from_tensors
 from models.te_format_reference import TEFormatTorchForMaskedLM
 
 # TE's NVTE_Fused_Attn_Backend values, which its selector reports as bare integers
@@ -390,6 +389,8 @@ def build_backend(
         raise CannotRunHere(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
     device = device or probe().device
     if name.startswith("hf-"):
+        from models.hf import hf_model_from_checkpoint, hf_model_from_tensors  # transformers: HF's path only
+
         attn = name.removeprefix("hf-").removesuffix("-compile")
         if not isinstance(source, Checkpoint):
             model = copy.deepcopy(source)  # the backend casts its model; leave the caller's alone

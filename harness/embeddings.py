@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from harness.backends import Backend, hooks
-from harness.data.batching import budget_batches, budget_groups
+from harness.data.batching import budget_batches, budget_groups, budget_plan
 from harness.distributed import context, reassemble, run_on_every_rank, shard, sum_across_ranks
 from models.errors import UsageError
 from models.registry import Variant
@@ -37,6 +37,7 @@ from models.registry import Variant
 MODES = ("cell", "cls", "gene")
 CPU_TOKEN_BUDGET = 16384
 MEMORY_FRACTION = 0.5  # of the GPU's free memory that one batch's activations may take
+PREPARED_AHEAD = 2  # batches the worker builds ahead of the device
 
 
 # --- Geneformer's definitions (one place: the parity engine and every workload use these) ----
@@ -162,12 +163,14 @@ def encode_cells(
     wanted: dict[int, list[tuple[int, int]]] = {}
     for slot, (i, position) in enumerate(pick or []):
         wanted.setdefault(i, []).append((slot, position))
-    plan = batch_plan(backend, cells, variant, layout, budget)
-    run_tokens = sum(batch.input_ids.numel() for batch, _ in plan)
+    plan = batch_plan(backend, cells, variant, layout, budget, built=False)
+    run_tokens = 0
 
     def prepare(item):
-        """Host side of one batch (worker thread): masks, scatter indices, page-locked copies."""
-        batch, rows = item
+        """Host side of one batch (worker thread): the batch itself, masks, scatter indices,
+        page-locked copies."""
+        make, rows = item
+        batch = make()
         gene = batch.gene_mask
         starts = batch.row_starts()
         for r, i in enumerate(rows):
@@ -190,11 +193,12 @@ def encode_cells(
         return batch, extras
 
     with ThreadPoolExecutor(1) as worker:
-        queue = deque(worker.submit(prepare, item) for item in plan[:2])
+        queue = deque(worker.submit(prepare, item) for item in plan[:PREPARED_AHEAD])
         for k in range(len(plan)):
             batch, extras = queue.popleft().result()
-            if k + 2 < len(plan):
-                queue.append(worker.submit(prepare, plan[k + 2]))
+            run_tokens += batch.input_ids.numel()
+            if k + PREPARED_AHEAD < len(plan):
+                queue.append(worker.submit(prepare, plan[k + PREPARED_AHEAD]))
             rows, into, slots, flat_positions = (t.to(device, non_blocking=True) for t in extras)
             hidden = backend.encode(batch, n_layers)
             flat = hidden.reshape(-1, H).to(acc)
@@ -215,10 +219,13 @@ def to_device(values, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def batch_plan(backend: Backend, cells: list, variant: Variant, layout: str | None, budget: int) -> list:
+def batch_plan(
+    backend: Backend, cells: list, variant: Variant, layout: str | None, budget: int, built: bool = True
+) -> list:
     """The workload's batches for this backend: its fastest layout unless ``layout`` says, its
-    precision's token multiple, fixed shapes unless its attention materializes scores."""
-    return budget_batches(
+    precision's token multiple, fixed shapes unless its attention materializes scores; ``built``
+    False: each batch as a function that builds it (``budget_plan``), for a pipeline's worker."""
+    return (budget_batches if built else budget_plan)(
         cells,
         variant,
         layout or backend.input_layout,

@@ -25,7 +25,7 @@ def cmd_bench(args) -> int:
     from harness.distributed import context
     from harness.perf.sweep import Sweep, refuse_gpu_sweep_on_cpu, run_sweep
     from harness.results import DEFAULT_RESULTS_DIR
-    from models.hf import random_weights_block
+    from models.random_weights import random_weights_block
 
     if (args.sweep is None) == (args.workload is None):
         raise UsageError("gfqual bench takes one of --sweep (kernel sweeps) or --workload (a pipeline end to end)")
@@ -60,7 +60,8 @@ def cmd_bench_workload(args) -> int:
     from harness.data.stream import read_tokenized
     from harness.perf.ceiling import matmul_tflops
     from harness.perf.workload import best_against_best, embed_workload, perturb_workload, plain_anchors, plain_loops
-    from models.hf import random_hf_model, random_weights_block
+    from models.hf import random_hf_model
+    from models.random_weights import random_weights_block
     from models.registry import get_variant
 
     if not args.cells:
@@ -155,7 +156,8 @@ def cmd_profile(args) -> int:
     from harness.capability import probe
     from harness.perf.kernel_profile import format_profile, profile_point
     from harness.perf.sweep import Point
-    from models.hf import random_hf_model, random_weights_block
+    from models.hf import random_hf_model
+    from models.random_weights import random_weights_block
     from models.registry import get_variant
 
     check_output(args.out)
