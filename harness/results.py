@@ -269,10 +269,20 @@ def _cudnn_versions() -> dict:
     return {"cudnn": torch_cudnn, "te_cudnn": te_cudnn}
 
 
+def _version_of(package: str, version, missing) -> str | None:
+    """A package's installed version, read from its metadata: importing transformers to ask
+    would add a second to every command that never uses it (gfqual embed on TE)."""
+    try:
+        return version(package)
+    except missing:
+        return None
+
+
 def environment() -> dict:
     """Everything that can change a number: hardware, driver and library versions, commit."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
-    import transformers
 
     from harness.capability import probe
     from harness.precision import tf32_state
@@ -284,7 +294,7 @@ def environment() -> dict:
         "cuda": torch.version.cuda,
         "torch": torch.__version__,
         **_cudnn_versions(),
-        "transformers": transformers.__version__,
+        "transformers": _version_of("transformers", version, PackageNotFoundError),
         "te": cap.te_version,
         "python": platform.python_version(),
         "cpu_arch": platform.machine(),

@@ -77,16 +77,19 @@ def _base(
 
 
 CALIBRATION_BUDGETS = tuple(1 << k for k in range(16, 21))  # 65,536 to 1,048,576 tokens per batch
-PLAIN_LOOP_BUDGETS = (1 << 16, 1 << 17, 1 << 18)  # the plain loops' candidates (the issue's 65,536 and 262,144)
 CALIBRATION_BATCHES = 3  # the calibration sample holds this many batches of the largest budget tried
 EQUAL_BUDGET_VALUES = 1 << 28  # tokens × hidden: the budget every backend got before issue 28 (TE's)
 
 
+def equal_budget_tokens(variant: Variant) -> int:
+    """2^28 values / hidden size in whole contexts: the largest budget calibrations try."""
+    return whole_contexts(EQUAL_BUDGET_VALUES // variant.hidden_size, variant)
+
+
 def equal_budget(backend, variant: Variant) -> int:
-    """The one budget every backend is also calibrated at: 2^28 values / hidden size, within memory
+    """The one budget every backend is also calibrated at: ``equal_budget_tokens`` within memory
     (what ``gfqual embed`` gave HF and TE alike before; the equal-budget ratio is read there)."""
-    memory = memory_token_budget(backend, variant)
-    return min(memory, whole_contexts(EQUAL_BUDGET_VALUES // variant.hidden_size, variant))
+    return min(memory_token_budget(backend, variant), equal_budget_tokens(variant))
 
 
 def candidate_budgets(largest: int) -> list[int]:
@@ -233,7 +236,7 @@ def plain_loops(variant: Variant, source, cells: list, cells_from: str, budgets:
     device = cap.device
     precision = "bf16" if cap.cuda else "fp32"
     dtype = get_precision(precision).dtype
-    budgets = budgets or (list(PLAIN_LOOP_BUDGETS) if cap.cuda else [CPU_TOKEN_BUDGET])
+    budgets = budgets or (candidate_budgets(equal_budget_tokens(variant)) if cap.cuda else [CPU_TOKEN_BUDGET])
     n_layers = layers_to_run(variant, -1)
     pad_id = variant.special_tokens["<pad>"]
     specials = sorted(variant.special_tokens.values())

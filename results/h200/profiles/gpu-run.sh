@@ -30,19 +30,25 @@ for part in ${PARTS:-profile startup workload}; do
     python3 results/h200/profiles/embed_profile.py --cells tok/real10 --variant V1-10M --repeat-to 5031 \
       --backends te-packed hf-sdpa --max-tokens 1048576 262144 2>&1 | tee "$OUT/logs/profile-V1-10M.log" ;;
   startup)
-    for i in 1 2; do
+    for i in ${STARTUP_RUNS:-1 2}; do
       s=$(date +%s.%N)
       python3 -m harness embed --input /tmp/real104x9 --variant V2-104M --out /tmp/e$i.h5ad --quiet \
         --json "$OUT/logs/embed-cli-V2-104M-$i.json" 2>&1 | tee -a "$OUT/logs/startup.log"
       echo "WALL run $i: $(python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 2))" $s $(date +%s.%N)) s" | tee -a "$OUT/logs/startup.log"
     done
-    python3 -X importtime -m harness embed --input /tmp/real104x9 --variant V2-104M --out /tmp/e3.h5ad \
-      --quiet 2> "$OUT/logs/importtime-embed-V2-104M.txt" | tee -a "$OUT/logs/startup.log" ;;
+    [ -n "${IMPORTTIME-1}" ] && python3 -X importtime -m harness embed --input /tmp/real104x9 --variant V2-104M \
+      --out /tmp/e3.h5ad --quiet 2> "$OUT/logs/importtime-embed-V2-104M.txt" | tee -a "$OUT/logs/startup.log" ;;
   workload)
     for v in ${VARIANTS:-V1-10M V2-104M V2-316M}; do
       cells=tok/real104; [ "$v" = V1-10M ] && cells=tok/real10
       python3 -m harness bench --workload embed --cells $cells --repeat-to 5031 --variants $v --backends hf-sdpa te-packed \
-        --precisions ${PRECISIONS:-bf16} --out "$OUT/logs/workload-embed-$v.json" 2>&1 | tee "$OUT/logs/workload-$v.log"
+        --out "$OUT/logs/workload-embed-$v.json" 2>&1 | tee "$OUT/logs/workload-$v.log"
+    done ;;
+  fp8)  # TE's FP8 recipe beside bf16 (no plain loops: they run at bf16)
+    for v in ${FP8_VARIANTS:-V2-316M}; do
+      cells=tok/real104; [ "$v" = V1-10M ] && cells=tok/real10
+      python3 -m harness bench --workload embed --cells $cells --repeat-to 5031 --variants $v --backends te-packed \
+        --precisions fp8-delayed --no-plain-loops --out "$OUT/logs/workload-embed-$v-fp8.json" 2>&1 | tee "$OUT/logs/workload-$v-fp8.log"
     done ;;
   esac
 done
