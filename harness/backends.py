@@ -70,10 +70,11 @@ class Backend:
 
     name: str
     input_layout = "padded"  # the batches it runs fastest: "padded" (Batch) or "packed" (PackedBatch)
-    # Tokens × hidden size per batch it runs best at (``harness.embeddings.default_token_budget``):
-    # TE pays a host cost per module call, so it wants large batches (2^28 values: 1,048,576 tokens
-    # at hidden 256, 349,525 at 768).
-    batch_values = 1 << 28
+    # Tokens × hidden size per batch it runs best at (``harness.embeddings.default_token_budget``),
+    # from the calibrations of results/h200/workload-embed-*-best-h200.json (559 real cells x9):
+    # TE's fastest budgets were 262,144 tokens (V1-10M), 131,072 (V2-104M) and 229,376 (V2-316M);
+    # 2^27 values (524,288 / 172,032 / 114,688 tokens) is within 3.4% of each on the H200 (interpolated).
+    batch_values = 1 << 27
 
     def __init__(self, model: nn.Module, precision: Precision, device: str, training: bool = False):
         """``training``: keep the weights in fp32 for a mixed-precision precision (its products run
@@ -180,8 +181,8 @@ class HFBackend(Backend):
     """HF as shipped, given its own best settings: no attention mask when no cell is padded (so
     sdpa may take its flash kernel), and optionally ``torch.compile`` over the encoder."""
 
-    # HF runs slower at TE's large batches (its own best on the H200, 559 real cells x9:
-    # 65,536-262,144 tokens; results/h200/workload-embed-*-h200.json's calibration rows)
+    # HF runs slower at large batches: its fastest were 131,072-262,144 tokens (V1-10M) and 65,536
+    # (V2-104M, V2-316M); 2^26 values (262,144 / 86,016 / 57,344 tokens) is within 2% of each (interpolated).
     batch_values = 1 << 26
 
     def __init__(self, model, precision, device, attn_implementation: str, compiled: bool = False, training=False):

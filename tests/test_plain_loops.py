@@ -110,3 +110,7 @@ def test_best_against_best_divides_each_backends_best_of_one_run():
     assert bf16["ratio"] == pytest.approx(1092 / 497)
     assert bf16["equal_budget_ratio"] == pytest.approx(1050 / 450)  # the largest budget both were timed at
     assert fp8["ratio"] == pytest.approx(1210 / 497) and fp8["equal_budget_ratio"] is None
+    # where both rows timed the equal budget on all the cells, that is the equal-budget ratio
+    for r, rate in ((records[2], 465), (records[6], 1071)):
+        r.update(equal_max_tokens=348160, equal_budget_cells_per_s=rate)
+    assert best_against_best(records)[0]["equal_budget_ratio"] == pytest.approx(1071 / 465)

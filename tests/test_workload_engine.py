@@ -252,6 +252,7 @@ def test_workload_bench_records_the_pipeline_and_its_ceiling(tmp_path):
     assert hf["plain_loop"] == "hf-loop" and hf["plain_loop_cells_per_s"] == hf_loop["cells_per_s"]
     assert hf["pipeline_efficiency"] == pytest.approx(hf["cells_per_s"] / hf_loop["cells_per_s"])
     assert hf["max_tokens"] == CPU_TOKEN_BUDGET and hf["budget_from"].startswith("calibration")
+    assert hf["equal_max_tokens"] == CPU_TOKEN_BUDGET and hf["equal_budget_cells_per_s"] == hf["cells_per_s"]
     assert hf["input_layout"] == "padded" and hf["ceiling_fraction"] is None  # no GPU: no ceiling measured
     assert hf["tokens_per_s"] == pytest.approx(hf["tokens"] / hf["seconds"])
     assert te["status"] == "skipped" and "CUDA" in te["reason"]

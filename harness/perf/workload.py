@@ -6,8 +6,9 @@ the token budget (``candidate_budgets``: powers of two from 65,536 up to ``equal
 budget every backend also runs at) on a sample of the cells, each budget timed on its second pass;
 then, at the fastest, the tiny warm-up that ``gfqual embed`` does and one pass of
 ``harness.embeddings.extract`` (``gfqual embed``'s own path: batching, pooling, copies) under GPU
-telemetry: cells/s, tokens/s, TFLOP/s of the real cells' encoder work, NVML GPU busy. The row
-records the chosen budget, layout and pad multiple, and every calibration point.
+telemetry: cells/s, tokens/s, TFLOP/s of the real cells' encoder work, NVML GPU busy; and one pass
+at the equal budget if that was not the fastest. The row records the chosen budget, layout and pad
+multiple; every calibration point is a record of its own.
 
 The anchor is ``plain_loops``: a minimal HF sdpa loop and a minimal ``te.TransformerLayer`` loop
 (``harness.perf.plain_loops``, sharing no batching or pooling code with the engine), each at its
@@ -161,8 +162,8 @@ def embed_workload(
     budgets = [max_tokens] if max_tokens else candidate_budgets(equal)
     sample = calibration_sample(cells, budgets)
 
-    def one_pass(b: int, model=backend) -> float:
-        return _timed(lambda: extract(model, sample, variant, max_tokens=b))
+    def one_pass(b: int, on: list = sample, model=backend) -> float:
+        return _timed(lambda: extract(model, on, variant, max_tokens=b))
 
     whose = _base("embed", variant, backend_name, precision, sample, cells_from)
     calibration = calibrate(one_pass, budgets, whose, sample)
@@ -174,6 +175,7 @@ def embed_workload(
         extract(backend, cells, variant, max_tokens=budget)
         seconds = time.perf_counter() - start
     util = telemetry.summary().get("gpu_util")
+    equal_s = seconds if budget == equal else one_pass(equal, cells)
     attention = backend.attention_backend
     layout = backend.input_layout
     default = default_token_budget(backend, variant)
@@ -193,6 +195,7 @@ def embed_workload(
             "pad_multiple": get_precision(precision).token_multiple if layout == "packed" else SHAPE_MULTIPLE,
             "default_max_tokens": default,
             "equal_max_tokens": equal,
+            "equal_budget_cells_per_s": len(cells) / equal_s,
             "build_s": build_s,
             "tokens": tokens,
             "seconds": seconds,
@@ -325,7 +328,12 @@ def best_against_best(records: list[dict]) -> list[dict]:
 
 
 def _equal_budget_ratio(calibration: list[dict], te: dict, hf: dict) -> float | None:
-    """TE over HF on the calibration sample at the largest budget both tried (``equal_budget``)."""
+    """TE over HF at the equal budget: on all the cells where both rows timed it
+    (``equal_budget_cells_per_s``), else on the calibration sample at the largest budget both
+    tried (a few batches: that favours TE, whose large packs fill the GPU sooner than HF's)."""
+    if te.get("equal_budget_cells_per_s") and hf.get("equal_budget_cells_per_s"):
+        if te["equal_max_tokens"] == hf["equal_max_tokens"]:
+            return te["equal_budget_cells_per_s"] / hf["equal_budget_cells_per_s"]
 
     def rates(row):
         same = ("variant", "backend", "precision")
