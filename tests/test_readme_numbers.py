@@ -4,6 +4,7 @@ a re-measured file that changes a number fails here until the README says the ne
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from harness.results import read_results
@@ -315,3 +316,13 @@ def test_readme_import_tree_is_the_committed_importtime_table():
     )
     missing = [s for s in said if s not in readme.replace("\n", " ")]
     assert not missing, missing
+
+
+def test_readme_padding_numbers_are_the_committed_count():
+    readme = (REPO / "README.md").read_text().replace("\n", " ")
+    log = (H200 / "profiles" / "padding-count.log").read_text()
+    found = re.findall(r"^(\S+): engine pads (\S+%).*plain loop (\S+%)", log, re.M)
+    pads = {variant: (engine, loop) for variant, engine, loop in found}
+    assert f"{pads['V2-104M'][0]} padding against {pads['V2-104M'][1]} on the V2 cells" in readme
+    assert pads["V2-316M"] == pads["V2-104M"]
+    assert f"({pads['V1-10M'][0]} / {pads['V1-10M'][1]})" in readme
