@@ -114,3 +114,16 @@ def test_best_against_best_divides_each_backends_best_of_one_run():
     for r, rate in ((records[2], 465), (records[6], 1071)):
         r.update(equal_max_tokens=348160, equal_budget_cells_per_s=rate)
     assert best_against_best(records)[0]["equal_budget_ratio"] == pytest.approx(1071 / 465)
+
+
+def test_a_row_is_held_only_to_a_loop_of_its_precision():
+    from harness.perf.workload import embed_workload
+
+    model = random_hf_model(V1, seed=0)
+    cells = rank_value_cells(V1, 4, 40, seed=2)
+    loop = {"backend": "hf-loop", "precision": "bf16", "cells_per_s": 10.0, "max_tokens": 16384}
+    *calibration, row = embed_workload(V1, "hf-sdpa", "fp32", cells, model, "test", plain={"hf": loop})
+    assert [r["record"] for r in calibration] == ["calibration"] and row["status"] == "reported"
+    assert row["plain_loop"] is None and row["pipeline_efficiency"] is None  # fp32 is not bf16's loop
+    *_, row = embed_workload(V1, "hf-sdpa", "fp32", cells, model, "test", plain={"hf": {**loop, "precision": "fp32"}})
+    assert row["plain_loop"] == "hf-loop" and row["pipeline_efficiency"] == pytest.approx(row["cells_per_s"] / 10.0)
