@@ -39,7 +39,6 @@ from harness.precision import Precision, calibrate, make_recipe, quantization, s
 from models import convert
 from models.checkpoint import Checkpoint, load_parameters
 from models.errors import CannotRunHere, UsageError
-from models.hf import hf_model_from_checkpoint, hf_model_from_tensors
 from models.te_format_reference import TEFormatTorchForMaskedLM
 
 # TE's NVTE_Fused_Attn_Backend values, which its selector reports as bare integers
@@ -71,6 +70,11 @@ class Backend:
 
     name: str
     input_layout = "padded"  # the batches it runs fastest: "padded" (Batch) or "packed" (PackedBatch)
+    # Tokens × hidden size per batch it runs best at (``harness.embeddings.default_token_budget``),
+    # from the calibrations of results/h200/workload-embed-*-best-h200.json (559 real cells x9):
+    # TE's fastest budgets were 262,144 tokens (V1-10M), 131,072 (V2-104M) and 229,376 (V2-316M);
+    # 2^27 values (524,288 / 172,032 / 114,688 tokens) is within 3.4% of each on the H200 (interpolated).
+    batch_values = 1 << 27
 
     def __init__(self, model: nn.Module, precision: Precision, device: str, training: bool = False):
         """``training``: keep the weights in fp32 for a mixed-precision precision (its products run
@@ -176,6 +180,10 @@ class Backend:
 class HFBackend(Backend):
     """HF as shipped, given its own best settings: no attention mask when no cell is padded (so
     sdpa may take its flash kernel), and optionally ``torch.compile`` over the encoder."""
+
+    # HF runs slower at large batches: its fastest were 131,072-262,144 tokens (V1-10M) and 65,536
+    # (V2-104M, V2-316M); 2^26 values (262,144 / 86,016 / 57,344 tokens) is within 2% of each (interpolated).
+    batch_values = 1 << 26
 
     def __init__(self, model, precision, device, attn_implementation: str, compiled: bool = False, training=False):
         model.set_attn_implementation(attn_implementation)
@@ -387,6 +395,8 @@ def build_backend(
         raise CannotRunHere(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
     device = device or probe().device
     if name.startswith("hf-"):
+        from models.hf import hf_model_from_checkpoint, hf_model_from_tensors  # transformers: HF's path only
+
         attn = name.removeprefix("hf-").removesuffix("-compile")
         if not isinstance(source, Checkpoint):
             model = copy.deepcopy(source)  # the backend casts its model; leave the caller's alone

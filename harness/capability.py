@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -72,6 +73,10 @@ class Capabilities:
 
 
 def _te_status() -> tuple[str | None, str | None, dict]:
+    # TE's package __init__ also tries its JAX extension wherever jax is installed (0.6 s of
+    # gfqual embed's start-up on the H200 machine, results/h200/profiles/importtime-*): the suite
+    # runs TE's PyTorch side only, so that import is refused.
+    sys.modules.setdefault("transformer_engine.jax", None)  # type: ignore[arg-type]
     try:
         import transformer_engine
         import transformer_engine.pytorch as te

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,23 +71,25 @@ def run_embed(
     from harness.cli.common import model_source
     from harness.data.stream import read_gene_table, read_tokenized
     from harness.distributed import barrier, context
-    from harness.embeddings import default_token_budget, embed_defaults, extract, save_embeddings
+    from harness.embeddings import embed_defaults, extract, save_embeddings, token_budget
     from harness.perf.telemetry import Telemetry
     from harness.precision import get_precision
     from harness.progress import progress_bar
 
     ctx = context()  # under torchrun: join the group and take this rank's GPU before building
     piece_cells = piece_cells or PIECE_CELLS
-    backend_name, precision = embed_defaults(backend, precision)
-    marks = [("imports_s", time.perf_counter())]  # start-up, by part: where the seconds before the first batch go
-    table = read_tokenized(tokens, variant)
-    cells = [np.asarray(ids, dtype=np.int64) for ids in table["input_ids"]]
-    marks.append(("data_s", time.perf_counter()))
-    source, weights = model_source(checkpoint, variant, seed)
-    marks.append(("weights_s", time.perf_counter()))
+    with ThreadPoolExecutor(1) as drawing:  # random weights are drawn (no GIL held) while TE imports
+        weights_ready = drawing.submit(model_source, checkpoint, variant, seed)
+        backend_name, precision = embed_defaults(backend, precision)
+        marks = [("imports_s", time.perf_counter())]  # start-up, by part: where the seconds before the first batch go
+        table = read_tokenized(tokens, variant)
+        cells = [np.asarray(ids, dtype=np.int64) for ids in table["input_ids"]]
+        marks.append(("data_s", time.perf_counter()))
+        source, weights = weights_ready.result()
+    marks.append(("weights_s", time.perf_counter()))  # what is left of drawing them once the data is read
     model = build_backend(backend_name, source, get_precision(precision))
     marks.append(("build_s", time.perf_counter()))
-    budget = max_tokens or default_token_budget(model, variant)
+    budget = token_budget(model, variant, max_tokens)
     options = dict(mode=mode, emb_layer=layer, max_tokens=budget)
     extract(model, cells[:2], variant, **options)  # CUDA context, kernels loaded, FP8 scales calibrated
     barrier()

@@ -7,7 +7,7 @@ first version showed (the README's "Where the time went before": TE's GPU idle m
 
 * only the layers up to the one read run, and no MLM head (``Backend.encode``): HF spent a quarter
   of its kernel time in the head's unaligned vocabulary GEMM, which an embedding never needs;
-* cells are batched to a token budget chosen from the GPU's free memory (``default_token_budget``),
+* cells are batched to the backend's own token budget within the GPU's free memory (``token_budget``),
   in the layout the backend runs fastest (``Backend.input_layout``: packed THD for ``te-packed``,
   padded to a few rounded shapes otherwise): TE's host cost per forward is paid a few times per
   thousand cells instead of once per dozen;
@@ -29,15 +29,15 @@ import numpy as np
 import torch
 
 from harness.backends import Backend, hooks
-from harness.data.batching import budget_batches, budget_groups
+from harness.data.batching import budget_batches, budget_groups, budget_plan
 from harness.distributed import context, reassemble, run_on_every_rank, shard, sum_across_ranks
 from models.errors import UsageError
 from models.registry import Variant
 
 MODES = ("cell", "cls", "gene")
-MAX_BATCH_VALUES = 1 << 28  # tokens × hidden size per batch: enough work per forward to hide TE's host cost
 CPU_TOKEN_BUDGET = 16384
 MEMORY_FRACTION = 0.5  # of the GPU's free memory that one batch's activations may take
+PREPARED_AHEAD = 2  # batches the worker builds ahead of the device
 
 
 # --- Geneformer's definitions (one place: the parity engine and every workload use these) ----
@@ -83,20 +83,36 @@ def layers_to_run(variant: Variant, emb_layer: int) -> int:
     return embedding_layer_index(variant.num_hidden_layers, emb_layer) + 1
 
 
-def default_token_budget(backend: Backend, variant: Variant) -> int:
-    """Tokens per batch from the device's free memory: activations of one layer in flight (input,
-    QKV, attention output, MLP hidden, output) plus what the backend's attention keeps per token,
-    within ``MEMORY_FRACTION`` of free memory, capped at ``MAX_BATCH_VALUES`` / hidden size (larger
-    batches gained nothing on an H100); a multiple of the context, so the longest cell always fits.
-    CPUs get a small fixed budget."""
+def memory_token_budget(backend: Backend, variant: Variant) -> int:
+    """The most tokens one batch may hold, from the device's free memory: activations of one layer
+    in flight (input, QKV, attention output, MLP hidden, output) plus what the backend's attention
+    keeps per token, within ``MEMORY_FRACTION`` of free memory; a multiple of the context, so the
+    longest cell always fits. CPUs get a small fixed budget."""
     if not str(backend.device).startswith("cuda"):
         return CPU_TOKEN_BUDGET
     free, _ = torch.cuda.mem_get_info(torch.device(backend.device))
     width = torch.finfo(backend.precision.dtype).bits // 8
     per_token = width * (6 * variant.hidden_size + 2 * variant.intermediate_size) * 2
     per_token += backend.attention_bytes_per_token(variant)
-    budget = min(MAX_BATCH_VALUES // variant.hidden_size, int(free * MEMORY_FRACTION / per_token))
-    return max(variant.context, budget // variant.context * variant.context)
+    return whole_contexts(int(free * MEMORY_FRACTION / per_token), variant)
+
+
+def default_token_budget(backend: Backend, variant: Variant) -> int:
+    """The budget a backend runs best at (``Backend.batch_values`` / hidden size: its own
+    measured best, results/h200/workload-*), within what memory allows."""
+    preferred = whole_contexts(backend.batch_values // variant.hidden_size, variant)
+    return min(preferred, memory_token_budget(backend, variant))
+
+
+def token_budget(backend: Backend, variant: Variant, max_tokens: int | None = None) -> int:
+    """The one place a workload's tokens per batch are resolved: ``max_tokens`` if the user gave
+    it, else the backend's own default (``default_token_budget``)."""
+    return max_tokens or default_token_budget(backend, variant)
+
+
+def whole_contexts(tokens: int, variant: Variant) -> int:
+    """``tokens`` rounded down to whole contexts, at least one: the longest cell always fits."""
+    return max(variant.context, tokens // variant.context * variant.context)
 
 
 def stage_output(backend: Backend, batch, stage: str) -> torch.Tensor:
@@ -147,12 +163,14 @@ def encode_cells(
     wanted: dict[int, list[tuple[int, int]]] = {}
     for slot, (i, position) in enumerate(pick or []):
         wanted.setdefault(i, []).append((slot, position))
-    plan = batch_plan(backend, cells, variant, layout, budget)
-    run_tokens = sum(batch.input_ids.numel() for batch, _ in plan)
+    plan = batch_plan(backend, cells, variant, layout, budget, built=False)
+    run_tokens = 0
 
     def prepare(item):
-        """Host side of one batch (worker thread): masks, scatter indices, page-locked copies."""
-        batch, rows = item
+        """Host side of one batch (worker thread): the batch itself, masks, scatter indices,
+        page-locked copies."""
+        make, rows = item
+        batch = make()
         gene = batch.gene_mask
         starts = batch.row_starts()
         for r, i in enumerate(rows):
@@ -175,11 +193,12 @@ def encode_cells(
         return batch, extras
 
     with ThreadPoolExecutor(1) as worker:
-        queue = deque(worker.submit(prepare, item) for item in plan[:2])
+        queue = deque(worker.submit(prepare, item) for item in plan[:PREPARED_AHEAD])
         for k in range(len(plan)):
             batch, extras = queue.popleft().result()
-            if k + 2 < len(plan):
-                queue.append(worker.submit(prepare, plan[k + 2]))
+            run_tokens += batch.input_ids.numel()
+            if k + PREPARED_AHEAD < len(plan):
+                queue.append(worker.submit(prepare, plan[k + PREPARED_AHEAD]))
             rows, into, slots, flat_positions = (t.to(device, non_blocking=True) for t in extras)
             hidden = backend.encode(batch, n_layers)
             flat = hidden.reshape(-1, H).to(acc)
@@ -200,10 +219,13 @@ def to_device(values, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def batch_plan(backend: Backend, cells: list, variant: Variant, layout: str | None, budget: int) -> list:
+def batch_plan(
+    backend: Backend, cells: list, variant: Variant, layout: str | None, budget: int, built: bool = True
+) -> list:
     """The workload's batches for this backend: its fastest layout unless ``layout`` says, its
-    precision's token multiple, fixed shapes unless its attention materializes scores."""
-    return budget_batches(
+    precision's token multiple, fixed shapes unless its attention materializes scores; ``built``
+    False: each batch as a function that builds it (``budget_plan``), for a pipeline's worker."""
+    return (budget_batches if built else budget_plan)(
         cells,
         variant,
         layout or backend.input_layout,
@@ -261,7 +283,7 @@ def extract(
         raise UsageError(f"{variant.name} has no <cls> token; use mode 'cell' (mean over genes)")
     stage = cell_embedding_stage(variant.num_hidden_layers, emb_layer)
     n_layers = layers_to_run(variant, emb_layer)
-    budget = max_tokens or default_token_budget(backend, variant)
+    budget = token_budget(backend, variant, max_tokens)
     ctx = context()
     mine = shard([len(c) for c in cells], ctx.rank, ctx.world_size)  # a world of one: every cell
     local = [cells[i] for i in mine]

@@ -157,6 +157,20 @@ RECORD_KINDS = {
         "crash",
         "a pipeline end to end against its own static forward (gfqual bench --workload)",
     ),
+    "plain_loop": RecordKind(
+        "perf",
+        ("status", "workload", "cells"),
+        MEASURED,
+        "crash",
+        "an independent plain loop on the workload's cells, the anchor its engine is held to (issue 28)",
+    ),
+    "calibration": RecordKind(
+        "perf",
+        ("workload", "cells", "max_tokens", "seconds", "cells_per_s"),
+        (),
+        "never",
+        "one token budget tried by a workload's calibration, on a sample of its cells",
+    ),
     "run": RecordKind(
         "perf",
         ("status", "workload", "cells", "cells_per_s"),
@@ -286,10 +300,20 @@ def _cudnn_versions() -> dict:
     return {"cudnn": torch_cudnn, "te_cudnn": te_cudnn}
 
 
+def _version_of(package: str, version, missing) -> str | None:
+    """A package's installed version, read from its metadata: importing transformers to ask
+    would add a second to every command that never uses it (gfqual embed on TE)."""
+    try:
+        return version(package)
+    except missing:
+        return None
+
+
 def environment() -> dict:
     """Everything that can change a number: hardware, driver and library versions, commit."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
-    import transformers
 
     from harness.capability import probe
     from harness.precision import tf32_state
@@ -301,7 +325,7 @@ def environment() -> dict:
         "cuda": torch.version.cuda,
         "torch": torch.__version__,
         **_cudnn_versions(),
-        "transformers": transformers.__version__,
+        "transformers": _version_of("transformers", version, PackageNotFoundError),
         "te": cap.te_version,
         "python": platform.python_version(),
         "cpu_arch": platform.machine(),

@@ -13,6 +13,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 from models.checkpoint import Checkpoint, CheckpointError, load_parameters, read_checkpoint
+from models.random_weights import draw
 from models.registry import Variant
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")  # eager is what the original Geneformer code ran
@@ -37,10 +38,7 @@ def random_init_(model: torch.nn.Module, seed: int, std: float = 0.02) -> torch.
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=gen, dtype=torch.float32) * std
-            if "LayerNorm.weight" in name or name.endswith(("layernorm.weight", "layer_norm.weight")):
-                noise = 1.0 + noise * (0.1 / std)
-            param.copy_(noise.to(param.dtype))
+            param.copy_(draw(name, tuple(param.shape), gen, std).to(param.dtype))
     return model
 
 
@@ -64,16 +62,6 @@ def random_hf_model(variant: Variant, seed: int, attn_implementation: str = "eag
     random_init_(model, seed)
     model.tie_weights()
     return model.eval()
-
-
-def random_weights_block(seed: int) -> dict:
-    """What a results file says of weights made by ``random_hf_model``."""
-    return {
-        "source": "random-init",
-        "seed": seed,
-        "note": "seeded random weights of the published configs (models.hf.random_init_); "
-        "not Geneformer's trained weights",
-    }
 
 
 def hf_model_from_tensors(config: dict, tensors: dict, attn_implementation: str = "eager") -> BertForMaskedLM:

@@ -374,8 +374,8 @@ def test_workload_tables_lead_and_pair_rows_of_one_run(tmp_path):
     run = make_result(
         "perf",
         [
-            row("hf-sdpa", "bf16", 400.0),
-            row("te-packed", "bf16", 1000.0),
+            row("hf-sdpa", "bf16", 400.0),  # written before issue 28: efficiency over its static forward
+            row("te-packed", "bf16", 1000.0, plain_loop="te-loop"),
             {**skipped, "backend": "hf-sdpa"},
             {**skipped, "backend": "te-packed", "reason": "no GPU"},
         ],
@@ -410,7 +410,8 @@ def test_workload_tables_lead_and_pair_rows_of_one_run(tmp_path):
     md = _md([run, other, cli, _perf("NVIDIA H100 80GB HBM3", 220.0)], tmp_path)
     perf = md[md.index("## Performance") :]
     assert perf.index("embedding end to end") < perf.index("| variant | backend | precision | layout | batch |")
-    assert "| te-packed | bf16 | 1e+03 | 2.50× | 93% |" in perf  # 1000 / 400 from the same file, not / 100
+    assert "| te-packed | bf16 | 1e+03 | 2.50× | 93% of te-loop |" in perf  # 1000 / 400 from the same file, not / 100
+    assert "| hf-sdpa | bf16 | 400 | 1.00× | 93% of its static forward |" in perf
     assert "| te-packed | fp8-delayed | skipped: no GPU |" in perf and "| hf-sdpa | fp8-delayed |" not in perf
     assert "| gfqual embed: GPU |" in perf and "| 21 | 19 |" in perf
 

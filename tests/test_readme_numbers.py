@@ -4,6 +4,7 @@ a re-measured file that changes a number fails here until the README says the ne
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from harness.results import read_results
@@ -246,3 +247,83 @@ def test_readme_h200_and_training_numbers_are_the_committed_results():
     text = " ".join(readme.split())  # the paragraphs wrap
     missing = [e for e in expected if e not in text]
     assert not missing, missing
+
+
+H200 = REPO / "results" / "h200"
+
+
+def test_readme_best_against_best_is_the_committed_results():
+    """Issue 28's headline: each backend at its calibrated best, held to its plain loop."""
+    from harness.perf.workload import best_against_best
+
+    readme = (REPO / "README.md").read_text()
+    expected = []
+    loops = {"hf": [], "te": []}
+    for variant in ("V2-104M", "V2-316M", "V1-10M"):
+        records = json.loads((H200 / f"workload-embed-{variant}-best-h200.json").read_text())["records"]
+        (best,) = best_against_best(records)
+        rows = {r["backend"]: r for r in records if r["record"] == "workload"}
+        hf, te = rows["hf-sdpa"], rows["te-packed"]
+        expected.append(
+            f"| {variant} | {_n(best['hf_cells_per_s'])} ({best['hf_max_tokens']:,}"
+            + (" tokens" if variant == "V2-104M" else "")
+            + f", padded to {hf['pad_multiple']}) | {_n(best['te_cells_per_s'])} ({best['te_max_tokens']:,}, "
+            f"{te['input_layout']}) | {best['ratio']:.2f}× | {best['equal_budget_ratio']:.2f}× | "
+            f"{hf['pipeline_efficiency']:.0%} | {te['pipeline_efficiency']:.0%} | {te['ceiling_fraction']:.0%} |"
+        )
+        loops["hf"].append(_n(hf["plain_loop_cells_per_s"]))
+        loops["te"].append(_n(te["plain_loop_cells_per_s"]))
+        if variant == "V1-10M":
+            calibrated = {r["max_tokens"]: r for r in records if r["record"] == "calibration"}
+            expected.append("13,687\nat that same budget")
+            assert _n(calibrated[1048576]["cells_per_s"]) == "13,687"
+            expected.append(f"GPU {te['gpu_util_mean']:.0f}% busy")
+    expected.append(f"HF {', '.join(loops['hf'][:2])} and {loops['hf'][2]} cells/s")
+    expected.append(f"TE {', '.join(loops['te'][:2])} and {loops['te'][2]}")
+    first = json.loads((H200 / "workload-embed-V1-10M-best-h200-5e7f261.json").read_text())["records"]
+    te_first = next(r for r in first if r["record"] == "workload" and r["backend"] == "te-packed")
+    expected.append(f"({te_first['gpu_util_mean']:.0f}% in the first run, at 5e7f261, {_n(te_first['cells_per_s'])}")
+    cli = json.loads((H200 / "embed-cli-V2-104M-default-h200.json").read_text())["records"][0]
+    expected.append(
+        f"TE's old budget of {cli['max_tokens']:,} tokens): {cli['startup_s']:.1f} s before the\n"
+        f"first batch, {cli['startup_imports_s']:.1f} s"
+    )
+    log = (H200 / "profiles" / "embed-startup-V2-104M-h200.log").read_text()
+    wall = log.strip().splitlines()[-1].split(": ")[1]  # the timed run at the committed file's commit
+    expected.append(f"the whole command\n{wall.removesuffix(' s')} s")
+    profile = (H200 / "profiles" / "embed-profile-V1-10M-h200-5e7f261.log").read_text()
+    assert "budget 1048576: 7 batches, 5031 cells; unprofiled pass 0.366 s" in profile
+    assert "batch plan alone 0.097 s" in profile.split("budget 1048576")[1].split("\n")[0]
+    old = json.loads((H200 / "workload-embed-V1-10M-real-h200.json").read_text())["records"]
+    expected.append(f"from {_n(next(r for r in old if r['backend'] == 'te-packed')['cells_per_s'])} cells/s (b5f85e9)")
+    missing = [e for e in expected if e not in readme]
+    assert not missing, f"README numbers not found as in the results: {missing}"
+
+
+def test_readme_import_tree_is_the_committed_importtime_table():
+    readme = (REPO / "README.md").read_text()
+    table = (H200 / "profiles" / "importtime-embed-V2-104M-te-packed-h200-5e7f261.txt").read_text()
+    seconds = {}
+    for line in table.splitlines()[1:]:
+        if line.startswith("import time:"):  # stderr also holds the run's warnings
+            _, cumulative, name = (p.strip() for p in line.removeprefix("import time:").split("|"))
+            seconds[name] = max(seconds.get(name, 0), int(cumulative) / 1e6)
+    said = (
+        f"TransformerEngine {seconds['transformer_engine']:.1f} s, {seconds['torch._dynamo.comptime']:.1f} s of it",
+        f"{seconds['transformer_engine.jax']:.1f} s its JAX extension",
+        f"torch {seconds['torch']:.1f} s;",
+        f"transformers ({seconds['transformers']:.1f} s",
+        f"anndata ({seconds['anndata']:.1f} s",
+    )
+    missing = [s for s in said if s not in readme.replace("\n", " ")]
+    assert not missing, missing
+
+
+def test_readme_padding_numbers_are_the_committed_count():
+    readme = (REPO / "README.md").read_text().replace("\n", " ")
+    log = (H200 / "profiles" / "padding-count.log").read_text()
+    found = re.findall(r"^(\S+): engine pads (\S+%).*plain loop (\S+%)", log, re.M)
+    pads = {variant: (engine, loop) for variant, engine, loop in found}
+    assert f"{pads['V2-104M'][0]} padding against {pads['V2-104M'][1]} on the V2 cells" in readme
+    assert pads["V2-316M"] == pads["V2-104M"]
+    assert f"({pads['V1-10M'][0]} / {pads['V1-10M'][1]})" in readme

@@ -241,8 +241,19 @@ def test_workload_bench_records_the_pipeline_and_its_ceiling(tmp_path):
         )
         == 0
     )
-    hf, te = json.loads(out.read_text())["records"]
-    assert hf["status"] == "reported" and hf["cells"] == 20 and 0 < hf["pipeline_efficiency"]
+    records = json.loads(out.read_text())["records"]
+    kinds = [r["record"] for r in records]
+    assert kinds == ["calibration", "plain_loop", "plain_loop", "calibration", "workload", "workload"], kinds
+    hf_loop, te_loop = (r for r in records if r["record"] == "plain_loop")
+    hf, te = (r for r in records if r["record"] == "workload")
+    assert hf_loop["backend"] == "hf-loop" and hf_loop["status"] == "reported" and hf_loop["finite"]
+    assert te_loop["backend"] == "te-loop" and te_loop["status"] == "skipped" and "CUDA" in te_loop["reason"]
+    assert hf["status"] == "reported" and hf["cells"] == 20
+    assert hf["plain_loop"] == "hf-loop" and hf["plain_loop_cells_per_s"] == hf_loop["cells_per_s"]
+    assert hf["pipeline_efficiency"] == pytest.approx(hf["cells_per_s"] / hf_loop["cells_per_s"])
+    assert hf["max_tokens"] == CPU_TOKEN_BUDGET and hf["budget_from"].startswith("calibration")
+    assert hf["equal_max_tokens"] == CPU_TOKEN_BUDGET and hf["equal_budget_cells_per_s"] == hf["cells_per_s"]
+    assert hf["input_layout"] == "padded" and hf["ceiling_fraction"] is None  # no GPU: no ceiling measured
     assert hf["tokens_per_s"] == pytest.approx(hf["tokens"] / hf["seconds"])
     assert te["status"] == "skipped" and "CUDA" in te["reason"]
     out = tmp_path / "p.json"

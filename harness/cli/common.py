@@ -45,14 +45,14 @@ def model_source(checkpoint: str | None, variant, seed: int):
     """(weights to build backends from, the results file's weights block): a checkpoint
     directory, or seeded random weights of the variant's published config (said aloud)."""
     from models.checkpoint import check_variant, read_checkpoint
-    from models.hf import random_hf_model, random_weights_block
+    from models.random_weights import random_checkpoint, random_weights_block
 
     if checkpoint:
         source = read_checkpoint(checkpoint)
         check_variant(source.config, variant, checkpoint)
         return source, source.describe()
     print(f"note: no --checkpoint: random weights (seed {seed}); outputs carry no learned biology")
-    return random_hf_model(variant, seed), random_weights_block(seed)
+    return random_checkpoint(variant, seed), random_weights_block(seed)  # no transformers import on TE's path
 
 
 RESULTS_OUT = "results file (.json) or folder (a new file in it); default results/local/"

@@ -127,7 +127,7 @@ def cmd_embed(args) -> int:
         "world_size": ctx.world_size,
         "launcher": "torchrun" if ctx.distributed else "one process",
         "max_tokens": budget,
-        "budget_from": "--max-tokens" if args.max_tokens else "free GPU memory",
+        "budget_from": "--max-tokens" if args.max_tokens else "the backend's default within free GPU memory",
         "input_layout": run.backend.input_layout,
         "mode": args.mode,
         "cells": cells,

@@ -69,7 +69,8 @@ def cmd_run(args) -> int:
         verdicts,
     )
     from harness.results import gate_status
-    from models.hf import random_hf_model, random_weights_block
+    from models.hf import random_hf_model
+    from models.random_weights import random_weights_block
 
     check_output(args.out, "results", args.overwrite)
     cap = probe()
@@ -123,7 +124,7 @@ def cmd_train_parity(args) -> int:
     from harness.capability import probe
     from harness.parity.training_parity import default_training_specs, run_training_parity, training_config
     from harness.results import gate_status
-    from models.hf import random_weights_block
+    from models.random_weights import random_weights_block
 
     check_output(args.out, "results", args.overwrite)
     cap = probe()

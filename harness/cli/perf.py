@@ -28,7 +28,7 @@ def cmd_bench(args) -> int:
     from harness.outputs import interruptible
     from harness.perf.sweep import Sweep, refuse_gpu_sweep_on_cpu, run_sweep
     from harness.results import DEFAULT_RESULTS_DIR
-    from models.hf import random_weights_block
+    from models.random_weights import random_weights_block
 
     if (args.sweep is None) == (args.workload is None):
         raise UsageError("gfqual bench takes one of --sweep (kernel sweeps) or --workload (a pipeline end to end)")
@@ -63,9 +63,11 @@ def cmd_bench_workload(args) -> int:
 
     from harness.capability import probe
     from harness.data.stream import read_tokenized
+    from harness.perf.ceiling import matmul_tflops
     from harness.perf.sweep import refuse_long_cpu_run
-    from harness.perf.workload import embed_workload, perturb_workload
-    from models.hf import random_hf_model, random_weights_block
+    from harness.perf.workload import best_against_best, embed_workload, perturb_workload, plain_anchors, plain_loops
+    from models.hf import random_hf_model
+    from models.random_weights import random_weights_block
     from models.registry import get_variant
 
     if not args.cells:
@@ -84,17 +86,29 @@ def cmd_bench_workload(args) -> int:
         args.force,
     )
     rows = []
+    ceiling = matmul_tflops() if args.workload == "embed" else None
     for variant in variants:
         pool = pools[variant.name]
         n = max(args.repeat_to or len(pool), len(pool))
         cells = [pool[i % len(pool)] for i in range(n)]
         where = f"{args.cells} ({len(pool)} cells" + (f", repeated to {n})" if n > len(pool) else ")")
         source = random_hf_model(variant, args.seed)
+        plain = None
+        if args.workload == "embed" and not args.no_plain_loops:
+            loops = plain_loops(variant, source, cells, where)
+            rows += loops
+            plain = plain_anchors(loops)
+            for row in loops:
+                if row["record"] == "plain_loop":
+                    print(_plain_line(row), flush=True)
         for backend in args.backends:
             for precision in args.precisions:
                 print(f"{args.workload} {variant.name} {backend} {precision}: running ...", file=sys.stderr, flush=True)
                 if args.workload == "embed":
-                    row = embed_workload(variant, backend, precision, cells, source, where, args.max_tokens)
+                    *calibration, row = embed_workload(
+                        variant, backend, precision, cells, source, where, args.max_tokens, plain, ceiling
+                    )
+                    rows += calibration
                 else:
                     row = perturb_workload(
                         variant,
@@ -108,11 +122,17 @@ def cmd_bench_workload(args) -> int:
                     )
                 rows.append(row)
                 print(_workload_line(row), flush=True)
+    for best in best_against_best(rows):
+        print(
+            f"best against best {best['variant']} {best['precision']}: {best['te']} {best['te_cells_per_s']:.0f} "
+            f"cells/s ({best['te_max_tokens']} tokens) over {best['hf']} {best['hf_cells_per_s']:.0f} "
+            f"({best['hf_max_tokens']}): {best['ratio']:.2f}x; at an equal budget {_ratio(best['equal_budget_ratio'])}"
+        )
     write_results(
         "perf",
         rows,
         random_weights_block(args.seed),
-        {"workload": args.workload, "cells": args.cells, "repeat_to": args.repeat_to},
+        {"workload": args.workload, "cells": args.cells, "repeat_to": args.repeat_to, "ceiling_tflops": ceiling},
         out,
     )
     if all(r["status"] == "skipped" for r in rows):
@@ -123,12 +143,24 @@ def cmd_bench_workload(args) -> int:
 
 def _workload_tokens(args, pool: list) -> int:
     """Tokens a workload runs on one variant for one backend and precision: embed runs its cells
-    twice (the pipeline and the static forward); perturb runs each start cell once per gene."""
+    through the budget calibration, the pipeline and the two plain loops (about four passes); perturb
+    runs each start cell once per gene."""
     lengths = [len(c) for c in pool]
     if args.workload == "embed":
         n = max(args.repeat_to or len(pool), len(pool))
-        return 2 * sum(lengths[i % len(pool)] for i in range(n))
+        return (2 if args.no_plain_loops else 4) * sum(lengths[i % len(pool)] for i in range(n))
     return sum(length * length for length in lengths[: args.perturb_cells])
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "not measured"
+
+
+def _plain_line(row: dict) -> str:
+    head = f"plain   {row['variant']:10s} {row['backend']:15s} {row['precision']:12s}"
+    if row["status"] != "reported":
+        return f"{head} {row['status'].upper()}: {row['reason']}"
+    return f"{head} {row['cells']} cells: {row['cells_per_s']:.0f} cells/s, budget {row['max_tokens']}"
 
 
 def _workload_line(row: dict) -> str:
@@ -140,12 +172,13 @@ def _workload_line(row: dict) -> str:
             f"{head} {row['perturbations']} perturbations of {row['cells']} cells: {row['perturbations_per_s']:.0f}/s, "
             f"{row['tokens_per_s']:.0f} tokens/s; {row['projection_cells']} cells: {row['projected_hours']:.2f} h"
         )
-    util = row["gpu_util_mean"]
+    util, efficiency, fraction = row["gpu_util_mean"], row["pipeline_efficiency"], row["ceiling_fraction"]
     return (
-        f"{head} {row['cells']} cells: {row['cells_per_s']:.0f} cells/s, {row['tokens_per_s']:.0f} tokens/s "
-        f"(static {row['static_tokens_per_s']:.0f}: efficiency {row['pipeline_efficiency']:.0%})"
+        f"{head} {row['cells']} cells: {row['cells_per_s']:.0f} cells/s, {row['tokens_per_s']:.0f} tokens/s"
+        + (f", {efficiency:.0%} of the plain loop" if efficiency is not None else "")
         + (f", GPU busy {util:.0f}%" if util is not None else "")
-        + f", budget {row['max_tokens']}"
+        + (f", {fraction:.0%} of the bf16 ceiling" if fraction is not None else "")
+        + f", budget {row['max_tokens']} ({row['input_layout']}, multiple {row['pad_multiple']})"
     )
 
 
@@ -153,7 +186,8 @@ def cmd_profile(args) -> int:
     from harness.capability import probe
     from harness.perf.kernel_profile import format_profile, profile_point
     from harness.perf.sweep import Point
-    from models.hf import random_hf_model, random_weights_block
+    from models.hf import random_hf_model
+    from models.random_weights import random_weights_block
     from models.registry import get_variant
 
     check_output(args.out, "results")
@@ -226,7 +260,14 @@ def register(sub, fmt: dict) -> None:
     p.add_argument("--precisions", nargs="+", default=["bf16"], choices=PRECISION_CHOICES, help="workload: precisions")
     p.add_argument("--repeat-to", type=positive_int, help="workload: repeat the dataset's cells up to this many")
     p.add_argument("--perturb-cells", type=positive_int, default=16, help="perturb workload: cells")
-    p.add_argument("--max-tokens", type=positive_int, help="workload: tokens per batch (default: from free GPU memory)")
+    p.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        help="workload: tokens per batch (default: each backend calibrated to its fastest budget)",
+    )
+    p.add_argument(
+        "--no-plain-loops", action="store_true", help="embed workload: skip the independent plain loops (the anchor)"
+    )
     p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.set_defaults(func=cmd_bench)
 

@@ -6,7 +6,9 @@ sequence lengths."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -269,9 +271,18 @@ def budget_groups(lengths: list[int], budget: int, padded: bool = True, step: in
 def budget_batches(
     cells: list[list[int]], variant: Variant, layout: str, budget: int, multiple: int = 1, fixed_shape: bool = True
 ) -> list[tuple[Batch | PackedBatch, list[int]]]:
+    """``budget_plan``'s batches, built now: ``(batch, indices of its cells)``."""
+    return [(make(), g) for make, g in budget_plan(cells, variant, layout, budget, multiple, fixed_shape)]
+
+
+def budget_plan(
+    cells: list[list[int]], variant: Variant, layout: str, budget: int, multiple: int = 1, fixed_shape: bool = True
+) -> list[tuple[Callable[[], Batch | PackedBatch], list[int]]]:
     """Cells batched for throughput, longest first, each batch within ``budget`` tokens (the same
-    budget for every layout, so a padded and a packed backend get the same memory): ``(batch,
-    indices of its cells)``. Padded batches are rounded up to a multiple of ``SHAPE_MULTIPLE``
+    budget for every layout, so a padded and a packed backend get the same memory): ``(make,
+    indices of its cells)``, where ``make()`` builds the batch, so that a pipeline builds each on
+    its worker while the device runs the one before (building them all first kept V1-10M's GPU
+    idle). Padded batches are rounded up to a multiple of ``SHAPE_MULTIPLE``
     tokens (and of ``multiple``) so that few distinct shapes occur; packed batches (THD) carry no
     padding at all; with ``fixed_shape`` every pack holds exactly ``budget`` tokens and declares the
     context as its longest cell (one attention plan), which only an attention that skips padding
@@ -281,15 +292,16 @@ def budget_batches(
     step = math.lcm(SHAPE_MULTIPLE, multiple) if layout == "padded" else multiple
     groups = budget_groups([len(c) for c in cells], budget, padded=layout == "padded", step=step)
     if layout == "padded":
-        return [(collate([cells[i] for i in g], variant, step), g) for g in groups]
+        return [(partial(collate, [cells[i] for i in g], variant, step), g) for g in groups]
     if not fixed_shape:
-        return [(pack([cells[i] for i in g], variant, multiple), g) for g in groups]
+        return [(partial(pack, [cells[i] for i in g], variant, multiple), g) for g in groups]
     # every pack holds exactly ``budget`` tokens, the last one the next power of two: one or two shapes
     sizes = [sum(len(cells[i]) for i in g) for g in groups]
     last = min(budget, 1 << max(0, sizes[-1] - 1).bit_length())
     return [
         (
-            pack(
+            partial(
+                pack,
                 [cells[i] for i in g],
                 variant,
                 multiple,

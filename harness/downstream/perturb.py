@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from harness.backends import Backend
-from harness.embeddings import default_token_budget, encode_cells, layers_to_run, synchronize, to_device
+from harness.embeddings import encode_cells, layers_to_run, synchronize, to_device, token_budget
 from models.errors import UsageError
 from models.registry import Variant
 
@@ -106,7 +106,7 @@ def perturb(
     if mode not in MODES:
         raise UsageError(f"perturbation mode must be one of {MODES}, not {mode!r}")
     n_layers = layers_to_run(variant, emb_layer)
-    budget = max_tokens or default_token_budget(backend, variant)
+    budget = token_budget(backend, variant, max_tokens)
     device = backend.device
     goal_t = torch.as_tensor(goal, dtype=torch.float32, device=device)
     wanted = set(genes) - set(variant.special_tokens.values())

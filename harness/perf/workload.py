@@ -1,12 +1,21 @@
-"""Workload benchmarks: the pipelines users run, end to end, on a tokenized dataset; the static
-forward throughput of the same batches is the ceiling they are compared against.
+"""Workload benchmarks: the pipelines users run, end to end, on a tokenized dataset, each backend
+at its own best settings and held to an independent plain loop (issue 28: best against best).
 
-``embed`` — per (variant, backend, precision): build the backend (timed), the tiny warm-up that
-``gfqual embed`` does, then one pass of ``harness.embeddings.extract`` with the same default token
-budget (``gfqual embed``'s own path: batching, pooling, copies, kernel plans met for the first time)
-under GPU telemetry: cells/s, tokens/s, NVML GPU busy. Then the same batches, already on the
-device, through ``Backend.encode`` back to back (CUDA events): the static tokens/s at exactly these
-shapes. pipeline efficiency = end-to-end tokens/s ÷ static tokens/s.
+``embed`` — per (variant, backend, precision): build the backend (timed); a short calibration of
+the token budget (``candidate_budgets``: powers of two from 65,536 up to ``equal_budget``, the one
+budget every backend also runs at) on a sample of the cells, each budget timed on its second pass;
+then, at the fastest, the tiny warm-up that ``gfqual embed`` does and one pass of
+``harness.embeddings.extract`` (``gfqual embed``'s own path: batching, pooling, copies) under GPU
+telemetry: cells/s, tokens/s, TFLOP/s of the real cells' encoder work, NVML GPU busy; and one pass
+at the equal budget if that was not the fastest. The row records the chosen budget, layout and pad
+multiple; every calibration point is a record of its own.
+
+The anchor is ``plain_loops``: a minimal HF sdpa loop and a minimal ``te.TransformerLayer`` loop
+(``harness.perf.plain_loops``, sharing no batching or pooling code with the engine), each at its
+own best budget, on the same cells; pipeline efficiency = the engine's cells/s ÷ the plain loop's
+of its family (HF backends against the HF loop, TE backends against the TE loop).
+``best_against_best`` gives the headline: best TE over best HF of one run, and beside it the ratio
+at the equal budget.
 
 ``perturb`` — delete (or overexpress) every gene of the first ``cells`` cells
 (``harness.downstream.perturb``): perturbations/s and tokens/s, and from that rate a projection of
@@ -17,11 +26,22 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from harness.backends import build_backend
 from harness.capability import probe
-from harness.embeddings import batch_plan, default_token_budget, extract, layers_to_run, synchronize
+from harness.data.batching import SHAPE_MULTIPLE
+from harness.embeddings import (
+    CPU_TOKEN_BUDGET,
+    default_token_budget,
+    extract,
+    layers_to_run,
+    memory_token_budget,
+    synchronize,
+    whole_contexts,
+)
+from harness.perf.flops import forward_flops
 from harness.perf.telemetry import Telemetry
 from harness.precision import get_precision
 from models.registry import Variant
@@ -57,6 +77,64 @@ def _base(
     }
 
 
+CALIBRATION_BUDGETS = tuple(1 << k for k in range(16, 21))  # 65,536 to 1,048,576 tokens per batch
+CALIBRATION_BATCHES = 3  # the calibration sample holds this many batches of the largest budget tried
+EQUAL_BUDGET_VALUES = 1 << 28  # tokens × hidden: the budget every backend got before issue 28 (TE's)
+
+
+def equal_budget_tokens(variant: Variant) -> int:
+    """2^28 values / hidden size in whole contexts: the largest budget calibrations try."""
+    return whole_contexts(EQUAL_BUDGET_VALUES // variant.hidden_size, variant)
+
+
+def equal_budget(backend, variant: Variant) -> int:
+    """The one budget every backend is also calibrated at: ``equal_budget_tokens`` within memory
+    (what ``gfqual embed`` gave HF and TE alike before; the equal-budget ratio is read there)."""
+    return min(memory_token_budget(backend, variant), equal_budget_tokens(variant))
+
+
+def candidate_budgets(largest: int) -> list[int]:
+    """Budgets the calibration tries: powers of two from 65,536 tokens below ``largest``, and it."""
+    return sorted({b for b in CALIBRATION_BUDGETS if b < largest} | {largest})
+
+
+def calibration_sample(cells: list, budgets: list[int]) -> list:
+    """Every k-th cell, so that the sample holds ``CALIBRATION_BATCHES`` batches of the largest budget."""
+    tokens = sum(map(len, cells))
+    step = max(1, tokens // (CALIBRATION_BATCHES * max(budgets)))
+    return cells[::step]
+
+
+def calibrate(run, budgets: list[int], base: dict, sample: list) -> list[dict]:
+    """``run(budget)`` → seconds for each budget, timed on its second call (shapes met, plans
+    built): a ``calibration`` record per budget, ``base`` saying whose."""
+    rows = []
+    for budget in budgets:
+        run(budget)
+        seconds = run(budget)
+        rows.append(
+            {
+                **base,
+                "record": "calibration",
+                "cells": len(sample),
+                "max_tokens": budget,
+                "seconds": seconds,
+                "cells_per_s": len(sample) / seconds,
+            }
+        )
+    return rows
+
+
+def _best(calibration: list[dict]) -> int:
+    return min(calibration, key=lambda r: r["seconds"])["max_tokens"]
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def embed_workload(
     variant: Variant,
     backend_name: str,
@@ -65,57 +143,210 @@ def embed_workload(
     source,
     cells_from: str,
     max_tokens: int | None = None,
-) -> dict:
-    """One embed workload row (see the module docstring)."""
+    plain: dict | None = None,
+    ceiling_tflops: float | None = None,
+) -> list[dict]:
+    """One embed workload row and its calibration records (see the module docstring): the
+    backend at its best budget (a calibration over ``candidate_budgets`` on a sample, unless
+    ``max_tokens`` fixes it), held to the plain loop of its family (``plain``: ``plain_anchors``
+    of ``plain_loops``' records); ``ceiling_tflops``: the bf16 matmul ceiling measured in the run."""
     base = _base("embed", variant, backend_name, precision, cells, cells_from)
     skipped = _skipped(base, backend_name, precision)
     if skipped:
-        return skipped
+        return [skipped]
     start = time.perf_counter()
     backend = build_backend(backend_name, source, get_precision(precision))
     synchronize(backend.device)
     build_s = time.perf_counter() - start
-    budget = max_tokens or default_token_budget(backend, variant)
+    equal = equal_budget(backend, variant)
+    budgets = [max_tokens] if max_tokens else candidate_budgets(equal)
+    sample = calibration_sample(cells, budgets)
+
+    def one_pass(b: int, on: list = sample, model=backend) -> float:
+        return _timed(lambda: extract(model, on, variant, max_tokens=b))
+
+    whose = _base("embed", variant, backend_name, precision, sample, cells_from)
+    calibration = calibrate(one_pass, budgets, whose, sample)
+    budget = _best(calibration)
     extract(backend, cells[:2], variant, max_tokens=budget)
     tokens = sum(map(len, cells))
     with Telemetry() as telemetry:
         start = time.perf_counter()
         extract(backend, cells, variant, max_tokens=budget)
         seconds = time.perf_counter() - start
-    static_s = static_seconds(backend, cells, variant, budget)
     util = telemetry.summary().get("gpu_util")
+    equal_s = seconds if budget == equal else one_pass(equal, cells)
     attention = backend.attention_backend
+    layout = backend.input_layout
+    default = default_token_budget(backend, variant)
     del backend
     _free_cached_memory()
-    return {
-        **base,
-        "status": "reported",
-        "attention_backend": attention,
-        "max_tokens": budget,
-        "build_s": build_s,
-        "tokens": tokens,
-        "seconds": seconds,
-        "cells_per_s": len(cells) / seconds,
-        "tokens_per_s": tokens / seconds,
-        "gpu_util_mean": util,
-        "static_seconds": static_s,
-        "static_tokens_per_s": tokens / static_s,
-        "pipeline_efficiency": static_s / seconds,
-    }
+    anchor = (plain or {}).get(plain_family(backend_name))
+    if anchor and anchor["precision"] != precision:  # the loops run bf16: an FP8 row has no anchor
+        anchor = None
+    anchor_rate = anchor["cells_per_s"] if anchor else None
+    tflops = work / seconds / 1e12 if (work := _encoder_work(variant, cells)) else None
+    return calibration + [
+        {
+            **base,
+            "status": "reported",
+            "attention_backend": attention,
+            "max_tokens": budget,
+            "budget_from": "--max-tokens" if max_tokens else "calibration (fastest on the sample)",
+            "input_layout": layout,
+            "pad_multiple": get_precision(precision).token_multiple if layout == "packed" else SHAPE_MULTIPLE,
+            "default_max_tokens": default,
+            "equal_max_tokens": equal,
+            "equal_budget_cells_per_s": len(cells) / equal_s,
+            "build_s": build_s,
+            "tokens": tokens,
+            "seconds": seconds,
+            "cells_per_s": len(cells) / seconds,
+            "tokens_per_s": tokens / seconds,
+            "tflops": tflops,
+            "ceiling_tflops": ceiling_tflops,
+            "ceiling_fraction": tflops / ceiling_tflops if ceiling_tflops else None,
+            "gpu_util_mean": util,
+            "plain_loop": anchor["backend"] if anchor else None,
+            "plain_loop_cells_per_s": anchor_rate,
+            "plain_loop_max_tokens": anchor["max_tokens"] if anchor else None,
+            "pipeline_efficiency": len(cells) / seconds / anchor_rate if anchor_rate else None,
+        }
+    ]
 
 
-def static_seconds(backend, cells: list, variant: Variant, budget: int) -> float:
-    """The forward passes alone: the workload's own batches, already on the device, back to back."""
-    plan = batch_plan(backend, cells, variant, None, budget)
-    batches = [batch.to(backend.device) for batch, _ in plan]
+def _encoder_work(variant: Variant, cells: list) -> float:
+    """The encoder work the real cells need through the layers an embedding runs (no padding, no
+    filler, no head): what any layout must do, so skipping padding is never counted as work."""
+    lengths = np.array([len(c) for c in cells], dtype=np.float64)
+    full = forward_flops(variant, int(lengths.sum()), int((lengths**2).sum()), head=False)
+    return full * layers_to_run(variant, -1) / variant.num_hidden_layers
+
+
+def plain_family(backend_name: str) -> str:
+    """Which plain loop a backend is held to: HF's or TE's."""
+    return "hf" if backend_name.startswith("hf-") else "te"
+
+
+LOOPS = {"hf": "hf-loop", "te": "te-loop"}  # the plain loops' names in records, by family
+
+
+def plain_loops(variant: Variant, source, cells: list, cells_from: str, budgets: list[int] | None = None) -> list:
+    """The independent plain loops (``harness.perf.plain_loops``) at bf16 on the GPU (fp32 on a
+    CPU) on ``cells``, each at its best budget (calibrated on a sample like the engine): per loop
+    its calibration records and a ``plain_loop`` record, or a skip with its reason."""
+    from harness.perf import plain_loops as loops
+
+    cap = probe()
+    device = cap.device
+    precision = "bf16" if cap.cuda else "fp32"
+    dtype = get_precision(precision).dtype
+    budgets = budgets or (candidate_budgets(equal_budget_tokens(variant)) if cap.cuda else [CPU_TOKEN_BUDGET])
     n_layers = layers_to_run(variant, -1)
-    backend.encode(batches[-1], n_layers)  # every shape has been met by the end-to-end pass already
-    synchronize(backend.device)
-    start = time.perf_counter()
-    for batch in batches:
-        backend.encode(batch, n_layers)
-    synchronize(backend.device)
-    return time.perf_counter() - start
+    pad_id = variant.special_tokens["<pad>"]
+    specials = sorted(variant.special_tokens.values())
+    sample = calibration_sample(cells, budgets)
+    bert = loops.hf_encoder(source, n_layers, device, dtype)
+    runs = {"hf": lambda c, b, bert=bert: loops.hf_loop(bert, c, b, pad_id, specials, device)}
+    te_reason = cap.skip_reason("te-packed", precision)
+    if te_reason is None:
+        te_model = _plain_te_model(source, device, dtype)
+        runs["te"] = lambda c, b: loops.te_loop(te_model, c, n_layers, b, pad_id, specials, device, variant.context)
+    records = []
+    for family, name in LOOPS.items():
+        base = {**_base("embed", variant, name, precision, cells, cells_from), "record": "plain_loop"}
+        if family not in runs:
+            records.append({**base, "status": "skipped", "reason": te_reason})
+            continue
+        run = runs[family]
+        whose = _base("embed", variant, name, precision, sample, cells_from)
+        calibration = calibrate(lambda b, run=run: run(sample, b)[1], budgets, whose, sample)
+        budget = _best(calibration)
+        vectors, seconds = run(cells, budget)
+        records += calibration
+        records.append(
+            {
+                **base,
+                "status": "reported",
+                "loop": loops.DESCRIPTIONS[family],
+                "max_tokens": budget,
+                "seconds": seconds,
+                "cells_per_s": len(cells) / seconds,
+                "finite": bool(np.isfinite(vectors).all()),
+            }
+        )
+    del bert, runs
+    _free_cached_memory()
+    return records
+
+
+def plain_anchors(records: list[dict]) -> dict:
+    """The reported plain loops by family (what ``embed_workload`` holds each backend to)."""
+    by_name = {r["backend"]: r for r in records if r["record"] == "plain_loop" and r["status"] == "reported"}
+    return {family: by_name[name] for family, name in LOOPS.items() if name in by_name}
+
+
+def _plain_te_model(source, device, dtype):
+    """The fused TE model (a stack of ``te.TransformerLayer``, THD) with the source's weights."""
+    from harness.backends import te_format_tensors
+    from models.te import TEGeneformerForMaskedLM
+
+    tensors, cfg = te_format_tensors(source)
+    model = TEGeneformerForMaskedLM(cfg, impl="fused", qkv_format="thd").to(device)
+    model.load_checkpoint_tensors(tensors)
+    return model.to(dtype).eval()
+
+
+def best_against_best(records: list[dict]) -> list[dict]:
+    """Per variant and precision of TE: the best TE row's cells/s over the best HF row's of the
+    same run (each at its own calibrated budget), and beside it the ratio on the calibration
+    sample at the largest budget both tried (``equal_budget``: what every backend ran at before)."""
+    out = []
+    done = [r for r in records if r["record"] == "workload" and r["workload"] == "embed" and r["status"] == "reported"]
+    calibration = [r for r in records if r["record"] == "calibration"]
+    for variant in dict.fromkeys(r["variant"] for r in done):
+        hf = [r for r in done if r["variant"] == variant and plain_family(r["backend"]) == "hf"]
+        te = [r for r in done if r["variant"] == variant and plain_family(r["backend"]) == "te"]
+        if not hf or not te:
+            continue
+        best_hf = max(hf, key=lambda r: r["cells_per_s"])
+        for precision in dict.fromkeys(r["precision"] for r in te):
+            best_te = max((r for r in te if r["precision"] == precision), key=lambda r: r["cells_per_s"])
+            out.append(
+                {
+                    "variant": variant,
+                    "precision": precision,
+                    "hf": best_hf["backend"],
+                    "hf_cells_per_s": best_hf["cells_per_s"],
+                    "hf_max_tokens": best_hf["max_tokens"],
+                    "te": best_te["backend"],
+                    "te_cells_per_s": best_te["cells_per_s"],
+                    "te_max_tokens": best_te["max_tokens"],
+                    "ratio": best_te["cells_per_s"] / best_hf["cells_per_s"],
+                    "equal_budget_ratio": _equal_budget_ratio(calibration, best_te, best_hf),
+                }
+            )
+    return out
+
+
+def _equal_budget_ratio(calibration: list[dict], te: dict, hf: dict) -> float | None:
+    """TE over HF at the equal budget: on all the cells where both rows timed it
+    (``equal_budget_cells_per_s``), else on the calibration sample at the largest budget both
+    tried (a few batches: that favours TE, whose large packs fill the GPU sooner than HF's)."""
+    if te.get("equal_budget_cells_per_s") and hf.get("equal_budget_cells_per_s"):
+        if te["equal_max_tokens"] == hf["equal_max_tokens"]:
+            return te["equal_budget_cells_per_s"] / hf["equal_budget_cells_per_s"]
+
+    def rates(row):
+        same = ("variant", "backend", "precision")
+        return {r["max_tokens"]: r["cells_per_s"] for r in calibration if all(r[k] == row[k] for k in same)}
+
+    te_at, hf_at = rates(te), rates(hf)
+    shared = set(te_at) & set(hf_at)
+    if not shared:
+        return None
+    budget = max(shared)
+    return te_at[budget] / hf_at[budget]
 
 
 def perturb_workload(

@@ -93,7 +93,7 @@ def pytest_sessionfinish(session, exitstatus):
         return
     from harness.parity.run import run_config
     from harness.results import make_result, write_result
-    from models.hf import random_weights_block
+    from models.random_weights import random_weights_block
 
     path = write_result(
         make_result("parity", _RECORDS, random_weights_block(0), run_config(_SPECS)),
