@@ -226,7 +226,8 @@ def parity(
     if (reference is None) != (candidate is None):
         raise UsageError("parity: give both reference and candidate checkpoints, or neither (random weights)")
     if reference is None:
-        from models.hf import random_hf_model, random_weights_block
+        from models.hf import random_hf_model
+        from models.random_weights import random_weights_block
 
         if variant is None:
             raise UsageError("parity without checkpoints needs variant= (whose random weights to compare)")

@@ -146,7 +146,7 @@ def cmd_train_band(args) -> int:
     from harness.data.stream import read_tokenized
     from harness.parity.training_band import BandSpec, CellPool, band_config, run_band
     from harness.results import gate_status
-    from models.hf import random_weights_block
+    from models.random_weights import random_weights_block
     from models.registry import get_variant
 
     check_output(args.out, args.overwrite)
