@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _readme_example() -> str:
-    section = (ROOT / "README.md").read_text().split("### Python API", 1)[1]
+    section = (ROOT / "README.md").read_text().split("## Python API", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

@@ -1,5 +1,5 @@
-"""The README's end-to-end performance numbers are the committed results', at the README's rounding:
-a re-measured file that changes a number fails here until the README says the new one."""
+"""The measured numbers in README.md and PERFORMANCE.md are the committed results', at their
+rounding: a re-measured file that changes a number fails here until the docs say the new one."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from reports.perf import perf_points, same_run_ratios
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = REPO / "results" / "h100"
+DOCS = (REPO / "README.md").read_text() + "\n" + (REPO / "PERFORMANCE.md").read_text()
 
 
 def _rows(name):
@@ -27,7 +28,7 @@ def _n(x):
 
 
 def test_readme_end_to_end_table_is_the_committed_results():
-    readme = (REPO / "README.md").read_text()
+    readme = DOCS
     te_cli = _rows("embed-cli-V2-104M-default-h100.json")[0]
     hf_cli = _rows("embed-cli-V2-104M-hf-sdpa-h100.json")[0]
     expected = [
@@ -80,7 +81,7 @@ def _ratio(results, key, over):
 
 
 def test_readme_static_table_and_memory_are_the_committed_results():
-    readme = (REPO / "README.md").read_text()
+    readme = DOCS
     h100 = read_results(H100, kind="perf")
     h200 = read_results(REPO / "results" / "h200", kind="perf")
     full = {"V1-10M": 2048, "V2-104M": 4096, "V2-316M": 4096}
@@ -139,7 +140,7 @@ def test_readme_static_table_and_memory_are_the_committed_results():
 
 
 def test_readme_downstream_numbers_are_the_committed_results():
-    readme = (REPO / "README.md").read_text()
+    readme = DOCS
     acc = {}
     same = {}
     for v in ("V1-10M", "V2-104M"):
@@ -161,7 +162,7 @@ def test_readme_downstream_numbers_are_the_committed_results():
 
 def test_readme_h200_and_training_numbers_are_the_committed_results():
     """The H200 workload and training paragraphs quote these files at the README's rounding."""
-    readme = (REPO / "README.md").read_text()
+    readme = DOCS
     h200 = REPO / "results" / "h200"
 
     def rows(name):
@@ -256,7 +257,7 @@ def test_readme_best_against_best_is_the_committed_results():
     """Issue 28's headline: each backend at its calibrated best, held to its plain loop."""
     from harness.perf.workload import best_against_best
 
-    readme = (REPO / "README.md").read_text()
+    readme = DOCS
     expected = []
     loops = {"hf": [], "te": []}
     for variant in ("V2-104M", "V2-316M", "V1-10M"):
@@ -301,7 +302,7 @@ def test_readme_best_against_best_is_the_committed_results():
 
 
 def test_readme_import_tree_is_the_committed_importtime_table():
-    readme = (REPO / "README.md").read_text()
+    readme = DOCS
     table = (H200 / "profiles" / "importtime-embed-V2-104M-te-packed-h200-5e7f261.txt").read_text()
     seconds = {}
     for line in table.splitlines()[1:]:
@@ -320,10 +321,28 @@ def test_readme_import_tree_is_the_committed_importtime_table():
 
 
 def test_readme_padding_numbers_are_the_committed_count():
-    readme = (REPO / "README.md").read_text().replace("\n", " ")
+    readme = DOCS.replace("\n", " ")
     log = (H200 / "profiles" / "padding-count.log").read_text()
     found = re.findall(r"^(\S+): engine pads (\S+%).*plain loop (\S+%)", log, re.M)
     pads = {variant: (engine, loop) for variant, engine, loop in found}
     assert f"{pads['V2-104M'][0]} padding against {pads['V2-104M'][1]} on the V2 cells" in readme
     assert pads["V2-316M"] == pads["V2-104M"]
     assert f"({pads['V1-10M'][0]} / {pads['V1-10M'][1]})" in readme
+
+
+def test_the_readme_states_the_committed_verdict():
+    """What the README says the committed H100 + H200 results' verdict is, by GPU and failure class."""
+    from collections import Counter
+
+    verdict = json.loads((REPO / "reports" / "rendered" / "qualification" / "verdict.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    assert verdict["overall"] == "FAIL" and "**FAIL on both GPUs**" in readme
+    assert {g: v["verdict"] for g, v in verdict["gpus"].items()} == {"H100": "FAIL", "H200": "FAIL"}
+    classes = Counter((f["gpu"], f["gate"], f["class"]) for f in verdict["failures"] if not f["waived"])
+    assert set(classes) == {
+        ("H100", "reliability", "te-defect"),
+        ("H200", "reliability", "te-defect"),
+        ("H200", "training", "tolerance"),
+        ("H100", "downstream", "tolerance"),
+    }
+    assert classes[("H200", "training", "tolerance")] == 6 and "H200, six cases" in readme
