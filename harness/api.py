@@ -8,6 +8,7 @@ thin layers over these), with Python objects in and out.
     check = api.parity(variant="V1-10M", backend="te-format-torch")
     check.passed, check.stages, check.result            # bool, DataFrame, the results JSON
     api.load_results("results/h200")                    # every record as a DataFrame row
+    verdict = api.qualify("standard", "qual/")          # gfqual qualify: the verdict.json as a dict
 
 Nothing here prints a verdict or exits; errors are the suite's own (``models.errors``: bad input,
 cannot run here), each with a message naming the problem and the fix.
@@ -292,3 +293,22 @@ def load_results(path: str | os.PathLike, kind: str | None = None):
         for record in result["records"]
     ]
     return pd.DataFrame(rows)
+
+
+def qualify(
+    plan: str | os.PathLike = "cpu", out: str | os.PathLike = "qual", waivers=None, force: bool = False
+) -> dict:
+    """Carry out a qualification plan (a shipped plan's name or a plan JSON file) into ``out``,
+    resuming what an earlier run finished, exactly as ``gfqual qualify`` does (it runs the same
+    handler), and return the verdict (``verdict.json`` as a dict; ``["overall"]`` is PASS, FAIL or
+    INCOMPLETE). The report is written beside it, in ``out``."""
+    import json
+
+    from harness.cli import build_parser
+
+    argv = ["qualify", "--plan", str(plan), "--out", str(out)]
+    argv += ["--waivers", str(waivers)] if waivers is not None else []
+    argv += ["--force"] if force else []
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    return json.loads((Path(out) / "verdict.json").read_text())

@@ -215,3 +215,15 @@ def test_report_plan_resolves_local_to_the_one_gpu_of_the_results():
     assert _report_plan("standard", [h200])["gpus"] == ["H200"]
     with pytest.raises(UsageError, match="these results hold H100, H200"):
         _report_plan("standard", [h100, h200])
+
+
+def test_the_python_api_runs_a_plan_as_the_command_does(tmp_path):
+    from harness import api
+
+    plan = _plan(tmp_path, [SYNTH, TOKENIZE])
+    verdict = api.qualify(plan, tmp_path / "q")
+    assert verdict == json.loads((tmp_path / "q" / "verdict.json").read_text())
+    assert verdict["plan"]["name"] == "t" and verdict["overall"] != "PASS"  # its gates measured nothing
+    assert (tmp_path / "q" / "report.html").exists()
+    with pytest.raises(UsageError):
+        api.qualify(tmp_path / "no-such-plan.json", tmp_path / "q2")
