@@ -37,6 +37,9 @@ COMMANDS = {
     "report-parity": (["report-parity", "--results", "res", "--out", "{out}"], "report-folder", "parity"),
     "report-downstream": (["report-downstream", "--results", "res", "--out", "{out}"], "report-folder", "down"),
     "report-perf": (["report-perf", "--results", "res", "--out", "{out}"], "report-folder", "perf"),
+    "train-band": (["train-band", "--cells", "tok", "--variant", "V1-10M", "--out", "{out}"], "results", "r.json"),
+    "qualify": (["qualify", "--plan", "cpu", "--out", "{out}"], "report-folder", "qual"),
+    "compare": (["compare", "res", "res", "--out", "{out}"], "report-folder", "cmp"),
 }
 FOLDERS = ("new-folder", "report-folder")
 CASES = ("read-only folder", "missing parent", "under a file", "folder for a file or the reverse", "user's file")
@@ -65,7 +68,7 @@ def _place(case: str, kind: str, name: str, root, monkeypatch):
         return out
     if kind in FOLDERS:  # the user's own file in the way
         out.mkdir()
-        (out / ("parity.md" if name == "parity" else USERS_FILE[kind])).write_text("mine")
+        (out / {"parity": "parity.md", "cmp": "comparison.md"}.get(name, USERS_FILE[kind])).write_text("mine")
     else:
         out.write_text("mine")
     return out

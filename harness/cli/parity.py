@@ -149,7 +149,7 @@ def cmd_train_band(args) -> int:
     from models.random_weights import random_weights_block
     from models.registry import get_variant
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, "results", args.overwrite)
     variant = get_variant(args.variant)
     if args.objective == "classify" and not args.label_column:
         raise UsageError("--objective classify needs --label-column: the tokenized cells' column of cell labels")

@@ -5,7 +5,8 @@ Each subcommand's arguments sit beside its handler (``register``)."""
 
 from __future__ import annotations
 
-from models.errors import CannotRunHere, UsageError
+from harness.outputs import check_output
+from models.errors import CannotRunHere
 
 
 def cmd_qualify(args) -> int:
@@ -19,8 +20,8 @@ def cmd_qualify(args) -> int:
     plan = load_plan(args.plan)
     waivers = _waivers(args.waivers)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder for the qualification")
+    resuming = (out / "results" / "qualification.json").is_file()  # its own report is re-rendered
+    check_output(args.out, "report-folder", resuming, replaces=("report.html", "report.md", "verdict.json"))
     if args.dry_run:
         print(describe(plan))
         return 0
@@ -64,6 +65,7 @@ def _render(results: list[dict], out, plan: dict | None, waivers: list[dict] | N
 def cmd_compare(args) -> int:
     from harness.qualify.compare import compare_folders, write_comparison
 
+    check_output(args.out, "report-folder", args.overwrite, replaces=("comparison.md", "comparison.json"))
     comparison = compare_folders(args.a, args.b)
     md, js = write_comparison(comparison, args.out)
     print(comparison["summary"])
@@ -95,5 +97,6 @@ def register(sub, fmt: dict) -> None:
     )
     p.add_argument("a", help="folder A (a qualification folder, or any folder of results files)")
     p.add_argument("b", help="folder B, compared with A (ratios are B / A)")
-    p.add_argument("--out", required=True, help="folder for comparison.md and comparison.json (regenerated)")
+    p.add_argument("--out", required=True, help="folder for comparison.md and comparison.json")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison.md / comparison.json there")
     p.set_defaults(func=cmd_compare)
