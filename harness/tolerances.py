@@ -10,6 +10,7 @@ Tests and engines look bounds up here; nothing else in the suite holds a toleran
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 STAGE_CLASSES = ("hidden", "final", "logits", "cell_embedding")
@@ -136,6 +137,21 @@ TRAJECTORY_MAX = {
     "bf16": {"loss": 1e-2, "weights": 1e-2},
     "fp8": {"loss": 5e-2, "weights": 5e-2},
 }
+
+
+# ReLU units whose kink rounding may cross in a trajectory: HF fp32 crossed 6 of V2-104M's in one
+# backward pass on the H200 (results/h200/profiles/relu-flips-V2-104M.log).
+KINK_UNITS = 6
+
+
+def kink_allowance(hidden: int, lr_sum: float, weights_norm: float) -> float:
+    """The final weights' relative L2 that ``KINK_UNITS`` ReLU units flipped from the first step
+    can leave: a unit whose pre-activation rounding puts on the other side of its kink gets a
+    gradient in one model and none (or another) in the other, and AdamW, which divides each
+    element's step by its gradient's RMS, moves each of the unit's 2H + 1 weights (its fc1 row and
+    bias, its fc2 column) by up to the learning rate per step whatever that gradient's size:
+    sqrt(units x (2H + 1)) x the sum of the learning rates, over the reference's weight norm."""
+    return math.sqrt(KINK_UNITS * (2 * hidden + 1)) * lr_sum / weights_norm
 
 
 def has_training_bounds(precision) -> bool:

@@ -14,15 +14,6 @@ from models.checkpoint import CheckpointError, read_checkpoint, verify_official,
 from models.registry import VARIANTS, get_variant
 
 
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpt")
-    assert main(["init", "--variant", "V1-10M", "--seed", "7", "--out", str(root / "hf")]) == 0
-    assert main(["convert", "--from", str(root / "hf"), "--to", "te", "--out", str(root / "te")]) == 0
-    assert main(["convert", "--from", str(root / "te"), "--to", "hf", "--out", str(root / "hf2")]) == 0
-    return root
-
-
 def _err(capsys, argv) -> str:
     assert main(argv) == 2
     return capsys.readouterr().err

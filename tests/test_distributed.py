@@ -17,13 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.data.stream import tokenize_to_parquet
-from harness.data.synthetic import synthetic_anndata, synthetic_dictionaries
 from harness.distributed import RankFailure, reassemble, shard
 from harness.tolerances import CONVERSION_MAX_ABS
-from models.registry import VARIANTS
-
-V1 = VARIANTS["V1-10M"]
 
 
 def _torchrun(nproc: int, *args: str, cwd) -> subprocess.CompletedProcess:
@@ -51,23 +46,17 @@ def test_reassembly_refuses_lost_or_duplicated_cells():
 
 
 @pytest.fixture(scope="module")
-def tokenized(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dp")
-    dicts = synthetic_dictionaries(V1)
-    synthetic_anndata(dicts, n_cells=37, n_genes=2000, seed=5).write_h5ad(folder / "cells.h5ad")
-    tokenize_to_parquet(
-        folder / "cells.h5ad", V1, dicts, folder / "tok", obs_columns=("cell_state",), max_len=128, progress=False
-    )
-    return folder
+def tokenized(make_tokenized):
+    return make_tokenized(37, seed=5, max_len=128, obs_columns=("cell_state",)) / "tok"
 
 
-def test_torchrun_embedding_equals_one_process_in_input_order(tokenized):
+def test_torchrun_embedding_equals_one_process_in_input_order(tokenized, tmp_path):
     common = [
         "-m",
         "harness",
         "embed",
         "--input",
-        str(tokenized / "tok"),
+        str(tokenized),
         "--variant",
         "V1-10M",
         "--backend",
@@ -78,46 +67,46 @@ def test_torchrun_embedding_equals_one_process_in_input_order(tokenized):
         "1024",
     ]
     one = subprocess.run(
-        [sys.executable, *common, "--out", str(tokenized / "one.parquet"), "--json", str(tokenized / "one.json")],
+        [sys.executable, *common, "--out", str(tmp_path / "one.parquet"), "--json", str(tmp_path / "one.json")],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert one.returncode == 0, one.stderr
     two = _torchrun(
-        2, *common, "--out", str(tokenized / "two.parquet"), "--json", str(tokenized / "two.json"), cwd=tokenized
+        2, *common, "--out", str(tmp_path / "two.parquet"), "--json", str(tmp_path / "two.json"), cwd=tmp_path
     )
     assert two.returncode == 0, two.stderr[-2000:]
-    a, b = pd.read_parquet(tokenized / "one.parquet"), pd.read_parquet(tokenized / "two.parquet")
+    a, b = pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet")
     assert len(a) == len(b) == 37
     assert a["cell_index"].tolist() == b["cell_index"].tolist() == sorted(a["cell_index"])
     assert (a["cell_state"] == b["cell_state"]).all()
     emb = [c for c in a.columns if c.startswith("emb_")]
     assert np.abs(a[emb].to_numpy() - b[emb].to_numpy()).max() <= CONVERSION_MAX_ABS
-    record = json.loads((tokenized / "two.json").read_text())["records"][0]
+    record = json.loads((tmp_path / "two.json").read_text())["records"][0]
     assert record["world_size"] == 2 and record["cells"] == 37
     assert "on 2 rank(s)" in two.stdout
 
 
-def test_one_process_under_torchrun_takes_the_same_gather_path(tokenized):
+def test_one_process_under_torchrun_takes_the_same_gather_path(tokenized, tmp_path):
     done = _torchrun(
         1,
         "-m",
         "harness",
         "embed",
         "--input",
-        str(tokenized / "tok"),
+        str(tokenized),
         "--variant",
         "V1-10M",
         "--out",
-        str(tokenized / "solo.parquet"),
+        str(tmp_path / "solo.parquet"),
         "--json",
-        str(tokenized / "solo.json"),
-        cwd=tokenized,
+        str(tmp_path / "solo.json"),
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "on 1 rank(s)" in done.stdout and len(pd.read_parquet(tokenized / "solo.parquet")) == 37
-    assert json.loads((tokenized / "solo.json").read_text())["records"][0]["launcher"] == "torchrun"
+    assert "on 1 rank(s)" in done.stdout and len(pd.read_parquet(tmp_path / "solo.parquet")) == 37
+    assert json.loads((tmp_path / "solo.json").read_text())["records"][0]["launcher"] == "torchrun"
 
 
 def test_a_failing_rank_is_reported_by_every_rank(tmp_path):

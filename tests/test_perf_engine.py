@@ -299,22 +299,17 @@ def test_packed_layout_rows_say_which_backend_takes_them_and_where_cells_came_fr
     assert bucketed["cells_source"].startswith("synthetic") and 8 <= bucketed["mean_cell_tokens"] <= 64
 
 
-def test_cell_pool_draws_real_tokenized_cells(tmp_path):
-    from harness.data.stream import read_tokenized, tokenize_to_parquet
-    from harness.data.synthetic import synthetic_anndata, synthetic_dictionaries
+def test_cell_pool_draws_real_tokenized_cells(make_tokenized):
+    from harness.data.stream import read_tokenized
     from harness.perf.sweep import cell_pool
 
-    v1 = VARIANTS["V1-10M"]
-    dicts = synthetic_dictionaries(v1)
-    h5ad = tmp_path / "c.h5ad"
-    synthetic_anndata(dicts, n_cells=12, n_genes=2000, seed=3).write_h5ad(h5ad)
-    tokenize_to_parquet(h5ad, v1, dicts, tmp_path / "tok", progress=False)
-    real = {tuple(c[:256]) for c in read_tokenized(tmp_path / "tok")["input_ids"]}
-    pool = cell_pool(v1, 256, 30, seed=0, cells_from=str(tmp_path / "tok"))
+    v1, tok = VARIANTS["V1-10M"], make_tokenized(12, seed=3) / "tok"
+    real = {tuple(c[:256]) for c in read_tokenized(tok)["input_ids"]}
+    pool = cell_pool(v1, 256, 30, seed=0, cells_from=str(tok))
     assert len(pool.cells) == 30 and all(tuple(c) in real for c in pool.cells)
     assert "12 tokenized cells" in pool.source and "with replacement" in pool.source
     with pytest.raises(Exception, match="tokenized for V1-10M"):
-        cell_pool(VARIANTS["V2-104M"], 256, 4, seed=0, cells_from=str(tmp_path / "tok"))
+        cell_pool(VARIANTS["V2-104M"], 256, 4, seed=0, cells_from=str(tok))
 
 
 def test_kernel_kinds_come_from_names_and_nothing_is_dropped():

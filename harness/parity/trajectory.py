@@ -12,7 +12,11 @@ packed QKV takes exactly the updates HF's Q, K and V take. Compared: each step's
 relative to the reference's loss, or absolute in nats below ``harness.tolerances.LOSS_FLOOR``)
 and, at the end, every weight (the head's too), the candidate's mapped into HF names. As in
 backward parity, a candidate is held to the larger of the table's bound and
-``BACKWARD_PEER_FACTOR`` times its HF peer's own distance from the reference.
+``BACKWARD_PEER_FACTOR`` times its HF peer's own distance from the reference; the final weights
+may also differ by what ReLU units flipped by rounding leave once AdamW has stepped them
+(``harness.tolerances.kink_allowance``): on the CPU, the TE layout's V2-104M classifier ended
+3.7e-4 from fp64 on one thread and 1.6e-5 on two, 93% of it in fc1 weights, 5% in fc2, and the
+key bias (whose exact gradient is zero) none (TOLERANCES.md).
 """
 
 from __future__ import annotations
@@ -21,19 +25,21 @@ import torch
 
 from harness.data.batching import Batch
 from harness.parity.backward import BACKWARD_PEER_FACTOR, in_hf_names
-from harness.tolerances import step_loss_difference, trajectory_bound
+from harness.tolerances import kink_allowance, step_loss_difference, trajectory_bound
 from harness.training import Trainee, adamw, optimizer_step
 from models.registry import Variant
 
 
-def train(trainee: Trainee, batches: list[Batch]) -> list[float]:
-    """One AdamW step of the trainee's loss per batch (MLM: each with its own mask); the losses."""
+def train(trainee: Trainee, batches: list[Batch]) -> tuple[list[float], float]:
+    """One AdamW step of the trainee's loss per batch (MLM: each with its own mask); (the losses,
+    the sum of the steps' learning rates)."""
     optimizer, schedule = adamw(trainee.named_parameters().values(), len(batches))
-    losses = []
+    losses, lr_sum = [], 0.0
     for step, batch in enumerate(batches):
+        lr_sum += optimizer.param_groups[0]["lr"]
         losses.append(float(optimizer_step(lambda: trainee.loss(batch, step), optimizer)))
         schedule.step()
-    return losses
+    return losses, lr_sum
 
 
 def _weights(trainee: Trainee, layout: str, variant: Variant) -> torch.Tensor:
@@ -46,7 +52,7 @@ def _weights(trainee: Trainee, layout: str, variant: Variant) -> torch.Tensor:
 
 def _run(trainee: Trainee, layout: str, batches: list[Batch], variant: Variant) -> tuple[list[float], torch.Tensor]:
     """(losses, final weights) of one step per batch."""
-    return train(trainee, batches), _weights(trainee, layout, variant)
+    return train(trainee, batches)[0], _weights(trainee, layout, variant)
 
 
 ENDS = 5
@@ -79,11 +85,14 @@ def compare_trajectories(
     weights' distance, each within the precision's bound or ``BACKWARD_PEER_FACTOR`` times the
     peer's own (when a peer runs)."""
     start = _weights(reference, "hf", variant)
-    ref = _run(reference, "hf", batches, variant)
+    ref_losses, lr_sum = train(reference, batches)
+    ref = ref_losses, _weights(reference, "hf", variant)
     cand = _run(candidate, candidate_layout, batches, variant)
     step_diff, weights_rel = _distance(ref, cand)
     worst = max(step_diff)
-    bound = trajectory_bound(candidate.backend.precision)
+    kinks = kink_allowance(variant.hidden_size, lr_sum, float(ref[1].norm()))
+    table = trajectory_bound(candidate.backend.precision)
+    bound = {"loss": table["loss"], "weights": max(table["weights"], kinks)}
     peer_worst = peer_weights = None
     peer_losses: list[float | None] = [None] * len(batches)
     if peer is not None:
@@ -122,6 +131,7 @@ def compare_trajectories(
         "weights_limit": bound["weights"],
         "peer_max_step_loss_rel_diff": peer_worst,
         "peer_final_weights_rel_l2": peer_weights,
+        "weights_kink_allowance": kinks,
         # reported, not judged: how differently training moved the weights (the update's relative L2)
         "update_rel_l2": float((cand[1] - start - ref_update).norm() / ref_update.norm()),
         # means over the first and the last ENDS steps: a step's loss depends on the genes it masks
