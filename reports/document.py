@@ -11,14 +11,11 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from harness.backend_names import BACKENDS  # noqa: E402
-from harness.precision import PRECISIONS  # noqa: E402
-from harness.verdict.gpus import gpu_class, result_gpu  # noqa: E402, F401  (the GPU column: one rule)
+from harness.backend_names import BACKENDS
+from harness.precision import PRECISIONS
+from harness.verdict.gpus import gpu_class, result_gpu  # noqa: F401  (the GPU column: one rule)
 
 GPU_COLUMNS = ("A100", "H100", "H200", "GB200")  # the perf tables' columns, measured or not
 NOT_MEASURED = "not measured"

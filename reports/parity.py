@@ -9,15 +9,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import IO
 
-import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from harness.precision import PRECISIONS  # noqa: E402
-from harness.results import tested_identity  # noqa: E402
-from reports.document import (  # noqa: E402
+from harness.precision import PRECISIONS
+from harness.results import tested_identity
+from reports.document import (
     NOT_MEASURED,
     Figure,
     Section,

@@ -29,7 +29,7 @@ def regenerate(out_root: Path, repo: Path = REPO) -> list[Path]:
     from harness.qualify.compare import compare_folders, write_comparison
     from reports.downstream import render_downstream_report
     from reports.parity import render_parity_report
-    from reports.perf import render_perf_plots
+    from reports.perf_figures import render_perf_plots
     from reports.qualification import render_report
 
     written = []

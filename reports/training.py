@@ -8,14 +8,11 @@ from __future__ import annotations
 from collections import defaultdict
 from itertools import accumulate
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from harness.results import tested_identity  # noqa: E402
-from harness.tolerances import step_loss_difference  # noqa: E402
-from reports.document import (  # noqa: E402
+from harness.results import tested_identity
+from harness.tolerances import step_loss_difference
+from reports.document import (
     NOT_MEASURED,
     Figure,
     Section,
@@ -26,14 +23,14 @@ from reports.document import (  # noqa: E402
     figure_legend,
     series_style,
 )
-from reports.parity import precision_order  # noqa: E402
-from reports.perf import (  # noqa: E402
-    _value,
-    _with_noise,
+from reports.parity import precision_order
+from reports.perf_points import (
     fp8_over_bf16,
     perf_points,
+    point_value,
     ratio_with_noise,
     same_run_pairs,
+    with_noise,
 )
 
 HF_BEST = ("hf-sdpa", "bf16", "bucketed")  # HF's fastest training: sdpa, bf16, length-sorted batches (no THD path)
@@ -200,9 +197,9 @@ def _throughput_table(results: list[dict], failing: set[tuple]) -> Table | None:
                     layout,
                     f"{batch} × {seq:,}",
                     f"{p['tokens_per_s']:,.0f}" if p.get("tokens_per_s") else NOT_MEASURED,
-                    _with_noise(p),
+                    with_noise(p),
                     _fmt(p.get("tflops")) + (f" ({ceiling:.0%})" if ceiling is not None else ""),
-                    _fmt(gib) if (gib := _value(p, "peak_mem_bytes")) is not None else NOT_MEASURED,
+                    _fmt(gib) if (gib := point_value(p, "peak_mem_bytes")) is not None else NOT_MEASURED,
                     _speedup(over_hf, key, gpu),
                     _speedup(over_bf16, key, gpu) + flag,
                 ]

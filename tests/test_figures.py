@@ -11,7 +11,8 @@ import pytest
 from harness.results import make_result, read_results
 from reports.document import series_style
 from reports.parity import render_parity_report
-from reports.perf import draw_fp8_speedup, draw_metric_vs_batch, fp8_over_bf16, perf_points, same_run_ratios
+from reports.perf_figures import draw_fp8_speedup, draw_metric_vs_batch
+from reports.perf_points import fp8_over_bf16, perf_points, same_run_ratios
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from harness.results import read_results
-from reports.perf import perf_points, same_run_ratios
+from reports.perf_points import perf_points, same_run_ratios
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = REPO / "results" / "h100"

@@ -285,7 +285,7 @@ def test_a_parity_case_that_raises_is_an_error_verdict_and_the_run_goes_on(monke
 
 
 def test_git_state_says_whether_the_tree_was_dirty(monkeypatch):
-    from harness.results import git_state
+    from harness.environment import git_state
 
     monkeypatch.delenv("GFQUAL_COMMIT", raising=False)
     local = git_state()

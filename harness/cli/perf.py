@@ -26,7 +26,8 @@ def cmd_bench(args) -> int:
 
     from harness.distributed import context
     from harness.outputs import interruptible
-    from harness.perf.sweep import Sweep, refuse_gpu_sweep_on_cpu, run_sweep
+    from harness.perf.cpu_refusal import refuse_gpu_sweep_on_cpu
+    from harness.perf.sweep import Sweep, run_sweep
     from harness.results import DEFAULT_RESULTS_DIR
     from models.random_weights import random_weights_block
 
@@ -64,7 +65,7 @@ def cmd_bench_workload(args) -> int:
     from harness.capability import probe
     from harness.data.stream import read_tokenized
     from harness.perf.ceiling import matmul_tflops
-    from harness.perf.sweep import refuse_long_cpu_run
+    from harness.perf.cpu_refusal import refuse_long_cpu_run
     from harness.perf.workload import best_against_best, embed_workload, perturb_workload, plain_anchors, plain_loops
     from models.hf import random_hf_model
     from models.random_weights import random_weights_block

@@ -47,7 +47,7 @@ def cmd_report_downstream(args) -> int:
 
 
 def cmd_report_perf(args) -> int:
-    from reports.perf import render_perf_plots
+    from reports.perf_figures import render_perf_plots
 
     _check_out(args, "report-perf")
     return _render_kind("perf", args.results, render_perf_plots, args.out, " (run gfqual bench first)")

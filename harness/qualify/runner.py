@@ -33,7 +33,7 @@ from harness.results import REPO_ROOT, make_result, now_utc, read_result, write_
 from models.errors import UsageError
 
 QUALIFICATION_FILE = "qualification.json"
-# What identifies the machine and software a step ran on (from harness.results.environment).
+# What identifies the machine and software a step ran on (from harness.environment.environment).
 FINGERPRINT_KEYS = (
     "gpu_name",
     "gpu_count",
@@ -83,9 +83,9 @@ def child_env() -> dict:
 
 
 def probe_environment() -> dict:
-    """harness.results.environment() as a step would record it, measured in a subprocess: the
+    """harness.environment.environment() as a step would record it, measured in a subprocess: the
     runner itself never touches the GPU (a CUDA context here would hold memory every step needs)."""
-    code = "import json, harness; from harness.results import environment; print(json.dumps(environment()))"
+    code = "import json, harness; from harness.environment import environment; print(json.dumps(environment()))"
     out = subprocess.run(
         [sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=600, check=False
     )

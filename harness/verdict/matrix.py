@@ -9,8 +9,8 @@ import datetime as dt
 import hashlib
 import json
 
+from harness.environment import git_state
 from harness.precision import PRECISIONS
-from harness.results import git_state
 from harness.verdict.checks import FAILING, Check, settle, source
 from harness.verdict.classify import classify
 from harness.verdict.downstream import downstream_checks

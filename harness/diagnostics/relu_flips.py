@@ -4,7 +4,7 @@ batch of V2-104M (4 synthetic cells of 256 tokens, seed 0)? Per layer: units who
 sign differs from fp64's, hooked at each model's own fc1 output; and the MLP input's relative
 error. Run on a GPU with TE, from the repository root:
 
-    NVIDIA_TF32_OVERRIDE=0 PYTHONPATH=. python3 results/h200/profiles/relu_flips.py
+    NVIDIA_TF32_OVERRIDE=0 PYTHONPATH=. python3 harness/diagnostics/relu_flips.py
 """
 
 import torch

@@ -5,7 +5,7 @@ Prints the wall time, the GPU's kernel time (busy share), the host-side operatio
 most time, the kernels that take the most, and the time to build the batch plan alone (host work
 done before the first forward). Run on the GPU machine:
 
-    python results/h200/profiles/embed_profile.py --cells TOKENIZED --variant V1-10M \
+    python harness/diagnostics/embed_profile.py --cells TOKENIZED --variant V1-10M \
         --backends te-packed hf-sdpa --max-tokens 1048576 262144
 """
 

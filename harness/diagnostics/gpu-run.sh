@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call of issue 28's measurements (run from the checkout's root on the GPU machine, with
 # the tokenized 559 real celltypist cells in tok/real104 and tok/real10): PART selects what runs.
-#   profile   torch.profiler of the embedding engine (results/h200/profiles/embed_profile.py)
+#   profile   torch.profiler of the embedding engine (harness/diagnostics/embed_profile.py)
 #   startup   gfqual embed, default flags, V2-104M, 5,031 cells: once timed, once under -X importtime
 #   workload  gfqual bench --workload embed (calibration, plain loops, FP8 beside bf16)
 set -uo pipefail
@@ -27,7 +27,7 @@ repeat9 tok/real104 /tmp/real104x9
 for part in ${PARTS:-profile startup workload}; do
   case $part in
   profile)
-    python3 results/h200/profiles/embed_profile.py --cells tok/real10 --variant V1-10M --repeat-to 5031 \
+    python3 harness/diagnostics/embed_profile.py --cells tok/real10 --variant V1-10M --repeat-to 5031 \
       --backends te-packed hf-sdpa --max-tokens 1048576 262144 2>&1 | tee "$OUT/logs/profile-V1-10M.log" ;;
   startup)
     for i in ${STARTUP_RUNS:-1 2}; do

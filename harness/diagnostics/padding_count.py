@@ -2,7 +2,7 @@
 loop's (rounded to 64), at each one's calibrated budget of results/h200/workload-embed-*-best-h200.json,
 on the 559 real celltypist cells x9 (a CPU count, no model):
 
-    python results/h200/profiles/padding_count.py --cells-v1 TOK_V1 --cells-v2 TOK_V2
+    python harness/diagnostics/padding_count.py --cells-v1 TOK_V1 --cells-v2 TOK_V2
 """
 
 from __future__ import annotations
