@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from harness.backend_names import backend_spec  # noqa: E402
 from harness.results import tested_identity  # noqa: E402
 from harness.tolerances import step_loss_difference  # noqa: E402
 from reports.document import (  # noqa: E402
@@ -187,7 +188,7 @@ def _throughput_table(results: list[dict], failing: set[tuple]) -> Table | None:
         for gpu, p in sorted(points[key].items()):
             flag = (
                 " (training parity fails)"
-                if (gpu, variant, precision) in failing and not backend.startswith("hf")
+                if (gpu, variant, precision) in failing and backend_spec(backend).family != "hf"
                 else ""
             )
             ceiling = p.get("ceiling_fraction")
