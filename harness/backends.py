@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.backend_names import BACKENDS, PACKED_BACKENDS
-from harness.capability import TE_BACKENDS, probe
+from harness.backend_names import PACKED_BACKENDS, TE_BACKENDS, BackendSpec, backend_spec
+from harness.capability import probe
 from harness.data.batching import Batch, PackedBatch
 from harness.precision import Precision, calibrate, make_recipe, quantization, set_tf32
 from models import convert
@@ -66,19 +66,20 @@ def _layer_stage(i: int, what: str) -> str:
 
 
 class Backend:
-    """A model ready to run at one precision; subclasses say where its stages are."""
+    """A model ready to run at one precision; subclasses say where its stages are. What the backend
+    is (its name, layout, attention, compile) is its row in ``harness.backend_names.SPECS``."""
 
-    name: str
-    input_layout = "padded"  # the batches it runs fastest: "padded" (Batch) or "packed" (PackedBatch)
     # Tokens × hidden size per batch it runs best at (``harness.embeddings.default_token_budget``),
     # from the calibrations of results/h200/workload-embed-*-best-h200.json (559 real cells x9):
     # TE's fastest budgets were 262,144 tokens (V1-10M), 131,072 (V2-104M) and 229,376 (V2-316M);
     # 2^27 values (524,288 / 172,032 / 114,688 tokens) is within 3.4% of each on the H200 (interpolated).
     batch_values = 1 << 27
 
-    def __init__(self, model: nn.Module, precision: Precision, device: str, training: bool = False):
+    def __init__(self, spec: BackendSpec, model: nn.Module, precision: Precision, device: str, training: bool = False):
         """``training``: keep the weights in fp32 for a mixed-precision precision (its products run
         at its dtype under ``torch.autocast`` in ``forward_with_grad``), as users train."""
+        self.spec = spec
+        self.name = spec.name
         self.precision = precision
         self.device = device
         self.training = training
@@ -86,6 +87,11 @@ class Backend:
         self.model = model.to(device=device, dtype=dtype).eval()
         self._recipe = make_recipe(precision) if precision.is_fp8 else None
         self._calibrated = False
+
+    @property
+    def input_layout(self) -> str:
+        """The batches it runs fastest: "padded" (Batch) or "packed" (PackedBatch)."""
+        return self.spec.layout
 
     # -- running -------------------------------------------------------------------------
     def _call(self, batch: Batch) -> torch.Tensor:
@@ -185,15 +191,14 @@ class HFBackend(Backend):
     # (V2-104M, V2-316M); 2^26 values (262,144 / 86,016 / 57,344 tokens) is within 2% of each (interpolated).
     batch_values = 1 << 26
 
-    def __init__(self, model, precision, device, attn_implementation: str, compiled: bool = False, training=False):
-        model.set_attn_implementation(attn_implementation)
-        self.name = f"hf-{attn_implementation}" + ("-compile" if compiled else "")
-        super().__init__(model, precision, device, training)
-        self._bert = torch.compile(self.model.bert, dynamic=True) if compiled else self.model.bert
+    def __init__(self, spec, model, precision, device, training=False):
+        model.set_attn_implementation(spec.attention)
+        super().__init__(spec, model, precision, device, training)
+        self._bert = torch.compile(self.model.bert, dynamic=True) if spec.compiled else self.model.bert
 
     @property
     def materializes_attention(self) -> bool:
-        return self.name.startswith("hf-eager")
+        return self.spec.attention == "eager"
 
     def attention_bytes_per_token(self, variant) -> int:
         """eager: the scores; sdpa: the [B, 1, S, S] mask transformers expands a padding mask into."""
@@ -236,12 +241,10 @@ class HFBackend(Backend):
 
 
 class TEFormatTorchBackend(Backend):
-    name = "te-format-torch"
-
     @property
     def materializes_attention(self) -> bool:
         """Plain PyTorch attention; TE too at fp32 (its fused attention has no fp32 kernel)."""
-        return self.name == "te-format-torch" or self.precision.dtype == torch.float32
+        return self.spec.attention == "eager" or self.precision.dtype == torch.float32
 
     def _call(self, batch) -> torch.Tensor:
         if isinstance(batch, PackedBatch):
@@ -266,10 +269,6 @@ class TEFormatTorchBackend(Backend):
 
 class TEBackend(TEFormatTorchBackend):
     """TransformerEngine; the model's ``impl`` is the modular build or the fused TransformerLayer."""
-
-    def __init__(self, model, precision, device, training=False):
-        self.name = "te" if model.impl == "modular" else "te-fused"
-        super().__init__(model, precision, device, training)
 
     def _call(self, batch) -> torch.Tensor:
         batch = self._padded_only(batch)
@@ -321,11 +320,8 @@ class TEPackedBackend(TEBackend):
     is put back in its [B, S, ...] place with zeros at the padding, so parity compares it like
     any other backend."""
 
-    input_layout = "packed"
-
-    def __init__(self, model, precision, device, training=False):
-        super().__init__(model, precision, device, training)
-        self.name = "te-packed"
+    def __init__(self, spec, model, precision, device, training=False):
+        super().__init__(spec, model, precision, device, training)
         self._padded_shape = None  # (B, S, flat positions) while a padded batch is running
 
     def _call(self, batch) -> torch.Tensor:
@@ -371,33 +367,38 @@ def te_format_tensors(ckpt_or_hf: Checkpoint | nn.Module) -> tuple[dict, dict]:
     return te_tensors, cfg
 
 
+def backend_class(spec: BackendSpec) -> type[Backend]:
+    """The class that runs a backend of ``spec``: HF's, TE's (packed when its layout is), or the
+    TE layout in plain PyTorch."""
+    if spec.family == "hf":
+        return HFBackend
+    if not spec.needs_te:
+        return TEFormatTorchBackend
+    return TEPackedBackend if spec.layout == "packed" else TEBackend
+
+
 def build_backend(
     name: str, source, precision: Precision, device: str | None = None, training: bool = False
 ) -> Backend:
     """A backend of ``name`` over ``source``: a Checkpoint (HF or TE layout; converted as the
     backend needs) or an in-memory HF model (random-init runs); ``training``: see ``Backend``."""
-    if name not in BACKENDS:
-        raise UsageError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
-    if precision.recipe is not None and name not in TE_BACKENDS:  # impossible anywhere, not only here
+    spec = backend_spec(name)
+    if precision.recipe is not None and not spec.needs_te:  # impossible anywhere, not only here
         raise UsageError(
             f"{name} at {precision.name}: {precision.name} is a TransformerEngine recipe and {name} has no FP8 path "
             f"on any machine; choose a TE backend ({', '.join(TE_BACKENDS)}) or bf16"
         )
     reason = probe().skip_reason(name, precision)
     if reason:
-        hint = (
-            "; te-format-torch runs the TE checkpoint layout in plain PyTorch on a CPU"
-            if name.startswith("te-") and name != "te-format-torch" or name == "te"
-            else ""
-        )
+        hint = "; te-format-torch runs the TE checkpoint layout in plain PyTorch on a CPU" if spec.needs_te else ""
         raise CannotRunHere(f"{name} at {precision.name} cannot run here: {reason}{hint}")
     if device and str(device).startswith("cuda") and not torch.cuda.is_available():
         raise CannotRunHere(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
     device = device or probe().device
-    if name.startswith("hf-"):
+    if spec.family == "hf":
         from models.hf import hf_model_from_checkpoint, hf_model_from_tensors  # transformers: HF's path only
 
-        attn = name.removeprefix("hf-").removesuffix("-compile")
+        attn = spec.attention
         if not isinstance(source, Checkpoint):
             model = copy.deepcopy(source)  # the backend casts its model; leave the caller's alone
         elif source.layout == "hf":
@@ -408,19 +409,18 @@ def build_backend(
                 source.parameters(), "hf", cfg["num_hidden_layers"], cfg["num_attention_heads"]
             )
             model = hf_model_from_tensors(cfg, hf_tensors, attn)
-        return HFBackend(model, precision, device, attn, compiled=name.endswith("-compile"), training=training)
-    tensors, cfg = te_format_tensors(source)
-    if name == "te-format-torch":
-        model = TEFormatTorchForMaskedLM(cfg)
-        load_parameters(model, tensors)
-        return TEFormatTorchBackend(model, precision, device, training)
-    from models.te import TEGeneformerForMaskedLM
+    else:
+        tensors, cfg = te_format_tensors(source)
+        if spec.te_layer is None:
+            model = TEFormatTorchForMaskedLM(cfg)
+            load_parameters(model, tensors)
+        else:
+            from models.te import TEGeneformerForMaskedLM
 
-    model = TEGeneformerForMaskedLM(
-        cfg, impl="fused" if name == "te-fused" else "modular", qkv_format="thd" if name == "te-packed" else "bshd"
-    ).to(device)
-    model.load_checkpoint_tensors(tensors)
-    return (TEPackedBackend if name == "te-packed" else TEBackend)(model, precision, device, training)
+            qkv_format = "thd" if spec.layout == "packed" else "bshd"
+            model = TEGeneformerForMaskedLM(cfg, impl=spec.te_layer, qkv_format=qkv_format).to(device)
+            model.load_checkpoint_tensors(tensors)
+    return backend_class(spec)(spec, model, precision, device, training)
 
 
 @contextlib.contextmanager

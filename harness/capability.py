@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from harness.backend_names import backend_spec
 from harness.precision import PRECISIONS, Precision
-
-TE_BACKENDS = ("te", "te-fused", "te-packed")
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,8 @@ class Capabilities:
     def skip_reason(self, backend: str, precision: str | Precision) -> str | None:
         """None when ``backend`` can run ``precision`` here, else the reason it cannot."""
         p = PRECISIONS[precision] if isinstance(precision, str) else precision
-        if backend in TE_BACKENDS:
+        needs_te = backend_spec(backend).needs_te
+        if needs_te:
             if not self.cuda:
                 return "TransformerEngine needs a CUDA GPU; none is visible"
             if self.te_error:
@@ -47,7 +47,7 @@ class Capabilities:
             return f"{p.name} is a TransformerEngine recipe; {backend} has no FP8 path"
         if p.name == "tf32" and self.tf32_override == "0":
             return "tf32 needs NVIDIA_TF32_OVERRIDE=1 in the environment (gfqual defaults to strict fp32)"
-        if p.min_compute_capability and backend in TE_BACKENDS:
+        if p.min_compute_capability and needs_te:
             need = p.min_compute_capability
             if self.compute_capability < need:
                 return (

@@ -108,6 +108,8 @@ class Trainee:
     def __init__(self, backend: Backend, objective: str, variant: Variant, seed: int = 0, classes: int | None = None):
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r} (known: {', '.join(OBJECTIVES)})")
+        if objective not in backend.spec.trains:
+            raise ValueError(f"{backend.name} cannot train {objective} (it trains: {', '.join(backend.spec.trains)})")
         self.backend, self.objective, self.variant, self.seed = backend, objective, variant, seed
         self.head = (
             CellClassifier(variant.hidden_size, classes or CLASSES, seed).to(backend.device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from harness.backend_names import backend_spec
 from reports.document import NOT_MEASURED, Table, _fmt, _records, result_gpu
 from reports.perf_points import perf_points, ratio_with_noise, same_run_pairs
 
@@ -57,7 +58,7 @@ def workload_tables(results: list[dict]) -> list[Table]:
                 continue
             hf = ok.get((w["variant"], "hf-sdpa", "bf16"))
             if w["status"] != "reported":
-                if w["backend"].startswith("hf-"):
+                if backend_spec(w["backend"]).family == "hf":
                     continue  # an FP8 recipe asked of HF: it has no FP8 path, nothing to show
                 measured = [f"{w['status']}: {w['reason']}"] + [NOT_MEASURED] * 4
             elif w["workload"] == "perturb":
@@ -188,7 +189,7 @@ def layout_table(points, gpus) -> Table:
     for key in sorted(points):
         variant, backend, precision, layout, batch, seq = key
         padded = points.get((variant, "te", precision, "padded-context", batch, seq), {})
-        if layout not in ("bucketed", "packed") or not backend.startswith("te"):
+        if layout not in ("bucketed", "packed") or backend_spec(backend).family != "te":
             continue
         rows.append(
             [

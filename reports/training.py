@@ -10,6 +10,7 @@ from itertools import accumulate
 
 import matplotlib.pyplot as plt
 
+from harness.backend_names import backend_spec
 from harness.results import tested_identity
 from harness.tolerances import step_loss_difference
 from reports.document import (
@@ -184,7 +185,7 @@ def _throughput_table(results: list[dict], failing: set[tuple]) -> Table | None:
         for gpu, p in sorted(points[key].items()):
             flag = (
                 " (training parity fails)"
-                if (gpu, variant, precision) in failing and not backend.startswith("hf")
+                if (gpu, variant, precision) in failing and backend_spec(backend).family != "hf"
                 else ""
             )
             ceiling = p.get("ceiling_fraction")

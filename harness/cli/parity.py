@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.backend_names import BACKENDS, OBJECTIVES
+from harness.backend_names import BACKENDS, OBJECTIVES, backend_spec, backends_where
 from harness.cli.common import (
     PRECISION_CHOICES,
     RESULTS_OUT,
@@ -45,7 +45,7 @@ def cmd_parity(args) -> int:
         overwrite=args.overwrite,
     )
     print(format_verdict(check.verdict))
-    if check.status == "skipped" and args.backend != "te-format-torch":
+    if check.status == "skipped" and backend_spec(args.backend).needs_te:
         print(
             "hint: --backend te-format-torch checks the TE checkpoint layout in plain PyTorch on this machine",
             file=sys.stderr,
@@ -211,7 +211,7 @@ def register(sub, fmt: dict) -> None:
     p.add_argument(
         "--backend",
         default="te",
-        choices=[b for b in BACKENDS if not b.startswith("hf")],
+        choices=backends_where(family="te"),
         help="candidate: te needs a GPU with TE; te-format-torch runs the TE layout on a CPU",
     )
     p.add_argument("--variant", help=VARIANT_HELP + " (default: the one the reference's config matches)")

@@ -26,7 +26,7 @@ def hooked(name: str, precision: str, training: bool) -> tuple[list, list]:
     """(each layer's fc1 output, each layer's MLP input) at the real tokens, in fp64."""
     backend = build_backend(name, MODEL, get_precision(precision), "cuda", training=training)
     layers = backend.model.bert.encoder.layer
-    fc1 = [layer.intermediate.dense if name.startswith("hf") else layer.layernorm_mlp.fc1 for layer in layers]
+    fc1 = [layer.intermediate.dense if backend.spec.family == "hf" else layer.layernorm_mlp.fc1 for layer in layers]
     taps = {t.stage: t for t in backend.taps() if t.stage.endswith("attention_norm")}
     seen: dict = {}
 

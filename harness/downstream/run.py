@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.backend_names import BACKENDS, backend_spec
 from harness.capability import probe
 from harness.downstream import agreement
 from harness.downstream.classify import (
@@ -71,12 +72,10 @@ class EvalRun:
 
     @property
     def is_hf(self) -> bool:
-        return self.backend.startswith("hf-")
+        return backend_spec(self.backend).family == "hf"
 
     @classmethod
     def parse(cls, text: str) -> "EvalRun":
-        from harness.backends import BACKENDS
-
         backend, sep, precision = text.partition("@")
         if not sep:
             raise UsageError(f"a run is BACKEND@PRECISION (e.g. te@bf16), not {text!r}")

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.backend_names import FORWARDS
-from harness.backends import PACKED_BACKENDS, build_backend
+from harness.backend_names import FORWARDS, PACKED_BACKENDS, backend_spec
+from harness.backends import build_backend
 from harness.capability import probe
 from harness.data.batching import Batch, PackedBatch, collate, pack_to_budget
 from harness.data.synthetic import REAL_MEDIAN_GENES, rank_value_cells
@@ -117,6 +117,8 @@ class Sweep:
             raise UsageError(f"{path}: unknown forwards {bad} (known: {', '.join(FORWARDS)})")
         for v in sweep.variants:
             get_variant(v)
+        for b in sweep.backends:
+            backend_spec(b)
         return sweep
 
     def points(self) -> list[Point]:
@@ -242,7 +244,7 @@ class SweepRunner:
     def run(self, point: Point) -> dict:
         row = {"record": "point", **asdict(point)}
         reason = probe().skip_reason(point.backend, point.precision)
-        if point.layout == "packed" and point.backend not in PACKED_BACKENDS:
+        if point.layout == "packed" and backend_spec(point.backend).layout != "packed":
             reason = f"packed (THD) batches need {' or '.join(PACKED_BACKENDS)}; {point.backend} takes padded batches"
         if reason:
             return {**row, "status": "skipped", "reason": reason}

@@ -29,6 +29,7 @@ import time
 import numpy as np
 import torch
 
+from harness.backend_names import backend_spec
 from harness.backends import build_backend
 from harness.capability import probe
 from harness.data.batching import SHAPE_MULTIPLE
@@ -225,7 +226,7 @@ def _encoder_work(variant: Variant, cells: list) -> float:
 
 def plain_family(backend_name: str) -> str:
     """Which plain loop a backend is held to: HF's or TE's."""
-    return "hf" if backend_name.startswith("hf-") else "te"
+    return backend_spec(backend_name).family
 
 
 LOOPS = {"hf": "hf-loop", "te": "te-loop"}  # the plain loops' names in records, by family

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.backends import BACKENDS
+from harness.backend_names import backend_spec, backends_where
 from harness.precision import PRECISIONS
 from models.registry import VARIANTS
 
@@ -30,7 +30,7 @@ def pytest_addoption(parser):
         "--backends",
         nargs="+",
         default=["te-format-torch", "te", "te-packed"],
-        choices=[b for b in BACKENDS if not b.startswith("hf")],
+        choices=backends_where(family="te"),
     )
     group.addoption("--length", type=int, default=64, help="longest cell (tokens); default 64 (CPU CI)")
     group.addoption("--cells", type=int, default=4)
@@ -72,14 +72,10 @@ def pytest_generate_tests(metafunc):
     ]
     metafunc.parametrize(
         "parity_spec",
-        [pytest.param(s, marks=[pytest.mark.gpu] if needs_gpu(s.candidate) else []) for s in specs],
+        # TE itself needs a CUDA GPU; the TE-layout plain-PyTorch forward runs anywhere
+        [pytest.param(s, marks=[pytest.mark.gpu] if backend_spec(s.candidate).needs_te else []) for s in specs],
         ids=[s.key for s in specs],
     )
-
-
-def needs_gpu(backend: str) -> bool:
-    """TE itself needs a CUDA GPU; the TE-layout plain-PyTorch forward runs anywhere."""
-    return backend != "te-format-torch"
 
 
 @pytest.fixture(scope="session")
