@@ -195,7 +195,7 @@ def judge(
         "superseded": sorted(superseded, key=lambda s: (s["gpu"], s["gate"], s["case"], s["older"])),
         "not_covered": not_covered(results, the_scope, checks, ran),
         "inputs": inputs,
-        "rendered_by": {"commit": git_state()["git_commit"], "dirty": git_state()["git_dirty"]},
+        "rendered_by": {"commit": (state := git_state())["git_commit"], "dirty": state["git_dirty"]},
     }
 
 
