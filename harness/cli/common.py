@@ -65,13 +65,17 @@ SEED_HELP = "seed of the random weights (used when no --checkpoint is given)"
 PRECISION_CHOICES = [n for n in PRECISIONS if n != "fp64"]
 
 
-def compiler_log_to_file(folder: str = "results/local") -> str:
+def compiler_log_to_file(out: str | None = None) -> str:
     """TE compiles small helpers with torch.compile; their recompile warnings are the compiler's
-    business, not the user's: they go to a log file, not the terminal."""
+    business, not the user's: they go to a log file beside the results ``out`` names (a .json file
+    or a folder; default results/local/), not the terminal, and not into the working folder."""
     import logging
     from pathlib import Path
 
-    path = Path(folder) / "gfqual-compiler.log"
+    from harness.results import DEFAULT_RESULTS_DIR
+
+    where = Path(out) if out is not None else DEFAULT_RESULTS_DIR
+    path = (where.parent if where.suffix == ".json" else where) / "gfqual-compiler.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     for name in ("torch._dynamo", "torch._inductor"):

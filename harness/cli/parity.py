@@ -74,7 +74,7 @@ def cmd_run(args) -> int:
 
     check_output(args.out, "results", args.overwrite)
     cap = probe()
-    log = compiler_log_to_file()
+    log = compiler_log_to_file(args.out)
     print(
         f"gfqual run on {cap.gpu_name or 'CPU'} (TE: {cap.te_version or cap.te_error}); "
         f"weights: seeded random init (seed {args.seed}) of the published configs"
