@@ -176,6 +176,14 @@ def test_a_gpu_sweep_on_a_cpu_is_refused_with_an_estimate(capsys):
     assert "GPU sweep" in err and " h; run it on a GPU, or pass --force" in err
 
 
+@pytest.mark.parametrize("sweep", ["gpu-max-batch", "gpu-training-max-batch"])
+def test_a_largest_batch_search_on_a_cpu_is_refused(sweep, capsys):
+    # a search has no fixed points to count (it crashed with exit 4 inside gfqual qualify --plan standard)
+    assert main(["bench", "--sweep", sweep, "--out", "/tmp/never-written.json"]) == 2
+    err = capsys.readouterr().err
+    assert "searches the largest batch that fits" in err and "pass --force" in err
+
+
 def test_a_long_workload_on_a_cpu_is_refused_with_an_estimate(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "4", "--genes", "800"]) == 0
     tok = ["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts", "synthetic"]

@@ -18,11 +18,20 @@ CPU_SWEEP_MINUTES = 10  # longer than this on a CPU is a GPU sweep started by mi
 
 
 def refuse_gpu_sweep_on_cpu(sweep, force: bool) -> None:
-    """A GPU sweep on a CPU would run for hours: refused unless ``--force`` (``refuse_long_cpu_run``)."""
+    """A GPU sweep on a CPU would run for hours: refused unless ``--force`` (``refuse_long_cpu_run``).
+    A largest-batch search has no fixed points to count: it doubles the batch until memory runs out,
+    which on a CPU means filling the host's memory, so it is refused whatever its size."""
+    if probe().cuda or force:
+        return
+    if sweep.max_batch_search:
+        raise UsageError(
+            f"--sweep {sweep.name} searches the largest batch that fits, doubling it until memory runs out: "
+            "on a CPU that fills this machine's memory; run it on a GPU, or pass --force"
+        )
     points = sweep.points()
     tokens = sum(p.batch * p.seq_len for p in points) * (sweep.warmup + sweep.repeats)
     what = f"--sweep {sweep.name} is a GPU sweep ({len(points)} points, {tokens / 1e6:.0f} M tokens)"
-    refuse_long_cpu_run(what, tokens, points[0].variant, force)
+    refuse_long_cpu_run(what, tokens, sweep.variants[0], force)
 
 
 def refuse_long_cpu_run(what: str, tokens: int, variant_name: str, force: bool) -> None:
