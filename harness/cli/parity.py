@@ -172,6 +172,7 @@ def cmd_train_band(args) -> int:
         precisions=tuple(args.precisions),
         reference_precision=args.reference_precision,
         seeds=args.seeds,
+        first_seed=args.first_seed,
         steps=args.steps,
         eval_every=args.eval_every,
         batch_cells=args.batch_cells,
@@ -276,6 +277,7 @@ def register(sub, fmt: dict) -> None:
     p.add_argument("--precisions", nargs="+", default=["bf16"], choices=PRECISION_CHOICES, help="candidate precisions")
     p.add_argument("--reference-precision", default="bf16", choices=PRECISION_CHOICES, help="HF reference's precision")
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds (weights, cell order, masks, head)")
+    p.add_argument("--first-seed", type=nonnegative_int, default=0, help="the first seed (seeds run from it on)")
     p.add_argument("--steps", type=positive_int, default=200, help="optimizer steps per run")
     p.add_argument("--eval-every", type=positive_int, default=25, help="held-out evaluation every N steps")
     p.add_argument("--batch-cells", type=positive_int, default=8, help="fresh cells per step")

@@ -55,6 +55,7 @@ class BandSpec:
     reference: str = REFERENCE
     reference_precision: str = REFERENCE_PRECISION
     seeds: int = 3
+    first_seed: int = 0  # seeds first_seed .. first_seed+seeds-1: more seeds can be added later, in parallel
     steps: int = 200
     eval_every: int = 25
     batch_cells: int = 8
@@ -261,7 +262,7 @@ def run_band(spec: BandSpec, pool: CellPool, progress=print, trace: bool = False
     runs: dict[tuple[str, str], list[dict]] = {}
     plan = [(spec.reference, spec.reference_precision)] + [(spec.candidate, p) for p in spec.precisions]
     records = []
-    for seed in range(spec.seeds):
+    for seed in range(spec.first_seed, spec.first_seed + spec.seeds):
         model = random_hf_model(variant, seed)
         for backend, precision in plan:
             try:
