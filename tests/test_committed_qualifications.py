@@ -44,6 +44,24 @@ def test_the_cpu_qualification_passes_every_gate_of_its_plan():
     assert {g for g, s in gates.items() if s["status"] == "pass"} == plan_gates
 
 
-def test_the_readme_quotes_the_cpu_qualifications_wall_time():
-    qual = json.loads((REPO / "qualifications" / "cpu" / "results" / "qualification.json").read_text())
-    assert f"| {round(qual['config']['steps_wall_s'])} s of steps on 2 cores" in (REPO / "README.md").read_text()
+@pytest.mark.parametrize(
+    "name, machine, verdict",
+    [("cpu", "on 2 cores", ""), ("h200-smoke", "on one H200", ", PASS"), ("h200-standard", "on one H200", ", FAIL")],
+)
+def test_the_readme_quotes_each_qualifications_wall_time_and_verdict(name, machine, verdict):
+    folder = REPO / "qualifications" / name
+    qual = json.loads((folder / "results" / "qualification.json").read_text())
+    assert f"{json.loads((folder / 'verdict.json').read_text())['overall']}".startswith(verdict[2:])
+    row = f"| {round(qual['config']['steps_wall_s'])} s of steps {machine}{verdict}"
+    assert row in (REPO / "README.md").read_text()
+
+
+def test_the_gpu_plans_ran_within_their_targets():
+    """The plans' promises (smoke within 5 min, standard within 20, install and TE's first import
+    excluded): each committed GPU qualification's steps, plus the estimate of any step that did not
+    finish, within the target."""
+    for name, target_s in (("h200-smoke", 300), ("h200-standard", 1200)):
+        qual = json.loads((REPO / "qualifications" / name / "results" / "qualification.json").read_text())
+        finished = {r["step"] for r in qual["records"] if r["status"] in ("reported", "skipped")}
+        unfinished = [s["estimate_s"] for s in qual["config"]["plan"]["steps"] if s["name"] not in finished]
+        assert qual["config"]["steps_wall_s"] + sum(unfinished) <= target_s, (name, unfinished)
