@@ -72,6 +72,13 @@ def test_readme_end_to_end_table_is_the_committed_results():
     v1 = _row("workload-embed-V1-10M-real-h100.json", "te-packed")
     expected.append(f"{v1['pipeline_efficiency']:.0%} efficiency, {v1['gpu_util_mean']:.0f}% busy")
     expected.append(f"{te_cli['startup_s']:.1f} s\nbefore its first batch, {te_cli['startup_imports_s']:.1f} s of it")
+    for variant in ("V2-104M", "V2-316M"):
+        fp8 = json.loads((H200 / f"workload-embed-{variant}-fp8-h200.json").read_text())["records"]
+        (row,) = [r for r in fp8 if r["record"] == "workload" and r["precision"] == "fp8-delayed"]
+        best = json.loads((H200 / f"workload-embed-{variant}-best-h200.json").read_text())["records"]
+        (te,) = [r for r in best if r["record"] == "workload" and r["backend"] == "te-packed"]
+        expected.append(f"{_n(row['cells_per_s'])}")
+        expected.append(f"({row['cells_per_s'] / te['cells_per_s']:.2f}×")
     missing = [e for e in expected if e not in readme]
     assert not missing, f"README numbers not found as in the results: {missing}"
 
