@@ -322,6 +322,23 @@ def test_a_drop_too_noisy_to_judge_is_inconclusive_not_a_pass(tmp_path):
     assert failure["detail"].startswith("cannot judge: too noisy") and failure["case"].startswith("gpu-baseline:")
 
 
+def test_a_training_band_the_reference_learned_nothing_in_is_inconclusive_not_a_pass(tmp_path):
+    clean = _clean(tmp_path / "clean")
+    band = {
+        **CASE, "record": "band_verdict", "objective": "classify", "steps": 200, "seeds": 3, "status": "fail",
+        "inconclusive": True,
+        "reference": "hf-sdpa@bf16, 3 seeds", "violations": "cannot judge: the reference learned only the class "
+        "frequencies (held-out accuracy 0.333; the most common class is 0.344 of the held-out cells)",
+    }  # fmt: skip
+    write_result(make_result("parity", [band], WEIGHTS, {}, env=_env()), clean / "band.json")
+    rc, verdict = _report(tmp_path, clean)
+    assert rc == 1 and verdict["overall"] == "FAIL"
+    (failure,) = verdict["failures"]
+    assert (failure["gpu"], failure["gate"], failure["class"]) == ("H200", "training", "inconclusive")
+    assert failure["case"].startswith("classify held-out band V1-10M te bf16")
+    assert failure["detail"].startswith("cannot judge: the reference learned only the class frequencies")
+
+
 def test_a_drop_within_a_quiet_points_noise_passes():
     base = _perf(created="2026-01-01T00:00:00+00:00")
     verdict = judge([base, _perf(cells_per_s=97.0, created="2026-02-01T00:00:00+00:00")])

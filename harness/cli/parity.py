@@ -179,6 +179,8 @@ def cmd_train_band(args) -> int:
         max_len=args.max_len,
         lr=args.lr,
     )
+    if args.rejudge:
+        return _rejudge(args, cells, labels)
     pool = CellPool.from_cells(cells, labels, spec)
     print(
         f"gfqual train-band on {probe().gpu_name or 'CPU'}: {variant.name} {args.objective}, {args.seeds} seeds x "
@@ -197,6 +199,30 @@ def cmd_train_band(args) -> int:
     gating = [s for s in map(gate_status, records) if s]
     print(f"{len(gating)} training-band checks: {gating.count('fail')} failed")
     return 1 if "fail" in gating else 0
+
+
+def _rejudge(args, cells: list[list[int]], labels: list[str] | None) -> int:
+    """``train-band --rejudge FILE``: the file's runs judged again by today's rule, its spec and
+    split rebuilt from the same cells; nothing is trained."""
+    from harness.parity.training_band import BandSpec, CellPool, rejudge
+    from harness.results import gate_status, read_result, write_result
+
+    result = read_result(args.rejudge)
+    spec = result["config"].get("spec")
+    if result["kind"] != "parity" or not spec or not any(r["record"] == "band_point" for r in result["records"]):
+        raise UsageError(f"--rejudge {args.rejudge}: not a gfqual train-band results file (no band_point records)")
+    if (spec["variant"], spec["objective"]) != (args.variant, args.objective):
+        raise UsageError(
+            f"--rejudge {args.rejudge} holds {spec['variant']} {spec['objective']}; "
+            f"give --variant {spec['variant']} --objective {spec['objective']}"
+        )
+    band = BandSpec(**{**spec, "precisions": tuple(spec["precisions"])})
+    new = rejudge(result, CellPool.from_cells(cells, labels, band))
+    print(f"results: {write_result(new, args.out)} (the runs of {args.rejudge}, judged again)")
+    for r in new["records"]:
+        if r["record"] == "band_verdict":
+            print(f"{r['precision']:12s} {r['status'].upper():5s} {r.get('violations') or r.get('reason') or ''}")
+    return 1 if "fail" in [gate_status(r) for r in new["records"]] else 0
 
 
 def register(sub, fmt: dict) -> None:
@@ -285,6 +311,11 @@ def register(sub, fmt: dict) -> None:
     p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (the notebooks' 5e-5)")
     p.add_argument(
         "--trace", action="store_true", help="record each layer's gradient and weight norms at every step (slow)"
+    )
+    p.add_argument(
+        "--rejudge",
+        help="a train-band results file: judge its runs again by today's rule (nothing is trained; give the "
+        "--cells, --variant, --objective and --label-column it was run with)",
     )
     p.add_argument("--out", help=RESULTS_OUT)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

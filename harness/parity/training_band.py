@@ -15,6 +15,16 @@ cells no step ever trained on, at fixed steps, over several seeds:
   widened by the precision's allowance (``harness.tolerances.training_band_allowance``, a
   fraction of the reference's mean loss there); a
   candidate whose loss is not finite has diverged and fails;
+* a band can only judge what the reference learned: when the reference's held-out loss did not
+  fall, when the classifier's held-out accuracy is no better than always answering the most common
+  class (``LEARNED_MARGIN``), or when the MLM's held-out loss is no lower than the training cells'
+  gene frequencies alone give (``unigram_loss``: a model that learned only how common each gene is),
+  every precision "stays in the band" and the band says nothing about training Geneformer; such a
+  verdict fails as *inconclusive* ("cannot judge"), never a pass;
+* beside the band, each seed's candidate run is set against the reference run of the same seed
+  (same weights, same batches): the worst paired gap says whether a recipe leaves the trajectory
+  its seed's reference takes (a run that misses a drop the reference makes in one seed can still
+  sit inside a band its other seeds widen); it is reported, the band decides;
 * held-out cells are split once from the pool (seed 0), the same for every run; MLM masks on them
   are fixed per cell, so two evaluations differ only by the weights.
 
@@ -34,7 +44,9 @@ import torch
 
 from harness.backends import build_backend
 from harness.data.batching import collate
+from harness.environment import environment
 from harness.precision import get_precision
+from harness.results import make_result, now_utc
 from harness.tolerances import training_band_allowance
 from harness.training import LR, Trainee, adamw, masked_batch, optimizer_step
 from models.errors import UsageError
@@ -44,6 +56,10 @@ REFERENCE = "hf-sdpa"
 REFERENCE_PRECISION = "bf16"
 SPLIT_SEED = 0  # the held-out split: one for every run, so every run is evaluated on the same cells
 EVAL_MASK_SEED = 10_000  # held-out MLM masks: fixed, apart from every training step's
+# A classifier has learned more than the class frequencies when its held-out accuracy beats always
+# answering the most common class by this much (5 points: 3 of 64 held-out cells, beyond one lucky cell).
+LEARNED_MARGIN = 0.05
+ROUNDING = 1e-9  # the mean of equal values can exceed them in its last bit: not outside the band
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,13 @@ class CellPool:
             classes=classes,
         )
 
+    @property
+    def majority_share(self) -> float | None:
+        """The held-out share of the most common class: the accuracy of answering it every time."""
+        if not self.held_out_labels:
+            return None
+        return max(self.held_out_labels.count(c) for c in set(self.held_out_labels)) / len(self.held_out_labels)
+
     def batches(self, steps: int, size: int, seed: int) -> list[list[int]]:
         """Each step's cell indices: seeded passes over the training cells, a fresh cell each
         time until a pass is used up (the model sees a cell again only an epoch later)."""
@@ -112,6 +135,25 @@ class CellPool:
             out.append(order[:size])
             order = order[size:]
         return out
+
+
+def unigram_loss(pool: CellPool, variant: Variant) -> float | None:
+    """MLM's frequency baseline: the cross-entropy of the held-out cells' gene tokens under the
+    training cells' gene frequencies (add-1/2 smoothing over the vocabulary). A model whose held-out
+    MLM loss is not below it has learned how common each gene is, not which genes go together.
+    (Held-out masks pick 15% of the genes plus each cell's first; all genes are counted here.)
+    None for the classifier."""
+    if pool.classes is not None:
+        return None
+    special = set(variant.special_tokens.values())
+    counts: dict[int, int] = {}
+    for cell in pool.train:
+        for t in cell:
+            if t not in special:
+                counts[t] = counts.get(t, 0) + 1
+    total = sum(counts.values()) + 0.5 * variant.vocab_size
+    held = [t for cell in pool.held_out for t in cell if t not in special]
+    return -sum(math.log((counts.get(t, 0) + 0.5) / total) for t in held) / len(held)
 
 
 EVAL_CHUNK = 16  # held-out cells per evaluation forward (the MLM logits of 64 cells would take gigabytes)
@@ -203,10 +245,19 @@ def run_seed(
     return rows, traced
 
 
-def judge_band(reference: list[dict], candidate: list[dict], allowance: float) -> dict:
+def judge_band(
+    reference: list[dict],
+    candidate: list[dict],
+    allowance: float,
+    majority_share: float | None = None,
+    unigram: float | None = None,
+    cells: int = 0,
+) -> dict:
     """The candidate's held-out loss, averaged over seeds, within the reference seeds' band at every
     evaluation step, widened by ``allowance`` times the reference's mean loss there; the verdict
-    with its worst step."""
+    with its worst step, the worst paired gap (``paired_gap``), and *inconclusive* when the
+    reference learned nothing the band could judge (``learned``: ``majority_share`` for a classifier,
+    ``unigram``, the gene-frequency baseline, for MLM)."""
     steps = sorted({r["step"] for r in reference})
     worst: dict = {"margin": -math.inf}
     for step in steps:
@@ -221,29 +272,93 @@ def judge_band(reference: list[dict], candidate: list[dict], allowance: float) -
         if margin > worst["margin"]:
             worst = {"margin": margin, "step": step, "mean": mean, "lo": min(ref), "hi": max(ref)}
     last = steps[-1]
+    accuracy = "" if majority_share is None else accuracy_outside(reference, candidate, steps, allowance, cells)
     final = {
         "final_loss_reference": _mean(reference, last, "held_out_loss"),
         "final_loss_candidate": _mean(candidate, last, "held_out_loss"),
         "final_accuracy_reference": _mean(reference, last, "held_out_accuracy"),
         "final_accuracy_candidate": _mean(candidate, last, "held_out_accuracy"),
     }
-    outside = worst["margin"] > 0
+    outside = worst["margin"] > ROUNDING or bool(accuracy)
+    cannot_judge = "" if outside else learned(reference, steps[0], last, majority_share, unigram)
     return {
-        "status": "fail" if outside else "pass",
+        "status": "fail" if outside or cannot_judge else "pass",
+        "inconclusive": bool(cannot_judge),
         "worst_step": worst["step"],
         "worst_loss_candidate": worst["mean"],
         "band_low": worst["lo"],
         "band_high": worst["hi"],
         "allowance": allowance,
-        "outside_by": max(0.0, worst["margin"]),
+        "outside_by": worst["margin"] if worst["margin"] > ROUNDING else 0.0,
         **final,
-        "violations": (
-            f"held-out loss {worst['mean']:.4f} at step {worst['step']} outside the reference seeds' "
-            f"[{worst['lo']:.4f}, {worst['hi']:.4f}] widened by {allowance:.0%} of their mean"
-            if outside
-            else ""
+        **({"majority_share": majority_share} if majority_share is not None else {}),
+        **({"unigram_loss": unigram} if unigram is not None else {}),
+        **paired_gap(reference, candidate),
+        "violations": "; ".join(
+            filter(
+                None,
+                [
+                    f"held-out loss {worst['mean']:.4f} at step {worst['step']} outside the reference seeds' "
+                    f"[{worst['lo']:.4f}, {worst['hi']:.4f}] widened by {allowance:.0%} of their mean"
+                    if worst["margin"] > ROUNDING
+                    else "",
+                    accuracy,
+                    cannot_judge,
+                ],
+            )
         ),
     }
+
+
+def accuracy_outside(
+    reference: list[dict], candidate: list[dict], steps: list[int], allowance: float, cells: int
+) -> str:
+    """The classifier's second judged quantity: its held-out accuracy, averaged over seeds, within
+    the reference seeds' [lowest, highest] at every step, widened by ``allowance`` times their mean
+    and by one held-out cell (1/``cells``: accuracy moves in steps of one cell, and a cell near the
+    decision boundary flips with any rounding); where it is furthest outside, or ""."""
+    worst = (0.0, "")
+    for step in steps:
+        ref = [r["held_out_accuracy"] for r in reference if r["step"] == step]
+        cand = [r["held_out_accuracy"] for r in candidate if r["step"] == step]
+        mean, widen = sum(cand) / len(cand), allowance * sum(ref) / len(ref) + (1 / cells if cells else 0.0)
+        margin = max(min(ref) - widen - mean, mean - max(ref) - widen)
+        if margin > max(worst[0], ROUNDING):
+            band = f"[{min(ref):.3f}, {max(ref):.3f}]"
+            worst = (margin, f"held-out accuracy {mean:.3f} at step {step} outside the reference seeds' {band}")
+    return worst[1]
+
+
+def learned(
+    reference: list[dict], first: int, last: int, majority_share: float | None, unigram: float | None = None
+) -> str:
+    """Why the reference learned nothing a band can judge ("cannot judge: ..."), or "" when it did."""
+    start, end = _mean(reference, first, "held_out_loss"), _mean(reference, last, "held_out_loss")
+    if not end < start:
+        did_not = f"({start:.4f} at step {first}, {end:.4f} at {last})"
+        return f"cannot judge: the reference's held-out loss did not fall {did_not}"
+    if unigram is not None and end >= unigram:
+        return (
+            f"cannot judge: the reference learned only the gene frequencies (held-out loss {end:.4f}; the training "
+            f"cells' gene frequencies alone give {unigram:.4f})"
+        )
+    accuracy = _mean(reference, last, "held_out_accuracy")
+    if majority_share is not None and accuracy < majority_share + LEARNED_MARGIN:
+        return (
+            f"cannot judge: the reference learned only the class frequencies (held-out accuracy {accuracy:.3f}; "
+            f"the most common class is {majority_share:.3f} of the held-out cells)"
+        )
+    return ""
+
+
+def paired_gap(reference: list[dict], candidate: list[dict]) -> dict:
+    """The largest held-out-loss gap between a candidate run and the reference run of the same seed."""
+    ref = {(r["seed"], r["step"]): r["held_out_loss"] for r in reference}
+    gaps = [(abs(r["held_out_loss"] - ref[k]), k) for r in candidate if (k := (r["seed"], r["step"])) in ref]
+    if not gaps:
+        return {}
+    gap, (seed, step) = max(gaps)
+    return {"paired_gap": gap, "paired_gap_seed": seed, "paired_gap_step": step}
 
 
 def _mean(rows: list[dict], step: int, key: str) -> float:
@@ -279,16 +394,25 @@ def run_band(spec: BandSpec, pool: CellPool, progress=print, trace: bool = False
                 f"{spec.variant} {spec.objective} seed {seed} {backend}@{precision}: "
                 + (f"ERROR {last['error'][:200]}" if "error" in last else f"held-out loss {last['held_out_loss']:.4f}")
             )
-    reference = runs[plan[0]]
     for (backend, precision), rows in runs.items():
         records += [{**base, "record": "band_point", **r} for r in rows if "error" not in r]
+    return records + band_verdicts(spec, runs, pool)
+
+
+def band_verdicts(spec: BandSpec, runs: dict[tuple[str, str], list[dict]], pool: CellPool) -> list[dict]:
+    """A ``band_verdict`` per candidate precision, from every run's held-out rows (``runs``: keyed by
+    backend and precision; a row with ``error`` is a run that could not train)."""
+    base = {"variant": spec.variant, "objective": spec.objective, "steps": spec.steps, "seeds": spec.seeds}
+    base["lr"] = spec.lr  # a band at another learning rate is another test (the verdict's case names it)
+    reference = runs[(spec.reference, spec.reference_precision)]
     mixed = " (mixed precision)" if get_precision(spec.reference_precision).mixed else ""
-    for backend, precision in plan[1:]:
-        rows = runs[(backend, precision)]
+    records = []
+    for precision in spec.precisions:
+        rows = runs.get((spec.candidate, precision), [])
         context = {
             **base,
             "record": "band_verdict",
-            "backend": backend,
+            "backend": spec.candidate,
             "precision": precision,
             "reference": f"{spec.reference}@{spec.reference_precision}{mixed}, {spec.seeds} seeds",
         }
@@ -298,8 +422,41 @@ def run_band(spec: BandSpec, pool: CellPool, progress=print, trace: bool = False
             records.append({**context, "status": "error", "reason": (failed[0][0] + failed[0][1]["error"])[:300]})
         else:
             allowance = training_band_allowance(get_precision(precision))
-            records.append({**context, **judge_band(reference, rows, allowance)})
+            baselines = (pool.majority_share, unigram_loss(pool, get_variant(spec.variant)), len(pool.held_out))
+            records.append({**context, **judge_band(reference, rows, allowance, *baselines)})
     return records
+
+
+def rejudge(result: dict, pool: CellPool) -> dict:
+    """A train-band results file judged again by today's rule, from its own held-out rows: the runs
+    are not repeated, so the file keeps where and when they ran (``env``, ``created``) and
+    ``config.rejudged`` says by which code and from which file's bytes. ``pool`` must be the
+    run's own (the same cells, split the same way): the classifier's majority share comes from it.
+    A verdict that was an error stays one (its runs left no rows to judge)."""
+    config = result["config"]
+    spec = BandSpec(**{**config["spec"], "precisions": tuple(config["spec"]["precisions"])})
+    cells = config["cells"]
+    if (cells["train"], cells["held_out"]) != (len(pool.train), len(pool.held_out)):
+        raise UsageError(
+            f"these cells split into {len(pool.train)} to train on and {len(pool.held_out)} held out; the run "
+            f"had {cells['train']} and {cells['held_out']}: give the --cells the run was given ({cells['sources']})"
+        )
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for r in result["records"]:
+        if r["record"] == "band_point":
+            runs.setdefault((r["backend"], r["precision"]), []).append(r)
+    errors = {r["precision"]: r for r in result["records"] if r["record"] == "band_verdict" and r["status"] == "error"}
+    verdicts = [errors.get(v["precision"], v) for v in band_verdicts(spec, runs, pool)]
+    kept = [{k: v for k, v in r.items() if k != "gating"} for r in result["records"] if r["record"] != "band_verdict"]
+    env = environment()
+    rejudged = {"commit": env.get("git_commit"), "dirty": env.get("git_dirty"), "at": now_utc()}
+    rejudged["from_sha256"] = result.get("_source", {}).get("sha256")
+    baselines = {"majority_share": pool.majority_share, "unigram_loss": unigram_loss(pool, get_variant(spec.variant))}
+    new_config = {**config, "cells": {**cells, **baselines}, "rejudged": rejudged}
+    out = make_result("parity", kept + [{k: v for k, v in r.items() if k != "gating"} for r in verdicts],
+                      result["weights"], new_config, env=result["env"])  # fmt: skip
+    out["created"] = result["created"]
+    return out
 
 
 def band_config(spec: BandSpec, pool: CellPool, sources: list[str]) -> dict:
@@ -313,6 +470,8 @@ def band_config(spec: BandSpec, pool: CellPool, sources: list[str]) -> dict:
             "train": len(pool.train),
             "held_out": len(pool.held_out),
             "classes": pool.classes,
+            "majority_share": pool.majority_share,
+            "unigram_loss": unigram_loss(pool, get_variant(spec.variant)),
             "split_seed": SPLIT_SEED,
         },
         "optimizer": {"name": "AdamW", "lr": spec.lr, "warmup_fraction": WARMUP_FRACTION, "weight_decay": WEIGHT_DECAY},

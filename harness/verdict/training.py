@@ -14,5 +14,10 @@ def training_checks(results: list[dict]) -> list[Check]:
     for res, r in records(results, "parity", *WHAT):
         if status := counted_status(r):
             case = f"{r.get('objective', 'mlm')} {WHAT[r['record']]} {r['variant']} {r['backend']} {r['precision']}"
-            out.append(check(res, r, "training", case, r.get("reason") or r.get("violations") or "", status))
+            if "lr" in r:  # a band at another learning rate is another test, never a re-run of this one
+                case += f" lr {r['lr']:g}"
+            c = check(res, r, "training", case, r.get("reason") or r.get("violations") or "", status)
+            if status == "fail" and r.get("inconclusive"):
+                c.klass = "inconclusive"  # a band the reference learned nothing in: it cannot judge
+            out.append(c)
     return out
