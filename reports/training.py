@@ -33,6 +33,7 @@ from reports.perf_points import (
     same_run_pairs,
     with_noise,
 )
+from reports.training_band import band_table, recipe_table
 
 HF_BEST = ("hf-sdpa", "bf16", "bucketed")  # HF's fastest training: sdpa, bf16, length-sorted batches (no THD path)
 
@@ -291,6 +292,19 @@ def training_section(results: list[dict]) -> Section:
             )
     else:
         section.text.append(f"Training parity: {NOT_MEASURED}.")
+    recipes, bands = recipe_table(results), band_table(results)
+    if recipes and bands:
+        section.tables += [recipes, bands]
+        section.text.append(
+            "Does a recipe train like bf16? `gfqual train-band`: fresh real cells every step, judged on held-out "
+            "cells no step trained on, over 3 seeds (each its own random weights, cell order and masks), against "
+            "the band HF bf16's seeds span (plus the recipe's allowance; a classifier's accuracy too). A band "
+            "whose reference learned nothing beyond the class or gene frequencies cannot judge and fails as "
+            "inconclusive. The paired gap sets each seed's run against the reference run of the same seed: a "
+            "large one inside a passing band is a run that left its seed's trajectory (reported, not judged). "
+            "Random weights: these bands are the first steps of pretraining or fine-tuning from scratch, not "
+            "the continued training of a pretrained Geneformer."
+        )
     curves = _newest_trajectory_steps(results)
     for (gpu, tested, objective, variant), drawn in sorted(curves.items()):
         name = f"{variant} · {tested}" if several else variant

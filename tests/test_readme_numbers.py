@@ -351,5 +351,7 @@ def test_the_readme_states_the_committed_verdict():
         ("H200", "reliability", "te-defect"),
         ("H200", "training", "tolerance"),
         ("H100", "downstream", "tolerance"),
+        ("H200", "training", "inconclusive"),
     }
     assert classes[("H200", "training", "tolerance")] == 6 and "H200, six cases" in readme
+    assert f"{classes[('H200', 'training', 'inconclusive')]} held-out\ntraining bands that cannot judge" in readme
