@@ -5,7 +5,7 @@ Each entry holds the published ``config.json`` values of one variant (Hugging Fa
 trained with, its special tokens and the official sha256 of its weight files (from the Git-LFS
 pointers of the same commit), so that a user's local checkpoint can be verified byte for byte.
 
-Adding a variant is one entry in ``VARIANTS``. ``tests/test_registry_results.py`` checks every entry
+Adding a variant is one entry in ``VARIANTS``. ``tests/test_registry.py`` checks every entry
 against the published config files when the shared data folder is present.
 """
 

@@ -18,8 +18,8 @@ from harness.backend_names import backend_spec, backends_where
 from harness.precision import PRECISIONS
 from models.registry import VARIANTS
 
-_RECORDS: list[dict] = []
-_SPECS: list = []
+# the session's parity records and specs, kept on the pytest config (no module state)
+_LOG = pytest.StashKey[tuple[list[dict], list]]()
 
 
 def pytest_addoption(parser):
@@ -79,20 +79,21 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(scope="session")
-def parity_log():
+def parity_log(pytestconfig):
     """Collects the records of every parity test; written as one result at session end."""
-    return _RECORDS, _SPECS
+    return pytestconfig.stash.setdefault(_LOG, ([], []))
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not _RECORDS:
+    records, specs = session.config.stash.get(_LOG, ([], []))
+    if not records:
         return
     from harness.parity.run import run_config
     from harness.results import make_result, write_result
     from models.random_weights import random_weights_block
 
     path = write_result(
-        make_result("parity", _RECORDS, random_weights_block(0), run_config(_SPECS)),
+        make_result("parity", records, random_weights_block(0), run_config(specs)),
         session.config.getoption("--results-out"),
     )
     session.config.pluginmanager.get_plugin("terminalreporter").write_line(f"parity results: {path}")

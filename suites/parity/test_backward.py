@@ -13,7 +13,6 @@ the README's test command fits in; full depth is marked ``slow`` (``pytest suite
 from __future__ import annotations
 
 import dataclasses
-import functools
 import types
 
 import pytest
@@ -37,16 +36,12 @@ def _variant(name: str, layers: int | None = None) -> Variant:
     return dataclasses.replace(get_variant(name), num_hidden_layers=layers or get_variant(name).num_hidden_layers)
 
 
-@functools.lru_cache(maxsize=1)
-def _model(variant: str, layers: int | None = None):
-    return random_hf_model(_variant(variant, layers), 0)
-
-
 def _trainees(
-    variant: str, objective: str = "mlm", plant=None, layers: int | None = None
+    hf_model, variant: str, objective: str = "mlm", plant=None, layers: int | None = None
 ) -> tuple[Trainee, Trainee, Trainee]:
-    """(HF fp64, the TE layout in fp32 with ``plant`` applied, HF fp32) on one objective."""
-    model = _model(variant, layers)
+    """(HF fp64, the TE layout in fp32 with ``plant`` applied, HF fp32) on one objective, from
+    ``hf_model``'s model (suites/conftest.py)."""
+    model = hf_model(_variant(variant, layers))
     built = (
         build_backend("hf-eager", model, get_precision("fp64"), "cpu"),
         build_backend("te-format-torch", model, get_precision("fp32"), "cpu"),
@@ -58,9 +53,9 @@ def _trainees(
     return reference, candidate, peer
 
 
-def _compare(variant: str, plant=None, objective: str = "mlm", layers: int | None = None):
+def _compare(hf_model, variant: str, plant=None, objective: str = "mlm", layers: int | None = None):
     v = _variant(variant, layers)
-    reference, candidate, peer = _trainees(variant, objective, plant, layers)
+    reference, candidate, peer = _trainees(hf_model, variant, objective, plant, layers)
     return compare_backward(reference, candidate, peer, synthetic_batch(v, 2, 32, seed=0), v, "te")
 
 
@@ -77,13 +72,15 @@ def _depths() -> list:
 
 
 @pytest.mark.parametrize("variant, layers", _depths())
-def test_backward_parity_of_the_te_layout(variant, layers):
-    rows, verdict = _compare(variant, layers=layers)
+def test_backward_parity_of_the_te_layout(variant, layers, hf_model):
+    rows, verdict = _compare(hf_model, variant, layers=layers)
     assert verdict["status"] == "pass", verdict["violations"]
     assert verdict["loss_candidate"] == pytest.approx(verdict["loss_reference"], rel=1e-6)
     kinds = {r["kind"] for r in rows}
     assert kinds == {"activation gradient", "parameter gradient"}
-    assert sum(r["kind"] == "parameter gradient" for r in rows) == len(list(_model(variant, layers).parameters()))
+    assert sum(r["kind"] == "parameter gradient" for r in rows) == len(
+        list(hf_model(_variant(variant, layers)).parameters())
+    )
     # attention's key bias has no gradient in exact arithmetic: judged against the whole gradient
     key_bias = [r for r in rows if r["stage"].endswith("attention.self.key.bias")]
     assert key_bias and all(r["relative_to"].startswith("the whole gradient") for r in key_bias)
@@ -138,7 +135,7 @@ def key_bias_gradient_leak(model):
     arithmetic gives none (a wrong fused-QKV backward): judged against the whole gradient within
     fp32's rounding, it must still fail."""
     v = get_variant("V1-10M")
-    marks = {n: torch.zeros_like(p) for n, p in _model("V1-10M", None).state_dict().items()}
+    marks = {n: torch.zeros_like(p) for n, p in random_hf_model(v, 0).state_dict().items()}  # HF names, shapes
     marks["bert.encoder.layer.0.attention.self.key.bias"] += 1
     te_marks = convert.convert_state_dict(marks, "te", v.num_hidden_layers, v.num_attention_heads)[0]
     key = te_marks["bert.encoder.layer.0.self_attention.qkv.bias"].bool()
@@ -157,13 +154,13 @@ def key_bias_gradient_leak(model):
     ],
     ids=lambda p: getattr(p, "__name__", ""),
 )
-def test_backward_planted_faults_are_caught_and_named(plant, where):
-    rows, verdict = _compare("V1-10M", plant)
+def test_backward_planted_faults_are_caught_and_named(plant, where, hf_model):
+    rows, verdict = _compare(hf_model, "V1-10M", plant)
     assert verdict["status"] == "fail", f"{plant.__name__} passed the backward gate"
     assert verdict["first_diverging_stage"] == where, [r["stage"] for r in rows if r["status"] == "fail"][:5]
 
 
-def test_fifty_adamw_steps_follow_the_reference_and_a_wrong_backward_does_not():
+def test_fifty_adamw_steps_follow_the_reference_and_a_wrong_backward_does_not(hf_model):
     """Training trajectories (harness/parity/trajectory.py): 50 AdamW steps of the MLM loss with the
     notebooks' learning rate, TE layout fp32 against HF fp64, within the table's bound; the same
     steps with a detached residual leave it."""
@@ -171,7 +168,7 @@ def test_fifty_adamw_steps_follow_the_reference_and_a_wrong_backward_does_not():
     batches = [synthetic_batch(v, 2, 32, seed=0)] * 50
 
     def run(plant=None):
-        reference, candidate, _ = _trainees("V1-10M", "mlm", plant)
+        reference, candidate, _ = _trainees(hf_model, "V1-10M", "mlm", plant)
         return compare_trajectories(reference, candidate, batches, v, "te")
 
     steps, good = run()
@@ -186,19 +183,19 @@ def test_fifty_adamw_steps_follow_the_reference_and_a_wrong_backward_does_not():
     assert bad["final_weights_rel_l2"] > 5 * max(bad["weights_kink_allowance"], good["weights_limit"])
 
 
-def test_fine_tuning_a_cell_classifier_follows_the_reference_and_a_wrong_backward_does_not():
+def test_fine_tuning_a_cell_classifier_follows_the_reference_and_a_wrong_backward_does_not(hf_model):
     """The classification objective (Geneformer's Classifier: BertForSequenceClassification's
     pooler and classifier on the encoder, seeded cell labels): its gradients, the head's among them,
     pass against HF fp64, a detached residual is caught where it sits, and 30 AdamW steps learn the
     labels in both models alike."""
     v = get_variant("V1-10M")
-    rows, verdict = _compare("V1-10M", objective="classify")
+    rows, verdict = _compare(hf_model, "V1-10M", objective="classify")
     assert verdict["status"] == "pass", verdict["violations"]
     head = {r["stage"] for r in rows if r["stage"].startswith("classifier.")}
     assert head == {f"classifier.{m}.{p}" for m in ("pooler", "classifier") for p in ("weight", "bias")}
-    _, bad = _compare("V1-10M", detached_residual, objective="classify")
+    _, bad = _compare(hf_model, "V1-10M", detached_residual, objective="classify")
     assert bad["status"] == "fail" and bad["first_diverging_stage"] == "layer.1.output"
-    reference, candidate, _ = _trainees("V1-10M", "classify")
+    reference, candidate, _ = _trainees(hf_model, "V1-10M", "classify")
     steps, trajectory = compare_trajectories(reference, candidate, [synthetic_batch(v, 2, 32, seed=0)] * 30, v, "te")
     assert trajectory["status"] == "pass", trajectory["violations"]
     assert steps[-1]["loss_reference"] < 0.5 * steps[0]["loss_reference"]  # the labels were learned

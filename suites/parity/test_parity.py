@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 from harness.parity.run import format_verdict, run_parity
-from models.hf import random_hf_model
 from models.registry import get_variant
 
 
-@functools.lru_cache(maxsize=1)
-def _model(variant: str):
-    return random_hf_model(get_variant(variant), seed=0)
-
-
-def test_parity(parity_spec, parity_log):
+def test_parity(parity_spec, parity_log, hf_model):
     records_log, specs_log = parity_log
-    model = _model(parity_spec.variant)
-    records, verdict = run_parity(parity_spec, get_variant(parity_spec.variant), model, model)
+    variant = get_variant(parity_spec.variant)
+    model = hf_model(variant)
+    records, verdict = run_parity(parity_spec, variant, model, model)
     records_log.extend(records)
     specs_log.append(parity_spec)
     if verdict["status"] == "skipped":

@@ -4,7 +4,6 @@ forward, fp32, against HF fp64) so every push checks that the gate still has tee
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ import torch
 from harness.parity.run import ParitySpec, run_parity
 from models import convert
 from models.checkpoint import Checkpoint
-from models.hf import random_hf_model
 from models.registry import get_variant
 
 VARIANT = "V2-104M"  # has <cls>/<eos>; 12 heads make head permutations meaningful
@@ -84,9 +82,10 @@ FAULTS = {
 }
 
 
-@functools.lru_cache(maxsize=1)
-def _reference():
-    model = random_hf_model(get_variant(VARIANT), seed=0)
+@pytest.fixture(scope="module")
+def reference(hf_model):
+    """The HF model every fault is judged against, and its unmodified TE-layout conversion."""
+    model = hf_model(get_variant(VARIANT))
     te, _ = convert.convert_state_dict(model.state_dict(), "te", 12, 12)
     return model, te
 
@@ -96,25 +95,24 @@ def _checkpoint(state_dict, config) -> Checkpoint:
     return Checkpoint(where, config, state_dict, where, "te")
 
 
-def _run(candidate: Checkpoint):
-    model, _ = _reference()
+def _run(model, candidate: Checkpoint):
     spec = ParitySpec(VARIANT, "te-format-torch", "fp32", n_cells=3, max_len=48)
     return run_parity(spec, get_variant(VARIANT), model, candidate, device="cpu")
 
 
-def test_unmodified_conversion_passes():
-    model, te = _reference()
-    _, verdict = _run(_checkpoint(dict(te), model.config.to_dict()))
+def test_unmodified_conversion_passes(reference):
+    model, te = reference
+    _, verdict = _run(model, _checkpoint(dict(te), model.config.to_dict()))
     assert verdict["status"] == "pass"
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_gate_catches(fault):
+def test_gate_catches(fault, reference):
     mutate, first_stage = FAULTS[fault]
-    model, te = _reference()
+    model, te = reference
     state = {k: v.clone() for k, v in te.items()}
     config = model.config.to_dict()
     mutate(state, config)
-    records, verdict = _run(_checkpoint(state, config))
+    records, verdict = _run(model, _checkpoint(state, config))
     assert verdict["status"] == "fail", f"{fault} passed the gate"
     assert verdict["first_diverging_stage"] == first_stage

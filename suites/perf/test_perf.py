@@ -4,15 +4,12 @@ skip with their reason. Full sweeps: ``gfqual bench --sweep gpu-baseline``."""
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 from harness.backends import build_backend
 from harness.capability import probe
 from harness.perf.sweep import Point, layout_batches
 from harness.precision import get_precision
-from models.hf import random_hf_model
 from models.registry import get_variant
 
 ON_GPU = probe().cuda
@@ -23,22 +20,18 @@ POINTS = [
 ]
 
 
-@functools.lru_cache(maxsize=1)
-def _model():
-    return random_hf_model(get_variant("V1-10M"), seed=0)
-
-
 @pytest.mark.parametrize(
     "point",
     [pytest.param(p, marks=[pytest.mark.gpu] if p.backend == "te" else []) for p in POINTS],
     ids=[p.key for p in POINTS],
 )
-def test_forward_throughput(point, benchmark):
+def test_forward_throughput(point, benchmark, hf_model):
     reason = probe().skip_reason(point.backend, point.precision)
     if reason:
         pytest.skip(reason)
-    backend = build_backend(point.backend, _model(), get_precision(point.precision))
-    (batch,) = layout_batches(point, get_variant(point.variant), seed=0)
+    variant = get_variant(point.variant)
+    backend = build_backend(point.backend, hf_model(variant), get_precision(point.precision))
+    (batch,) = layout_batches(point, variant, seed=0)
     batch = batch.to(backend.device)
 
     def forward():
