@@ -20,7 +20,7 @@ from harness.parity.metrics import embedding_fingerprint
 from harness.precision import get_precision
 from harness.tolerances import needs_peer, table_as_dict
 from models.errors import UsageError
-from models.registry import VARIANTS, Variant
+from models.registry import VARIANTS, Variant, get_variant
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,20 @@ class ParitySpec:
     def key(self) -> str:
         return f"{self.variant}/{self.candidate}/{self.precision}"
 
+    @property
+    def variant_config(self) -> Variant:
+        """The registered variant this spec names (the one source of truth for which model runs)."""
+        return get_variant(self.variant)
 
-def make_batch(spec: ParitySpec, variant: Variant, multiple: int) -> Batch:
+
+def make_batch(spec: ParitySpec, multiple: int) -> Batch:
     """Real cells when an AnnData and the dictionaries are given, else synthetic ones.
 
     Real cells are taken at evenly spaced length quantiles, so short and long cells both appear;
     if every chosen cell still fills ``max_len``, the last is cut to half its length (a cell with
     fewer expressed genes) so that padding is always exercised.
     """
+    variant = spec.variant_config
     if not spec.h5ad:
         return synthetic_batch(variant, spec.n_cells, spec.max_len, spec.seed, multiple=multiple)
     if not spec.dicts:
@@ -73,7 +79,7 @@ def reference_precision(device: str) -> str:
     return "fp64" if device == "cpu" else "fp32"
 
 
-def run_parity(spec: ParitySpec, variant: Variant, reference_source, candidate_source, device: str | None = None):
+def run_parity(spec: ParitySpec, reference_source, candidate_source, device: str | None = None):
     """Returns (records, verdict). A configuration this machine cannot run gives one skipped
     verdict record with the reason, never an exception and never a silent omission."""
     cap = probe()
@@ -94,7 +100,7 @@ def run_parity(spec: ParitySpec, variant: Variant, reference_source, candidate_s
 
     ref_precision = get_precision(reference_precision(device))
     multiple = precision.token_multiple
-    batch = make_batch(spec, variant, multiple)
+    batch = make_batch(spec, multiple)
     reference = build_backend(spec.reference, reference_source, ref_precision, device)
     candidate = build_backend(spec.candidate, candidate_source, precision, device)
     peer = None
@@ -142,10 +148,8 @@ def run_specs(specs: list[ParitySpec], reference_source, candidate_source, progr
 
 def _run_one(spec: ParitySpec, reference_source, candidate_source, progress) -> list[dict]:
     """One case's records; a case that raises becomes an error verdict (printed as it comes)."""
-    from models.registry import get_variant
-
     try:
-        records, verdict = run_parity(spec, get_variant(spec.variant), reference_source, candidate_source)
+        records, verdict = run_parity(spec, reference_source, candidate_source)
     except Exception as exc:  # a kernel that cannot run this case is a finding: recorded, and the run goes on
         verdict = {
             "record": "verdict",

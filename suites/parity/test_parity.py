@@ -19,7 +19,7 @@ def _model(variant: str):
 def test_parity(parity_spec, parity_log):
     records_log, specs_log = parity_log
     model = _model(parity_spec.variant)
-    records, verdict = run_parity(parity_spec, get_variant(parity_spec.variant), model, model)
+    records, verdict = run_parity(parity_spec, model, model)
     records_log.extend(records)
     specs_log.append(parity_spec)
     if verdict["status"] == "skipped":
