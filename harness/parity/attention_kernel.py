@@ -82,7 +82,7 @@ def check_attention_kernel(variant: Variant, precision_name: str, seq_len: int, 
     except Exception as exc:  # TE finding no kernel for this case is a finding: recorded
         return {**base, "status": "error", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
     status, violations, entry = judge_tensors(
-        KERNEL_STAGE, precision.name, reference, rows(first), peer=rows(sdpa(torch.bfloat16))
+        KERNEL_STAGE, precision, reference, rows(first), peer=rows(sdpa(torch.bfloat16))
     )
     repeat_max_abs = float((first.float() - second.float()).abs().max())
     if repeat_max_abs:

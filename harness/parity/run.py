@@ -104,10 +104,10 @@ def run_parity(spec: ParitySpec, reference_source, candidate_source, device: str
     reference = build_backend(spec.reference, reference_source, ref_precision, device)
     candidate = build_backend(spec.candidate, candidate_source, precision, device)
     peer = None
-    if needs_peer(spec.precision):
+    if needs_peer(precision):
         peer = build_backend(spec.reference, reference_source, get_precision(precision.peer), device)
     comparisons = compare(reference, candidate, batch.split(spec.micro_batch), peer, spec.emb_layer)
-    rows, verdict = judge(comparisons, spec.precision)
+    rows, verdict = judge(comparisons, precision)
     attention = candidate.attention_backend
     del reference, candidate, peer
     if device == "cuda":
@@ -115,7 +115,7 @@ def run_parity(spec: ParitySpec, reference_source, candidate_source, device: str
     context = {
         **base,
         "reference": f"{spec.reference}@{ref_precision.name}",
-        "peer": f"{spec.reference}@bf16" if needs_peer(spec.precision) else None,
+        "peer": f"{spec.reference}@{precision.peer}" if needs_peer(precision) else None,
         "cells": f"real: {spec.h5ad}" if spec.h5ad else "synthetic",
         "real_tokens": batch.real_tokens,
         "padded_len": int(batch.input_ids.shape[1]),
@@ -130,7 +130,7 @@ def run_config(specs: list[ParitySpec]) -> dict:
     """The ``config`` block of a parity result: what ran and the tolerances that judged it."""
     return {
         "specs": [asdict(s) for s in specs],
-        "tolerances": {p: table_as_dict(p) for p in sorted({s.precision for s in specs})},
+        "tolerances": {p: table_as_dict(get_precision(p)) for p in sorted({s.precision for s in specs})},
     }
 
 
@@ -188,7 +188,7 @@ def compare_cell_embeddings(
     ref = extract(reference, cells, variant, "cell", emb_layer)
     cand = extract(candidate, cells, variant, "cell", emb_layer)
     status, violations, entry = judge_tensors(
-        "cell_embedding", candidate.precision.name, torch.from_numpy(ref.vectors), torch.from_numpy(cand.vectors)
+        "cell_embedding", candidate.precision, torch.from_numpy(ref.vectors), torch.from_numpy(cand.vectors)
     )
     fingerprints = {**embedding_fingerprint(ref.vectors, "ref_emb_"), **embedding_fingerprint(cand.vectors, "emb_")}
     return status, violations, {**entry.metrics, **fingerprints}
