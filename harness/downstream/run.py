@@ -42,6 +42,7 @@ from harness.downstream.finetune import FineTuneConfig, finetune_cells, finetune
 from harness.downstream.tasks import CellTaskData, GeneTaskData
 from harness.precision import PRECISIONS, Precision
 from harness.progress import progress_bar
+from harness.reasons import skipped
 from harness.tolerances import downstream_bound
 from models.errors import UsageError
 from models.registry import Variant
@@ -154,7 +155,7 @@ class EvalRunner:
             if reason is None:
                 yield run
                 continue
-            records.append({**_base(task, mode, self.variant, run, "skipped"), "status": "skipped", "reason": reason})
+            records.append(skipped(_base(task, mode, self.variant, run, "skipped"), reason))
             progress(f"{task} {run.name:22s} skipped: {reason}")
 
     def backend(self, run: EvalRun):

@@ -18,6 +18,7 @@ from harness.embeddings import extract
 from harness.parity.engine import compare, judge, judge_tensors
 from harness.parity.metrics import embedding_fingerprint
 from harness.precision import get_precision
+from harness.reasons import error_reason, skipped
 from harness.tolerances import needs_peer, table_as_dict
 from models.errors import UsageError
 from models.registry import VARIANTS, Variant, get_variant
@@ -95,7 +96,7 @@ def run_parity(spec: ParitySpec, reference_source, candidate_source, device: str
     }
     reason = cap.skip_reason(spec.candidate, precision)
     if reason:
-        verdict = {**base, "record": "verdict", "status": "skipped", "reason": reason}
+        verdict = skipped({**base, "record": "verdict"}, reason)
         return [verdict], verdict
 
     ref_precision = get_precision(reference_precision(device))
@@ -157,7 +158,7 @@ def _run_one(spec: ParitySpec, reference_source, candidate_source, progress) -> 
             "backend": spec.candidate,
             "precision": spec.precision,
             "status": "error",
-            "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+            "reason": error_reason(exc),
         }
         records = [verdict]
     progress(format_verdict(verdict))

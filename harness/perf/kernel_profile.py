@@ -19,6 +19,7 @@ from harness.perf.kernel_kinds import KERNEL_KINDS, OTHER, kernel_kind, kind_key
 from harness.perf.sweep import Point, layout_batches, step_for
 from harness.perf.timing import warm
 from harness.precision import get_precision
+from harness.reasons import skipped
 from models.registry import get_variant
 
 TOP_KERNELS = 8
@@ -40,7 +41,7 @@ def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
     cap = probe()
     reason = "a kernel profile needs a CUDA GPU" if not cap.cuda else cap.skip_reason(point.backend, point.precision)
     if reason:
-        return {**base, "status": "skipped", "reason": reason}
+        return skipped(base, reason)
     from torch.profiler import ProfilerActivity, profile
 
     variant = get_variant(point.variant)
