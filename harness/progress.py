@@ -5,6 +5,16 @@ from __future__ import annotations
 
 import sys
 
+from harness.backend_names import BACKENDS
+from harness.precision import PRECISIONS
+from models.registry import VARIANTS
+
+# Each column as wide as the longest name its table holds, so that the lines of one run line up.
+_HEAD_WIDTHS = {
+    column: max(map(len, table))
+    for column, table in (("variant", VARIANTS), ("backend", BACKENDS), ("precision", PRECISIONS))
+}
+
 
 def progress_bar(total: int, what: str, quiet: bool = False, unit: str = "cell"):
     """A context manager whose ``update(n)`` advances the bar (a no-op bar when hidden)."""
@@ -13,3 +23,9 @@ def progress_bar(total: int, what: str, quiet: bool = False, unit: str = "cell")
     return tqdm(
         total=total, desc=what, unit=unit, disable=quiet or not sys.stderr.isatty(), file=sys.stderr, leave=False
     )
+
+
+def row_head(record: dict) -> str:
+    """The columns that open a case's progress line: its variant, backend and precision, each at a
+    fixed width; what the line says of the case follows."""
+    return " ".join(f"{record[column]:{width}s}" for column, width in _HEAD_WIDTHS.items())

@@ -16,6 +16,7 @@ import torch
 from harness.capability import probe
 from harness.parity.engine import judge_tensors
 from harness.precision import Precision, calibrate, get_precision, make_recipe, quantization
+from harness.progress import row_head
 from harness.reasons import error_reason, skipped
 from models.registry import Variant
 
@@ -102,7 +103,7 @@ def check_attention_kernel(variant: Variant, precision_name: str, seq_len: int, 
 
 
 def format_kernel_record(r: dict) -> str:
-    head = f"{r['variant']:17s} {r['backend']:19s} {r['precision']:15s} {r['status'].upper():5s}"
+    head = f"{row_head(r)} {r['status'].upper():5s}"
     if r["status"] in ("skipped", "error"):
         return f"{head} {r['reason']}"
     return (

@@ -18,6 +18,7 @@ from harness.embeddings import extract
 from harness.parity.engine import compare, judge, judge_tensors
 from harness.parity.metrics import embedding_fingerprint
 from harness.precision import get_precision
+from harness.progress import progress_bar, row_head
 from harness.reasons import error_reason, skipped
 from harness.tolerances import needs_peer, table_as_dict
 from models.errors import UsageError
@@ -137,8 +138,6 @@ def run_config(specs: list[ParitySpec]) -> dict:
 
 def run_specs(specs: list[ParitySpec], reference_source, candidate_source, progress=print) -> list[dict]:
     """Run specs (of one variant) over the same sources, printing each verdict as it comes."""
-    from harness.progress import progress_bar
-
     records = []
     with progress_bar(len(specs), "parity cases", unit="case") as bar:
         for spec in specs:
@@ -167,10 +166,10 @@ def _run_one(spec: ParitySpec, reference_source, candidate_source, progress) -> 
 
 def format_verdict(v: dict) -> str:
     if v["status"] in ("skipped", "error"):
-        return f"{v['variant']:17s} {v['backend']:16s} {v['precision']:12s} {v['status'].upper()}: {v['reason']}"
+        return f"{row_head(v)} {v['status'].upper()}: {v['reason']}"
     where = f"first diverging stage: {v['first_diverging_stage']}" if v["first_diverging_stage"] else ""
     return (
-        f"{v['variant']:17s} {v['backend']:16s} {v['precision']:12s} {v['status'].upper():5s} "
+        f"{row_head(v)} {v['status'].upper():5s} "
         f"worst {v['worst_stage']} rel_l2={v['worst_rel_l2']:.2e}  final max|d|={v['final_hidden_max_abs']:.2e}  "
         f"top1={v['logits_top1']:.4f}  {where}"
     )

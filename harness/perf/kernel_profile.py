@@ -19,6 +19,7 @@ from harness.perf.kernel_kinds import KERNEL_KINDS, OTHER, kernel_kind, kind_key
 from harness.perf.sweep import Point, layout_batches, step_for
 from harness.perf.timing import warm
 from harness.precision import get_precision
+from harness.progress import row_head
 from harness.reasons import skipped
 from models.registry import get_variant
 
@@ -78,7 +79,7 @@ def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
 
 
 def format_profile(r: dict) -> str:
-    head = f"{r['variant']:10s} {r['backend']:10s} {r['precision']:16s} {r.get('forward', 'mlm'):7s} B={r['batch']:<4}"
+    head = f"{row_head(r)} {r.get('forward', 'mlm'):7s} B={r['batch']:<4}"
     if r["status"] != "reported":
         return f"{head} {r['status'].upper()}: {r['reason']}"
     kinds = ", ".join(

@@ -49,7 +49,7 @@ from harness.perf.noise import NOISE_LIMIT, needs_remeasure, remeasure_repeats
 from harness.perf.telemetry import Telemetry
 from harness.perf.timing import Timing, time_batches, warm
 from harness.precision import get_precision
-from harness.progress import progress_bar
+from harness.progress import progress_bar, row_head
 from harness.reasons import error_message, error_reason, skipped
 from harness.results import is_kernel_crash
 from harness.training import TrainStep
@@ -445,10 +445,7 @@ def combine_ranks(rows: list[dict]) -> dict:
 
 
 def format_row(r: dict) -> str:
-    head = (
-        f"{r['variant']:17s} {r['backend']:15s} {r['precision']:12s} {r.get('layout', ''):14s} "
-        f"{r.get('forward', 'mlm'):7s}"
-    )
+    head = f"{row_head(r)} {r.get('layout', ''):14s} {r.get('forward', 'mlm'):7s}"
     if r["status"] != "reported":
         return f"{head} B={r.get('batch', '-')!s:>4} {r['status'].upper()}: {r.get('reason')}"
     if r["record"] == "max_batch":
