@@ -4,13 +4,13 @@ lines of one run, parity, training, kernels or performance alike, line up."""
 from __future__ import annotations
 
 from harness.backend_names import BACKENDS
-from harness.parity.attention_kernel import format_kernel_record
+from harness.parity.attention_kernel import KERNEL_BACKEND, format_kernel_record
 from harness.parity.run import format_verdict
 from harness.parity.training_parity import format_training_verdict
 from harness.perf.kernel_profile import format_profile
 from harness.perf.sweep import format_row
 from harness.precision import PRECISIONS
-from harness.progress import row_head
+from harness.progress import HEAD_WIDTHS, row_head
 from models.registry import VARIANTS
 
 
@@ -27,7 +27,9 @@ def _skipped(variant: str, backend: str, precision: str) -> dict:
 
 
 def test_the_longest_names_fit_and_every_head_is_as_wide():
-    longest = _skipped(max(VARIANTS, key=len), max(BACKENDS, key=len), max(PRECISIONS, key=len))
+    names = {"variant": list(VARIANTS), "backend": [*BACKENDS, KERNEL_BACKEND], "precision": list(PRECISIONS)}
+    assert {column: max(map(len, table)) for column, table in names.items()} == HEAD_WIDTHS
+    longest = _skipped(*(max(names[column], key=len) for column in ("variant", "backend", "precision")))
     shortest = _skipped(min(VARIANTS, key=len), min(BACKENDS, key=len), min(PRECISIONS, key=len))
     assert len(row_head(longest)) == len(row_head(shortest))
     assert row_head(longest).split() == [longest["variant"], longest["backend"], longest["precision"]]
