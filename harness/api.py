@@ -259,7 +259,7 @@ def parity(
         h5ad=h5ad,
         dicts=dicts,
     )
-    records, verdict = run_parity(spec, v, ref_source, cand_source, device)
+    records, verdict = run_parity(spec, ref_source, cand_source, device)
     result = make_result("parity", records, weights, run_config([spec]))
     path = write_result(result, out) if out is not None else None
     return ParityResult(result, next(r for r in result["records"] if r["record"] == "verdict"), path)

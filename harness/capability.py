@@ -16,6 +16,7 @@ import torch
 
 from harness.backend_names import backend_spec
 from harness.precision import PRECISIONS, Precision
+from harness.reasons import error_reason
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def _te_status() -> tuple[str | None, str | None, dict]:
         import transformer_engine
         import transformer_engine.pytorch as te
     except Exception as exc:  # ImportError, or TE's own error when its CUDA libraries are missing
-        return None, f"{type(exc).__name__}: {exc}".splitlines()[0], {}
+        return None, error_reason(exc), {}
     support = {
         "fp8": te.is_fp8_available(return_reason=True),
         "fp8_block": te.is_fp8_block_scaling_available(return_reason=True),

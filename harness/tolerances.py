@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from harness.precision import Precision
+
 STAGE_CLASSES = ("hidden", "final", "logits", "cell_embedding")
 
 
@@ -91,19 +93,25 @@ def stage_class(stage: str) -> str:
     return "hidden"
 
 
-def bounds_for(precision: str, stage: str) -> tuple[Bound, ...]:
-    if precision not in TOLERANCES:
-        raise KeyError(f"no tolerances for precision {precision!r}")
-    return TOLERANCES[precision][stage_class(stage)]
+def _table(precision: Precision) -> dict[str, tuple[Bound, ...]]:
+    if precision.name not in TOLERANCES:
+        raise KeyError(f"no tolerances for precision {precision.name!r}")
+    return TOLERANCES[precision.name]
 
 
-def needs_peer(precision: str) -> bool:
-    return any(b.peer_factor is not None for bs in TOLERANCES[precision].values() for b in bs)
+def bounds_for(precision: Precision, stage: str) -> tuple[Bound, ...]:
+    """The bounds a stage of a forward parity case at ``precision`` is judged by."""
+    return _table(precision)[stage_class(stage)]
 
 
-def table_as_dict(precision: str) -> dict:
+def needs_peer(precision: Precision) -> bool:
+    """Whether a bound of ``precision`` is relative to the HF peer (so the peer must run)."""
+    return any(b.peer_factor is not None for bs in _table(precision).values() for b in bs)
+
+
+def table_as_dict(precision: Precision) -> dict:
     """The bounds used for a precision, for the ``config`` block of a result."""
-    return {cls: [asdict(b) for b in bounds] for cls, bounds in TOLERANCES[precision].items()}
+    return {cls: [asdict(b) for b in bounds] for cls, bounds in _table(precision).items()}
 
 
 # --- downstream tasks ---------------------------------------------------------------------------
@@ -114,15 +122,14 @@ def table_as_dict(precision: str) -> dict:
 DOWNSTREAM_MAX_METRIC_DIFF = {"fp32": 0.005, "bf16": 0.01, "fp8": 0.02}
 
 
-def _family(precision) -> str:
+def _family(precision: Precision) -> str:
     """The key a ``Precision`` has in the downstream and training tables: its name, FP8 recipes together."""
     return "fp8" if precision.is_fp8 else precision.name
 
 
-def downstream_bound(precision: str) -> float:
-    from harness.precision import get_precision
-
-    return DOWNSTREAM_MAX_METRIC_DIFF[_family(get_precision(precision))]
+def downstream_bound(precision: Precision) -> float:
+    """The largest downstream metric difference a candidate at ``precision`` may show against its HF peer."""
+    return DOWNSTREAM_MAX_METRIC_DIFF[_family(precision)]
 
 
 # Training (harness/parity/backward.py, trajectory.py). Backward: relative L2 of every activation
@@ -154,11 +161,11 @@ def kink_allowance(hidden: int, lr_sum: float, weights_norm: float) -> float:
     return math.sqrt(KINK_UNITS * (2 * hidden + 1)) * lr_sum / weights_norm
 
 
-def has_training_bounds(precision) -> bool:
+def has_training_bounds(precision: Precision) -> bool:
     return _family(precision) in BACKWARD_MAX_REL_L2
 
 
-def _training_bound(table: dict, precision):
+def _training_bound(table: dict, precision: Precision):
     if not has_training_bounds(precision):
         raise KeyError(
             f"no training tolerance for precision {precision.name!r} "
@@ -172,12 +179,12 @@ def step_loss_difference(reference: float, candidate: float) -> float:
     return abs(candidate - reference) / max(abs(reference), LOSS_FLOOR)
 
 
-def backward_bound(precision) -> float:
+def backward_bound(precision: Precision) -> float:
     """The backward bound of a ``Precision``."""
     return _training_bound(BACKWARD_MAX_REL_L2, precision)
 
 
-def trajectory_bound(precision) -> dict:
+def trajectory_bound(precision: Precision) -> dict:
     """The trajectory bounds (``loss``, ``weights``) of a ``Precision``."""
     return _training_bound(TRAJECTORY_MAX, precision)
 
@@ -192,7 +199,7 @@ def trajectory_bound(precision) -> dict:
 TRAINING_BAND_ALLOWANCE = {"fp32": 0.0, "bf16": 0.0, "fp8": 0.01}
 
 
-def training_band_allowance(precision) -> float:
+def training_band_allowance(precision: Precision) -> float:
     """The held-out-loss allowance of a ``Precision`` beyond the reference seeds' band, as a
     fraction of the reference's mean loss at that step."""
     return TRAINING_BAND_ALLOWANCE[_family(precision)]

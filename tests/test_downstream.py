@@ -15,7 +15,7 @@ from harness.downstream.tasks import cell_task_data, gene_task_data
 from models.hf import random_hf_model
 from models.registry import get_variant
 
-CPU_RUNS = [REFERENCE, EvalRun("te-format-torch", "fp32"), EvalRun("te", "bf16")]
+CPU_RUNS = [REFERENCE, EvalRun.parse("te-format-torch@fp32"), EvalRun.parse("te@bf16")]
 
 
 def test_real_labels_load(shared_data):
@@ -176,7 +176,8 @@ def test_perturbation_copies_and_shift_agreement(v1_runner):
     a = perturb(backend, data.cells[:3], v1_runner.variant, genes, goal)
     expected = sum(t in set(genes) for c in data.cells[:3] for t in c)  # each gene in each cell holding it
     assert len(a.cos_shift) == expected and (a.cos_shift > 0).all()  # every deletion moves the cell
-    b = perturb(v1_runner.backend(EvalRun("te-format-torch", "fp32")), data.cells[:3], v1_runner.variant, genes, goal)
+    torch_layout = v1_runner.backend(EvalRun.parse("te-format-torch@fp32"))
+    b = perturb(torch_layout, data.cells[:3], v1_runner.variant, genes, goal)
     agree = shift_agreement(a, b)
     assert agree["goal_shift_pearson"] > 0.999 and agree["sign_agreement_above_floor"] == 1.0
 

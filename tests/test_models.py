@@ -38,7 +38,7 @@ def test_eager_and_sdpa_references_agree():
     fp32 = get_precision("fp32")
     eager = capture(build_backend("hf-eager", hf, fp32, "cpu"), batch, "layer.4.output")
     sdpa = capture(build_backend("hf-sdpa", hf, fp32, "cpu"), batch, "layer.4.output")
-    (bound,) = [b for b in bounds_for("fp32", "logits") if b.metric == "max_abs"]
+    (bound,) = [b for b in bounds_for(get_precision("fp32"), "logits") if b.metric == "max_abs"]
     assert (eager["logits"] - sdpa["logits"]).abs().max() <= bound.limit
 
 

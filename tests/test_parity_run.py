@@ -6,7 +6,7 @@ from __future__ import annotations
 def test_a_parity_case_that_raises_is_an_error_verdict_and_the_run_goes_on(monkeypatch):
     from harness.parity import run as parity_run
 
-    def run_parity(spec, variant, reference, candidate):
+    def run_parity(spec, reference, candidate):
         if spec.precision == "bf16":
             raise ValueError("No dot product attention backend is available for the provided inputs.")
         verdict = {

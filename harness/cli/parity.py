@@ -18,6 +18,7 @@ from harness.cli.common import (
     positive_int,
     write_results,
 )
+from harness.progress import row_head
 from models.errors import UsageError
 from models.registry import VARIANTS
 
@@ -101,7 +102,7 @@ def cmd_run(args) -> int:
         rec = synthetic_embedding_check(v, model, candidate, cap.device, n_cells, max_len or v.context, args.seed)
         records.append(rec)
         print(
-            f"{name:17s} {candidate:16s} fp32         {rec['status'].upper():5s} cell embeddings of "
+            f"{row_head(rec)} {rec['status'].upper():5s} cell embeddings of "
             f"{rec['n_cells']} synthetic cells: rel_l2={rec['rel_l2']:.2e} {rec['violations']}"
         )
     records = write_results("parity", records, random_weights_block(args.seed), run_config(specs), args.out)

@@ -16,6 +16,7 @@ from harness.cli.common import (
     positive_int,
     write_results,
 )
+from harness.progress import row_head
 from models.errors import CannotRunHere, UsageError
 from models.registry import VARIANTS
 
@@ -160,14 +161,14 @@ def _ratio(value: float | None) -> str:
 
 
 def _plain_line(row: dict) -> str:
-    head = f"plain   {row['variant']:10s} {row['backend']:15s} {row['precision']:12s}"
+    head = f"{'plain':7s} {row_head(row)}"
     if row["status"] != "reported":
         return f"{head} {row['status'].upper()}: {row['reason']}"
     return f"{head} {row['cells']} cells: {row['cells_per_s']:.0f} cells/s, budget {row['max_tokens']}"
 
 
 def _workload_line(row: dict) -> str:
-    head = f"{row['workload']:7s} {row['variant']:10s} {row['backend']:15s} {row['precision']:12s}"
+    head = f"{row['workload']:7s} {row_head(row)}"
     if row["status"] != "reported":
         return f"{head} {row['status'].upper()}: {row['reason']}"
     if row["workload"] == "perturb":
@@ -221,7 +222,7 @@ def cmd_perf_gate(args) -> int:
             "REGRESSED" if r["regressed"] else "INCONCLUSIVE (cannot judge: too noisy)" if r["inconclusive"] else "ok"
         )
         print(
-            f"{r['variant']:10s} {r['backend']:10s} {r['precision']:12s} {r['layout']:14s} B={r['batch']:<4} "
+            f"{row_head(r)} {r['layout']:14s} B={r['batch']:<4} "
             f"{r['baseline_cells_per_s']:9.1f} -> {r['cells_per_s']:9.1f} cells/s ({r['ratio']:.3f}, "
             f"allowed -{r['allowed_slowdown']:.1%}) {flag}"
         )

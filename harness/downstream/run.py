@@ -40,8 +40,9 @@ from harness.downstream.classify import (
 from harness.downstream.dosage import gene_matrix
 from harness.downstream.finetune import FineTuneConfig, finetune_cells, finetune_genes
 from harness.downstream.tasks import CellTaskData, GeneTaskData
-from harness.precision import PRECISIONS
+from harness.precision import PRECISIONS, Precision
 from harness.progress import progress_bar
+from harness.reasons import skipped
 from harness.tolerances import downstream_bound
 from models.errors import UsageError
 from models.registry import Variant
@@ -64,11 +65,11 @@ TASK_MODES = ("probe", "finetune")
 @dataclass(frozen=True)
 class EvalRun:
     backend: str
-    precision: str
+    precision: Precision
 
     @property
     def name(self) -> str:
-        return f"{self.backend}@{self.precision}"
+        return f"{self.backend}@{self.precision.name}"
 
     @property
     def is_hf(self) -> bool:
@@ -83,19 +84,19 @@ class EvalRun:
             raise UsageError(f"unknown backend {backend!r} in {text!r}; known: {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision {precision!r} in {text!r}; known: {', '.join(PRECISIONS)}")
-        return cls(backend, precision)
+        return cls(backend, PRECISIONS[precision])
 
 
-REFERENCE = EvalRun("hf-sdpa", "fp32")
+REFERENCE = EvalRun.parse("hf-sdpa@fp32")
 
 
 def default_runs(device: str) -> list[EvalRun]:
     """CPU: the reference and the TE-layout torch forward (the TE rows show as skipped);
     GPU: HF and TE at fp32 and bf16, and TE at FP8 (current scaling)."""
-    te = [EvalRun("te", "fp32"), EvalRun("te", "bf16"), EvalRun("te", "fp8-current")]
+    te = [EvalRun.parse(r) for r in ("te@fp32", "te@bf16", "te@fp8-current")]
     if device == "cpu":
-        return [REFERENCE, EvalRun("te-format-torch", "fp32"), *te]
-    return [REFERENCE, EvalRun("hf-sdpa", "bf16"), *te]
+        return [REFERENCE, EvalRun.parse("te-format-torch@fp32"), *te]
+    return [REFERENCE, EvalRun.parse("hf-sdpa@bf16"), *te]
 
 
 def with_reference(runs: list[EvalRun]) -> list[EvalRun]:
@@ -105,8 +106,8 @@ def with_reference(runs: list[EvalRun]) -> list[EvalRun]:
 
 def _peer(run: EvalRun, runs: list[EvalRun]) -> EvalRun | None:
     """The HF run a non-HF run is judged against: HF at its precision (HF bf16 for FP8)."""
-    hf = {r.precision: r for r in runs if r.is_hf}
-    return hf.get(PRECISIONS[run.precision].peer)
+    hf = {r.precision.name: r for r in runs if r.is_hf}
+    return hf.get(run.precision.peer)
 
 
 def comparisons(runs: list[EvalRun]) -> list[tuple[EvalRun, EvalRun, bool]]:
@@ -122,7 +123,7 @@ def comparisons(runs: list[EvalRun]) -> list[tuple[EvalRun, EvalRun, bool]]:
     return pairs
 
 
-def judge(row: dict, precision: str) -> dict:
+def judge(row: dict, precision: Precision) -> dict:
     """pass when every metric difference to the HF peer is within the downstream bound."""
     worst = max(abs(row[f"{m}_diff"]) for m in agreement.METRICS if np.isfinite(row[f"{m}_diff"]))
     bound = downstream_bound(precision)
@@ -136,7 +137,7 @@ def _base(task: str, mode: str, variant: Variant, run: EvalRun, record: str) -> 
         "mode": mode,
         "variant": variant.name,
         "backend": run.backend,
-        "precision": run.precision,
+        "precision": run.precision.name,
     }
 
 
@@ -154,14 +155,13 @@ class EvalRunner:
             if reason is None:
                 yield run
                 continue
-            records.append({**_base(task, mode, self.variant, run, "skipped"), "status": "skipped", "reason": reason})
+            records.append(skipped(_base(task, mode, self.variant, run, "skipped"), reason))
             progress(f"{task} {run.name:22s} skipped: {reason}")
 
     def backend(self, run: EvalRun):
         from harness.backends import build_backend
-        from harness.precision import get_precision
 
-        return build_backend(run.backend, self.source, get_precision(run.precision), self.device)
+        return build_backend(run.backend, self.source, run.precision, self.device)
 
     @staticmethod
     def release() -> None:

@@ -16,6 +16,8 @@ import torch
 from harness.capability import probe
 from harness.parity.engine import judge_tensors
 from harness.precision import Precision, calibrate, get_precision, make_recipe, quantization
+from harness.progress import row_head
+from harness.reasons import error_reason, skipped
 from models.registry import Variant
 
 KERNEL_STAGE = "attention_kernel"  # a "hidden" stage class in the tolerance table
@@ -63,7 +65,7 @@ def check_attention_kernel(variant: Variant, precision_name: str, seq_len: int, 
     if not reason and precision.dtype != torch.bfloat16:
         reason = "the attention kernel check covers bf16 and the FP8 recipes (bf16 inputs)"
     if reason:
-        return {**base, "status": "skipped", "reason": reason}
+        return skipped(base, reason)
 
     generator = torch.Generator().manual_seed(seed)
     shape = (batch, seq_len, variant.num_attention_heads, variant.head_dim)
@@ -80,9 +82,9 @@ def check_attention_kernel(variant: Variant, precision_name: str, seq_len: int, 
     try:
         first, second = _te_attention(precision, q, k, v)
     except Exception as exc:  # TE finding no kernel for this case is a finding: recorded
-        return {**base, "status": "error", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        return {**base, "status": "error", "reason": error_reason(exc)}
     status, violations, entry = judge_tensors(
-        KERNEL_STAGE, precision.name, reference, rows(first), peer=rows(sdpa(torch.bfloat16))
+        KERNEL_STAGE, precision, reference, rows(first), peer=rows(sdpa(torch.bfloat16))
     )
     repeat_max_abs = float((first.float() - second.float()).abs().max())
     if repeat_max_abs:
@@ -101,7 +103,7 @@ def check_attention_kernel(variant: Variant, precision_name: str, seq_len: int, 
 
 
 def format_kernel_record(r: dict) -> str:
-    head = f"{r['variant']:17s} {r['backend']:19s} {r['precision']:15s} {r['status'].upper():5s}"
+    head = f"{row_head(r)} {r['status'].upper():5s}"
     if r["status"] in ("skipped", "error"):
         return f"{head} {r['reason']}"
     return (

@@ -19,6 +19,7 @@ from harness.backends import Backend, hooks
 from harness.data.batching import Batch
 from harness.embeddings import cell_embedding_stage, mean_over_genes
 from harness.parity.metrics import StageStats
+from harness.precision import Precision
 from harness.tolerances import bounds_for, stage_class
 
 GATED_ORDER_LAST = ("cell_embedding",)  # derived, so judged after the forward chain
@@ -104,7 +105,7 @@ def compare(
     return sorted(stages.values(), key=lambda e: (e.stage in GATED_ORDER_LAST, e.order))
 
 
-def judge_stage(entry: StageComparison, precision: str) -> tuple[str, str]:
+def judge_stage(entry: StageComparison, precision: Precision) -> tuple[str, str]:
     """(status, violations) of one stage against the tolerance table."""
     violations, unjudged = [], []
     for bound in bounds_for(precision, entry.stage):
@@ -125,7 +126,7 @@ def judge_stage(entry: StageComparison, precision: str) -> tuple[str, str]:
 
 
 def judge_tensors(
-    stage: str, precision: str, reference: torch.Tensor, candidate: torch.Tensor, peer: torch.Tensor | None = None
+    stage: str, precision: Precision, reference: torch.Tensor, candidate: torch.Tensor, peer: torch.Tensor | None = None
 ) -> tuple[str, str, StageComparison]:
     """Judge tensors computed outside a hooked forward (cell embeddings, one kernel's output) as
     ``stage``: rows ``[N, D]`` of the candidate (and its peer) against the reference."""
@@ -142,7 +143,7 @@ def judge_tensors(
     return status, violations, entry
 
 
-def judge(comparisons: list[StageComparison], precision: str) -> tuple[list[dict], dict]:
+def judge(comparisons: list[StageComparison], precision: Precision) -> tuple[list[dict], dict]:
     """Per-stage rows with pass/fail against the tolerance table, and the run's verdict."""
     rows, first_fail = [], None
     for entry in comparisons:

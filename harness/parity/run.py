@@ -18,9 +18,11 @@ from harness.embeddings import extract
 from harness.parity.engine import compare, judge, judge_tensors
 from harness.parity.metrics import embedding_fingerprint
 from harness.precision import get_precision
+from harness.progress import progress_bar, row_head
+from harness.reasons import error_reason, skipped
 from harness.tolerances import needs_peer, table_as_dict
 from models.errors import UsageError
-from models.registry import VARIANTS, Variant
+from models.registry import VARIANTS, Variant, get_variant
 
 
 @dataclass(frozen=True)
@@ -41,14 +43,20 @@ class ParitySpec:
     def key(self) -> str:
         return f"{self.variant}/{self.candidate}/{self.precision}"
 
+    @property
+    def variant_config(self) -> Variant:
+        """The registered variant this spec names (the one source of truth for which model runs)."""
+        return get_variant(self.variant)
 
-def make_batch(spec: ParitySpec, variant: Variant, multiple: int) -> Batch:
+
+def make_batch(spec: ParitySpec, multiple: int) -> Batch:
     """Real cells when an AnnData and the dictionaries are given, else synthetic ones.
 
     Real cells are taken at evenly spaced length quantiles, so short and long cells both appear;
     if every chosen cell still fills ``max_len``, the last is cut to half its length (a cell with
     fewer expressed genes) so that padding is always exercised.
     """
+    variant = spec.variant_config
     if not spec.h5ad:
         return synthetic_batch(variant, spec.n_cells, spec.max_len, spec.seed, multiple=multiple)
     if not spec.dicts:
@@ -73,7 +81,7 @@ def reference_precision(device: str) -> str:
     return "fp64" if device == "cpu" else "fp32"
 
 
-def run_parity(spec: ParitySpec, variant: Variant, reference_source, candidate_source, device: str | None = None):
+def run_parity(spec: ParitySpec, reference_source, candidate_source, device: str | None = None):
     """Returns (records, verdict). A configuration this machine cannot run gives one skipped
     verdict record with the reason, never an exception and never a silent omission."""
     cap = probe()
@@ -89,19 +97,19 @@ def run_parity(spec: ParitySpec, variant: Variant, reference_source, candidate_s
     }
     reason = cap.skip_reason(spec.candidate, precision)
     if reason:
-        verdict = {**base, "record": "verdict", "status": "skipped", "reason": reason}
+        verdict = skipped({**base, "record": "verdict"}, reason)
         return [verdict], verdict
 
     ref_precision = get_precision(reference_precision(device))
     multiple = precision.token_multiple
-    batch = make_batch(spec, variant, multiple)
+    batch = make_batch(spec, multiple)
     reference = build_backend(spec.reference, reference_source, ref_precision, device)
     candidate = build_backend(spec.candidate, candidate_source, precision, device)
     peer = None
-    if needs_peer(spec.precision):
+    if needs_peer(precision):
         peer = build_backend(spec.reference, reference_source, get_precision(precision.peer), device)
     comparisons = compare(reference, candidate, batch.split(spec.micro_batch), peer, spec.emb_layer)
-    rows, verdict = judge(comparisons, spec.precision)
+    rows, verdict = judge(comparisons, precision)
     attention = candidate.attention_backend
     del reference, candidate, peer
     if device == "cuda":
@@ -109,7 +117,7 @@ def run_parity(spec: ParitySpec, variant: Variant, reference_source, candidate_s
     context = {
         **base,
         "reference": f"{spec.reference}@{ref_precision.name}",
-        "peer": f"{spec.reference}@bf16" if needs_peer(spec.precision) else None,
+        "peer": f"{spec.reference}@{precision.peer}" if needs_peer(precision) else None,
         "cells": f"real: {spec.h5ad}" if spec.h5ad else "synthetic",
         "real_tokens": batch.real_tokens,
         "padded_len": int(batch.input_ids.shape[1]),
@@ -124,14 +132,12 @@ def run_config(specs: list[ParitySpec]) -> dict:
     """The ``config`` block of a parity result: what ran and the tolerances that judged it."""
     return {
         "specs": [asdict(s) for s in specs],
-        "tolerances": {p: table_as_dict(p) for p in sorted({s.precision for s in specs})},
+        "tolerances": {p: table_as_dict(get_precision(p)) for p in sorted({s.precision for s in specs})},
     }
 
 
 def run_specs(specs: list[ParitySpec], reference_source, candidate_source, progress=print) -> list[dict]:
     """Run specs (of one variant) over the same sources, printing each verdict as it comes."""
-    from harness.progress import progress_bar
-
     records = []
     with progress_bar(len(specs), "parity cases", unit="case") as bar:
         for spec in specs:
@@ -142,10 +148,8 @@ def run_specs(specs: list[ParitySpec], reference_source, candidate_source, progr
 
 def _run_one(spec: ParitySpec, reference_source, candidate_source, progress) -> list[dict]:
     """One case's records; a case that raises becomes an error verdict (printed as it comes)."""
-    from models.registry import get_variant
-
     try:
-        records, verdict = run_parity(spec, get_variant(spec.variant), reference_source, candidate_source)
+        records, verdict = run_parity(spec, reference_source, candidate_source)
     except Exception as exc:  # a kernel that cannot run this case is a finding: recorded, and the run goes on
         verdict = {
             "record": "verdict",
@@ -153,7 +157,7 @@ def _run_one(spec: ParitySpec, reference_source, candidate_source, progress) -> 
             "backend": spec.candidate,
             "precision": spec.precision,
             "status": "error",
-            "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+            "reason": error_reason(exc),
         }
         records = [verdict]
     progress(format_verdict(verdict))
@@ -162,10 +166,10 @@ def _run_one(spec: ParitySpec, reference_source, candidate_source, progress) -> 
 
 def format_verdict(v: dict) -> str:
     if v["status"] in ("skipped", "error"):
-        return f"{v['variant']:17s} {v['backend']:16s} {v['precision']:12s} {v['status'].upper()}: {v['reason']}"
+        return f"{row_head(v)} {v['status'].upper()}: {v['reason']}"
     where = f"first diverging stage: {v['first_diverging_stage']}" if v["first_diverging_stage"] else ""
     return (
-        f"{v['variant']:17s} {v['backend']:16s} {v['precision']:12s} {v['status'].upper():5s} "
+        f"{row_head(v)} {v['status'].upper():5s} "
         f"worst {v['worst_stage']} rel_l2={v['worst_rel_l2']:.2e}  final max|d|={v['final_hidden_max_abs']:.2e}  "
         f"top1={v['logits_top1']:.4f}  {where}"
     )
@@ -184,7 +188,7 @@ def compare_cell_embeddings(
     ref = extract(reference, cells, variant, "cell", emb_layer)
     cand = extract(candidate, cells, variant, "cell", emb_layer)
     status, violations, entry = judge_tensors(
-        "cell_embedding", candidate.precision.name, torch.from_numpy(ref.vectors), torch.from_numpy(cand.vectors)
+        "cell_embedding", candidate.precision, torch.from_numpy(ref.vectors), torch.from_numpy(cand.vectors)
     )
     fingerprints = {**embedding_fingerprint(ref.vectors, "ref_emb_"), **embedding_fingerprint(cand.vectors, "emb_")}
     return status, violations, {**entry.metrics, **fingerprints}

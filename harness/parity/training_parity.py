@@ -28,6 +28,8 @@ from harness.data.synthetic import synthetic_batch
 from harness.parity.backward import compare_backward, gradients
 from harness.parity.trajectory import compare_trajectories
 from harness.precision import get_precision
+from harness.progress import row_head
+from harness.reasons import error_reason, skipped
 from harness.tolerances import BACKWARD_MAX_REL_L2, TRAJECTORY_MAX, has_training_bounds
 from harness.training import Trainee
 from models.registry import get_variant
@@ -93,7 +95,7 @@ def run_training_case(spec: TrainingSpec, model, device: str | None = None) -> l
     if not reason and not has_training_bounds(precision):
         reason = f"no training tolerance for {spec.precision} in harness/tolerances.py"
     if reason:
-        return [{**base, "record": "backward_verdict", "status": "skipped", "reason": reason}]
+        return [skipped({**base, "record": "backward_verdict"}, reason)]
     variant = get_variant(spec.variant)
     ref_precision = get_precision(REFERENCE_PRECISION)
     peer_precision = precision.peer
@@ -159,7 +161,7 @@ def run_training_parity(specs: list[TrainingSpec], seed: int, progress=print) ->
                         "precision": spec.precision,
                         "objective": spec.objective,
                         "status": "error",
-                        "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                        "reason": error_reason(exc),
                     }
                 ]
             records += case
@@ -170,7 +172,7 @@ def run_training_parity(specs: list[TrainingSpec], seed: int, progress=print) ->
 
 
 def format_training_verdict(r: dict) -> str:
-    head = f"{r['variant']:17s} {r['backend']:16s} {r['precision']:12s} {r.get('objective', 'mlm'):8s}"
+    head = f"{row_head(r)} {r.get('objective', 'mlm'):8s}"
     if r["status"] in ("skipped", "error"):
         return f"{head} {r['status'].upper()}: {r['reason']}"
     if r["record"] == "backward_verdict":

@@ -19,6 +19,8 @@ from harness.perf.kernel_kinds import KERNEL_KINDS, OTHER, kernel_kind, kind_key
 from harness.perf.sweep import Point, layout_batches, step_for
 from harness.perf.timing import warm
 from harness.precision import get_precision
+from harness.progress import row_head
+from harness.reasons import skipped
 from models.registry import get_variant
 
 TOP_KERNELS = 8
@@ -40,7 +42,7 @@ def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
     cap = probe()
     reason = "a kernel profile needs a CUDA GPU" if not cap.cuda else cap.skip_reason(point.backend, point.precision)
     if reason:
-        return {**base, "status": "skipped", "reason": reason}
+        return skipped(base, reason)
     from torch.profiler import ProfilerActivity, profile
 
     variant = get_variant(point.variant)
@@ -77,7 +79,7 @@ def profile_point(point: Point, model, repeats: int = 3, seed: int = 0) -> dict:
 
 
 def format_profile(r: dict) -> str:
-    head = f"{r['variant']:10s} {r['backend']:10s} {r['precision']:16s} {r.get('forward', 'mlm'):7s} B={r['batch']:<4}"
+    head = f"{row_head(r)} {r.get('forward', 'mlm'):7s} B={r['batch']:<4}"
     if r["status"] != "reported":
         return f"{head} {r['status'].upper()}: {r['reason']}"
     kinds = ", ".join(

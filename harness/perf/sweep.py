@@ -49,7 +49,8 @@ from harness.perf.noise import NOISE_LIMIT, needs_remeasure, remeasure_repeats
 from harness.perf.telemetry import Telemetry
 from harness.perf.timing import Timing, time_batches, warm
 from harness.precision import get_precision
-from harness.progress import progress_bar
+from harness.progress import progress_bar, row_head
+from harness.reasons import error_message, error_reason, skipped
 from harness.results import is_kernel_crash
 from harness.training import TrainStep
 from models.errors import KernelCrash, UsageError
@@ -247,7 +248,7 @@ class SweepRunner:
         if point.layout == "packed" and backend_spec(point.backend).layout != "packed":
             reason = f"packed (THD) batches need {' or '.join(PACKED_BACKENDS)}; {point.backend} takes padded batches"
         if reason:
-            return {**row, "status": "skipped", "reason": reason}
+            return skipped(row, reason)
         variant = get_variant(point.variant)
         try:
             backend = self._backend_for(point)
@@ -264,10 +265,10 @@ class SweepRunner:
         except torch.OutOfMemoryError as exc:
             self._backend = self._backend_key = None
             torch.cuda.empty_cache()
-            return {**row, "status": "skipped", "reason": "out of memory: " + str(exc).splitlines()[0][:200]}
+            return skipped(row, f"out of memory: {error_message(exc)}")
         except Exception as exc:  # recorded, and the sweep goes on
             self._backend = self._backend_key = None
-            return {**row, "status": "error", "reason": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            return {**row, "status": "error", "reason": error_reason(exc)}
         cells = sum(b.n_cells for b in batches)
         real = sum(b.real_tokens for b in batches)
         padded = sum(b.input_ids.numel() for b in batches)
@@ -318,7 +319,7 @@ class SweepRunner:
         }
         reason = probe().skip_reason(backend, precision)
         if reason:
-            return {**row, "status": "skipped", "reason": reason}
+            return skipped(row, reason)
 
         def fits(n: int) -> bool:
             try:
@@ -352,7 +353,7 @@ class SweepRunner:
                 "batch": good,
                 "max_batch": good,
                 "failed_at_batch": n,
-                "reason": f"{type(exc).__name__} at batch {n}: {str(exc).splitlines()[0][:200]}",
+                "reason": error_reason(exc, where=f" at batch {n}"),
             }
         return {**row, "status": "reported", "batch": good, "max_batch": good, "capped": bad is None}
 
@@ -444,10 +445,7 @@ def combine_ranks(rows: list[dict]) -> dict:
 
 
 def format_row(r: dict) -> str:
-    head = (
-        f"{r['variant']:17s} {r['backend']:15s} {r['precision']:12s} {r.get('layout', ''):14s} "
-        f"{r.get('forward', 'mlm'):7s}"
-    )
+    head = f"{row_head(r)} {r.get('layout', ''):14s} {r.get('forward', 'mlm'):7s}"
     if r["status"] != "reported":
         return f"{head} B={r.get('batch', '-')!s:>4} {r['status'].upper()}: {r.get('reason')}"
     if r["record"] == "max_batch":

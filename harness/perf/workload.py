@@ -45,6 +45,7 @@ from harness.embeddings import (
 from harness.perf.flops import forward_flops
 from harness.perf.telemetry import Telemetry
 from harness.precision import get_precision
+from harness.reasons import skipped
 from models.registry import Variant
 
 PROJECTION_CELLS = 1500  # the Geneformer paper's perturbation scale: ≈ 60 h on an A100 with the original code
@@ -58,7 +59,7 @@ def _free_cached_memory() -> None:
 
 def _skipped(base: dict, backend: str, precision: str) -> dict | None:
     reason = probe().skip_reason(backend, precision)
-    return {**base, "status": "skipped", "reason": reason} if reason else None
+    return skipped(base, reason) if reason else None
 
 
 def _base(
@@ -257,7 +258,7 @@ def plain_loops(variant: Variant, source, cells: list, cells_from: str, budgets:
     for family, name in LOOPS.items():
         base = {**_base("embed", variant, name, precision, cells, cells_from), "record": "plain_loop"}
         if family not in runs:
-            records.append({**base, "status": "skipped", "reason": te_reason})
+            records.append(skipped(base, te_reason))
             continue
         run = runs[family]
         whose = _base("embed", variant, name, precision, sample, cells_from)

@@ -10,9 +10,8 @@ from models.registry import get_variant
 
 def test_parity(parity_spec, parity_log, hf_model):
     records_log, specs_log = parity_log
-    variant = get_variant(parity_spec.variant)
-    model = hf_model(variant)
-    records, verdict = run_parity(parity_spec, variant, model, model)
+    model = hf_model(get_variant(parity_spec.variant))
+    records, verdict = run_parity(parity_spec, model, model)
     records_log.extend(records)
     specs_log.append(parity_spec)
     if verdict["status"] == "skipped":

@@ -97,7 +97,7 @@ def _checkpoint(state_dict, config) -> Checkpoint:
 
 def _run(model, candidate: Checkpoint):
     spec = ParitySpec(VARIANT, "te-format-torch", "fp32", n_cells=3, max_len=48)
-    return run_parity(spec, get_variant(VARIANT), model, candidate, device="cpu")
+    return run_parity(spec, model, candidate, device="cpu")
 
 
 def test_unmodified_conversion_passes(reference):

@@ -23,10 +23,10 @@ def test_parity_on_real_cells(variant, shared_data):
         h5ad=str(shared_data / SAMPLE),
         dicts=str(shared_data / "geneformer_dicts"),
     )
-    batch = make_batch(spec, v, multiple=1)
+    batch = make_batch(spec, multiple=1)
     assert batch.attention_mask.eq(0).any(), "real-cell batches must include padding"
     if v.has_cls_eos:
         assert (batch.input_ids[:, 0] == v.special_tokens["<cls>"]).all()
     model = random_hf_model(v, seed=0)
-    _, verdict = run_parity(spec, v, model, model, device="cpu")
+    _, verdict = run_parity(spec, model, model, device="cpu")
     assert verdict["status"] == "pass" and verdict["cells"].startswith("real:")
