@@ -46,6 +46,7 @@ from harness.backends import build_backend
 from harness.data.batching import collate
 from harness.environment import environment
 from harness.precision import get_precision
+from harness.reasons import error_reason
 from harness.results import make_result, now_utc
 from harness.tolerances import training_band_allowance
 from harness.training import LR, Trainee, adamw, masked_batch, optimizer_step
@@ -384,7 +385,7 @@ def run_band(spec: BandSpec, pool: CellPool, progress=print, trace: bool = False
                 rows, traced = run_seed(backend, precision, model, pool, spec, seed, trace)
             except Exception as exc:  # a recipe that cannot train is a finding: recorded, the run goes on
                 rows, traced = (
-                    [{"step": 0, "seed": seed, "backend": backend, "precision": precision, "error": str(exc)}],
+                    [{"step": 0, "seed": seed, "backend": backend, "precision": precision, "error": error_reason(exc)}],
                     [],
                 )
             records += [{**base, "record": "band_trace", **r} for r in traced]
@@ -392,7 +393,7 @@ def run_band(spec: BandSpec, pool: CellPool, progress=print, trace: bool = False
             last = rows[-1]
             progress(
                 f"{spec.variant} {spec.objective} seed {seed} {backend}@{precision}: "
-                + (f"ERROR {last['error'][:200]}" if "error" in last else f"held-out loss {last['held_out_loss']:.4f}")
+                + (f"ERROR {last['error']}" if "error" in last else f"held-out loss {last['held_out_loss']:.4f}")
             )
     for (backend, precision), rows in runs.items():
         records += [{**base, "record": "band_point", **r} for r in rows if "error" not in r]
@@ -419,7 +420,7 @@ def band_verdicts(spec: BandSpec, runs: dict[tuple[str, str], list[dict]], pool:
         failed = [("the reference could not train: ", r) for r in reference if "error" in r]
         failed += [("", r) for r in rows if "error" in r]
         if failed:
-            records.append({**context, "status": "error", "reason": (failed[0][0] + failed[0][1]["error"])[:300]})
+            records.append({**context, "status": "error", "reason": failed[0][0] + failed[0][1]["error"]})
         else:
             allowance = training_band_allowance(get_precision(precision))
             baselines = (pool.majority_share, unigram_loss(pool, get_variant(spec.variant)), len(pool.held_out))
