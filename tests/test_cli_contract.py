@@ -80,33 +80,15 @@ def test_counts_must_be_positive(ckpts, capsys, argv, option):
     assert exit_.value.code == 2 and option in capsys.readouterr().err
 
 
-def test_te_embedding_on_a_cpu_cannot_run_here(tmp_path, capsys):
-    assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "4", "--genes", "800"]) == 0
-    assert (
-        main(
-            [
-                "tokenize",
-                "--input",
-                str(tmp_path / "s.h5ad"),
-                "--variant",
-                "V1-10M",
-                "--dicts",
-                "synthetic",
-                "--out",
-                str(tmp_path / "tok"),
-                "--max-len",
-                "32",
-            ]
-        )
-        == 0
-    )
+def test_te_embedding_on_a_cpu_cannot_run_here(tmp_path, capsys, make_tokenized):
+    tok = make_tokenized(4, genes=800, max_len=32) / "tok"
     capsys.readouterr()
     assert (
         main(
             [
                 "embed",
                 "--input",
-                str(tmp_path / "tok"),
+                str(tok),
                 "--variant",
                 "V1-10M",
                 "--backend",
@@ -184,12 +166,10 @@ def test_a_largest_batch_search_on_a_cpu_is_refused(sweep, capsys):
     assert "searches the largest batch that fits" in err and "pass --force" in err
 
 
-def test_a_long_workload_on_a_cpu_is_refused_with_an_estimate(tmp_path, capsys):
-    assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "4", "--genes", "800"]) == 0
-    tok = ["tokenize", "--input", str(tmp_path / "s.h5ad"), "--variant", "V1-10M", "--dicts", "synthetic"]
-    assert main([*tok, "--out", str(tmp_path / "tok"), "--quiet"]) == 0
+def test_a_long_workload_on_a_cpu_is_refused_with_an_estimate(tmp_path, capsys, make_tokenized):
+    tok = make_tokenized(4, genes=800) / "tok"
     capsys.readouterr()
-    argv = ["bench", "--workload", "embed", "--cells", str(tmp_path / "tok"), "--variants", "V1-10M"]
+    argv = ["bench", "--workload", "embed", "--cells", str(tok), "--variants", "V1-10M"]
     assert main([*argv, "--repeat-to", "10000000", "--out", str(tmp_path / "w.json")]) == 2
     err = capsys.readouterr().err
     assert "--workload embed" in err and " h; run it on a GPU, or pass --force" in err

@@ -21,13 +21,9 @@ def _rows(losses_by_seed: dict[int, list[float]], every: int = 10) -> list[dict]
 
 
 @pytest.fixture(scope="module")
-def tokenized_v1(tmp_path_factory):
+def tokenized_v1(make_tokenized):
     """40 synthetic cells with planted states (obs cell_state), tokenized for V1-10M."""
-    folder = tmp_path_factory.mktemp("band")
-    assert main(["synth", "--out", str(folder / "s.h5ad"), "--cells", "40", "--genes", "1500"]) == 0
-    args = ["--variant", "V1-10M", "--dicts", "synthetic", "--max-len", "64", "--obs-columns", "cell_state"]
-    assert main(["tokenize", "--input", str(folder / "s.h5ad"), "--out", str(folder / "tok"), *args]) == 0
-    return folder / "tok"
+    return make_tokenized(40, genes=1500, max_len=64, obs_columns=["cell_state"]) / "tok"
 
 
 REFERENCE = _rows({0: [10.0, 8.0, 6.0], 1: [10.1, 8.4, 6.3], 2: [9.9, 8.2, 6.1]})
@@ -140,7 +136,7 @@ def test_train_band_end_to_end_on_the_cpu(tmp_path, tokenized_v1):
     assert all(by[("te-format-torch", s, t)] == pytest.approx(by[("hf-sdpa", s, t)], rel=1e-4) for s, t in [(1, 8)])
 
 
-def test_a_band_file_judged_again_keeps_its_runs_and_says_by_what(tmp_path, tokenized_v1, capsys):
+def test_a_band_file_judged_again_keeps_its_runs_and_says_by_what(tmp_path, tokenized_v1, capsys, make_tokenized):
     """--rejudge: the runs of a file judged by today's rule, nothing trained; the same cells or exit 2."""
     first = tmp_path / "band.json"
     argv = [
@@ -166,11 +162,7 @@ def test_a_band_file_judged_again_keeps_its_runs_and_says_by_what(tmp_path, toke
     assert new["config"]["rejudged"]["from_sha256"] and "commit" in new["config"]["rejudged"]
     capsys.readouterr()
     fewer = list(argv)
-    other = tmp_path / "other"
-    other.mkdir()
-    assert main(["synth", "--out", str(other / "s.h5ad"), "--cells", "20", "--genes", "1500", "--seed", "1"]) == 0
-    tok = ["--variant", "V1-10M", "--dicts", "synthetic", "--max-len", "64", "--obs-columns", "cell_state"]
-    assert main(["tokenize", "--input", str(other / "s.h5ad"), "--out", str(other / "tok"), *tok]) == 0
+    other = make_tokenized(20, genes=1500, seed=1, max_len=64, obs_columns=["cell_state"])
     fewer[fewer.index(str(tokenized_v1))] = str(other / "tok")
     assert main([*fewer, "--rejudge", str(first), "--out", str(tmp_path / "x.json")]) == 2
     assert "give the --cells the run was given" in capsys.readouterr().err

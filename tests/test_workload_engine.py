@@ -147,35 +147,15 @@ def test_cpu_budget_and_a_cell_longer_than_the_budget(v1_model):
         assert [rows for _, rows in plan] == [[0], [1]]
 
 
-def test_embed_cli_defaults_h5ad_and_no_silent_overwrite(tmp_path, capsys):
+def test_embed_cli_defaults_h5ad_and_no_silent_overwrite(tmp_path, capsys, make_tokenized):
     import anndata
 
-    assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "10", "--genes", "1500"]) == 0
-    assert (
-        main(
-            [
-                "tokenize",
-                "--input",
-                str(tmp_path / "s.h5ad"),
-                "--variant",
-                "V1-10M",
-                "--dicts",
-                "synthetic",
-                "--out",
-                str(tmp_path / "tok"),
-                "--max-len",
-                "64",
-                "--obs-columns",
-                "cell_state",
-            ]
-        )
-        == 0
-    )
+    made = make_tokenized(10, genes=1500, max_len=64, obs_columns=["cell_state"])
     out = tmp_path / "e.h5ad"
     argv = [
         "embed",
         "--input",
-        str(tmp_path / "tok"),
+        str(made / "tok"),
         "--variant",
         "V1-10M",
         "--out",
@@ -186,7 +166,7 @@ def test_embed_cli_defaults_h5ad_and_no_silent_overwrite(tmp_path, capsys):
     assert main(argv) == 0
     adata = anndata.read_h5ad(out)
     assert adata.obsm["X_geneformer"].shape == (10, V1.hidden_size)
-    assert list(adata.obs["cell_state"]) == list(anndata.read_h5ad(tmp_path / "s.h5ad").obs["cell_state"])
+    assert list(adata.obs["cell_state"]) == list(anndata.read_h5ad(made / "cells.h5ad").obs["cell_state"])
     assert adata.uns["geneformer"]["backend"] == "hf-sdpa" and adata.uns["geneformer"]["precision"] == "fp32"
     record = json.loads((tmp_path / "r.json").read_text())["records"][0]
     assert record["startup_s"] >= record["startup_imports_s"] > 0 and record["cells"] == 10
@@ -197,26 +177,8 @@ def test_embed_cli_defaults_h5ad_and_no_silent_overwrite(tmp_path, capsys):
     assert main([*argv[:-2], "--overwrite", "--out", str(tmp_path / "e.txt")]) == 2
 
 
-def test_workload_bench_records_the_pipeline_and_its_ceiling(tmp_path):
-    assert main(["synth", "--out", str(tmp_path / "s.h5ad"), "--cells", "8", "--genes", "1500"]) == 0
-    assert (
-        main(
-            [
-                "tokenize",
-                "--input",
-                str(tmp_path / "s.h5ad"),
-                "--variant",
-                "V1-10M",
-                "--dicts",
-                "synthetic",
-                "--out",
-                str(tmp_path / "tok"),
-                "--max-len",
-                "48",
-            ]
-        )
-        == 0
-    )
+def test_workload_bench_records_the_pipeline_and_its_ceiling(tmp_path, make_tokenized):
+    tok = make_tokenized(8, genes=1500, max_len=48) / "tok"
     out = tmp_path / "w.json"
     assert (
         main(
@@ -225,7 +187,7 @@ def test_workload_bench_records_the_pipeline_and_its_ceiling(tmp_path):
                 "--workload",
                 "embed",
                 "--cells",
-                str(tmp_path / "tok"),
+                str(tok),
                 "--variants",
                 "V1-10M",
                 "--backends",
@@ -264,7 +226,7 @@ def test_workload_bench_records_the_pipeline_and_its_ceiling(tmp_path):
                 "--workload",
                 "perturb",
                 "--cells",
-                str(tmp_path / "tok"),
+                str(tok),
                 "--variants",
                 "V1-10M",
                 "--backends",
@@ -281,7 +243,7 @@ def test_workload_bench_records_the_pipeline_and_its_ceiling(tmp_path):
     )
     (row,) = json.loads(out.read_text())["records"]
     assert row["perturbations"] > 0 and row["projected_hours"] > 0
-    assert main(["bench", "--workload", "embed", "--sweep", "cpu-smoke", "--cells", str(tmp_path / "tok")]) == 2
+    assert main(["bench", "--workload", "embed", "--sweep", "cpu-smoke", "--cells", str(tok)]) == 2
 
 
 def test_attention_that_materializes_scores_gets_no_fixed_shape(v1_model):
