@@ -19,10 +19,10 @@ since step 0). The pairs:
   gradient replaced by an exact zero, which its exact gradient is: softmax ignores a shift shared
   by a query's scores; AdamW's weight decay still scales it, identically in both).
 
-Run from the repository root (one process; on 2 shared cores ~4 min a run at --max-len 256), e.g.:
+Run from the repository root (one process; on 2 shared cores ~3-4 min a run at --max-len 128), e.g.:
 
     PYTHONPATH=. python harness/diagnostics/cpu_drift.py \
-        --cells TOK_CELLTYPIST_V1 TOK_CHR21_V1 --steps 48 --eval-every 16 --max-len 256 \
+        --cells TOK_CELLTYPIST_V1 TOK_CHR21_V1 --steps 48 --eval-every 24 --max-len 128 \
         > results/cpu/profiles/cpu-drift.log
 """
 
@@ -122,9 +122,9 @@ def run(backend: str, precision: str, pool, spec, seed: int, n_threads: int | No
 RUNS = (
     ("HF sdpa fp32", "hf-sdpa", "fp32", None, False, True),
     ("TE layout fp32", "te-format-torch", "fp32", None, False, True),
-    ("HF eager fp32", "hf-eager", "fp32", None, False, False),
     ("HF sdpa fp32 K frozen", "hf-sdpa", "fp32", None, True, True),
     ("TE layout fp32 K frozen", "te-format-torch", "fp32", None, True, False),
+    ("HF eager fp32", "hf-eager", "fp32", None, False, False),
     ("HF sdpa fp32 1 thread", "hf-sdpa", "fp32", 1, False, False),
     ("HF eager fp64", "hf-eager", "fp64", None, False, False),
 )
