@@ -157,6 +157,11 @@ def unigram_loss(pool: CellPool, variant: Variant) -> float | None:
     return -sum(math.log((counts.get(t, 0) + 0.5) / total) for t in held) / len(held)
 
 
+def baselines(pool: CellPool, variant: Variant) -> dict:
+    """What the reference had to beat for a band to judge (``learned``), recorded in the config."""
+    return {"majority_share": pool.majority_share, "unigram_loss": unigram_loss(pool, variant)}
+
+
 EVAL_CHUNK = 16  # held-out cells per evaluation forward (the MLM logits of 64 cells would take gigabytes)
 
 
@@ -407,6 +412,7 @@ def band_verdicts(spec: BandSpec, runs: dict[tuple[str, str], list[dict]], pool:
     base["lr"] = spec.lr  # a band at another learning rate is another test (the verdict's case names it)
     reference = runs[(spec.reference, spec.reference_precision)]
     mixed = " (mixed precision)" if get_precision(spec.reference_precision).mixed else ""
+    beat = baselines(pool, get_variant(spec.variant))  # once: it counts every training token
     records = []
     for precision in spec.precisions:
         rows = runs.get((spec.candidate, precision), [])
@@ -423,8 +429,8 @@ def band_verdicts(spec: BandSpec, runs: dict[tuple[str, str], list[dict]], pool:
             records.append({**context, "status": "error", "reason": failed[0][0] + failed[0][1]["error"]})
         else:
             allowance = training_band_allowance(get_precision(precision))
-            baselines = (pool.majority_share, unigram_loss(pool, get_variant(spec.variant)), len(pool.held_out))
-            records.append({**context, **judge_band(reference, rows, allowance, *baselines)})
+            judged = judge_band(reference, rows, allowance, *beat.values(), cells=len(pool.held_out))
+            records.append({**context, **judged})
     return records
 
 
@@ -448,14 +454,12 @@ def rejudge(result: dict, pool: CellPool) -> dict:
             runs.setdefault((r["backend"], r["precision"]), []).append(r)
     errors = {r["precision"]: r for r in result["records"] if r["record"] == "band_verdict" and r["status"] == "error"}
     verdicts = [errors.get(v["precision"], v) for v in band_verdicts(spec, runs, pool)]
-    kept = [{k: v for k, v in r.items() if k != "gating"} for r in result["records"] if r["record"] != "band_verdict"]
+    kept = [r for r in result["records"] if r["record"] != "band_verdict"]  # make_result restamps gating
     env = environment()
     rejudged = {"commit": env.get("git_commit"), "dirty": env.get("git_dirty"), "at": now_utc()}
     rejudged["from_sha256"] = result.get("_source", {}).get("sha256")
-    baselines = {"majority_share": pool.majority_share, "unigram_loss": unigram_loss(pool, get_variant(spec.variant))}
-    new_config = {**config, "cells": {**cells, **baselines}, "rejudged": rejudged}
-    out = make_result("parity", kept + [{k: v for k, v in r.items() if k != "gating"} for r in verdicts],
-                      result["weights"], new_config, env=result["env"])  # fmt: skip
+    new_config = {**config, "cells": {**cells, **baselines(pool, get_variant(spec.variant))}, "rejudged": rejudged}
+    out = make_result("parity", kept + verdicts, result["weights"], new_config, env=result["env"])
     out["created"] = result["created"]
     return out
 
@@ -471,8 +475,7 @@ def band_config(spec: BandSpec, pool: CellPool, sources: list[str]) -> dict:
             "train": len(pool.train),
             "held_out": len(pool.held_out),
             "classes": pool.classes,
-            "majority_share": pool.majority_share,
-            "unigram_loss": unigram_loss(pool, get_variant(spec.variant)),
+            **baselines(pool, get_variant(spec.variant)),
             "split_seed": SPLIT_SEED,
         },
         "optimizer": {"name": "AdamW", "lr": spec.lr, "warmup_fraction": WARMUP_FRACTION, "weight_decay": WEIGHT_DECAY},
