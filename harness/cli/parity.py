@@ -146,7 +146,6 @@ def cmd_train_band(args) -> int:
     from harness.capability import probe
     from harness.data.stream import read_tokenized
     from harness.parity.training_band import BandSpec, CellPool, band_config, run_band
-    from harness.results import gate_status
     from models.random_weights import random_weights_block
     from models.registry import get_variant
 
@@ -194,6 +193,13 @@ def cmd_train_band(args) -> int:
     records = write_results(
         "parity", records, random_weights_block(0), band_config(spec, pool, list(args.cells)), args.out
     )
+    return _band_outcome(records)
+
+
+def _band_outcome(records: list[dict]) -> int:
+    """Each band verdict on the console, and the exit code: 1 when any gating check fails."""
+    from harness.results import gate_status
+
     for r in records:
         if r["record"] == "band_verdict":
             print(f"{r['precision']:12s} {r['status'].upper():5s} {r.get('violations') or r.get('reason') or ''}")
@@ -206,7 +212,7 @@ def _rejudge(args, cells: list[list[int]], labels: list[str] | None) -> int:
     """``train-band --rejudge FILE``: the file's runs judged again by today's rule, its spec and
     split rebuilt from the same cells; nothing is trained."""
     from harness.parity.training_band import BandSpec, CellPool, rejudge
-    from harness.results import gate_status, read_result, write_result
+    from harness.results import read_result, write_result
 
     result = read_result(args.rejudge)
     spec = result["config"].get("spec")
@@ -217,13 +223,9 @@ def _rejudge(args, cells: list[list[int]], labels: list[str] | None) -> int:
             f"--rejudge {args.rejudge} holds {spec['variant']} {spec['objective']}; "
             f"give --variant {spec['variant']} --objective {spec['objective']}"
         )
-    band = BandSpec(**{**spec, "precisions": tuple(spec["precisions"])})
-    new = rejudge(result, CellPool.from_cells(cells, labels, band))
+    new = rejudge(result, CellPool.from_cells(cells, labels, BandSpec.from_config(spec)))
     print(f"results: {write_result(new, args.out)} (the runs of {args.rejudge}, judged again)")
-    for r in new["records"]:
-        if r["record"] == "band_verdict":
-            print(f"{r['precision']:12s} {r['status'].upper():5s} {r.get('violations') or r.get('reason') or ''}")
-    return 1 if "fail" in [gate_status(r) for r in new["records"]] else 0
+    return _band_outcome(new["records"])
 
 
 def register(sub, fmt: dict) -> None:

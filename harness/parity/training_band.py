@@ -81,6 +81,11 @@ class BandSpec:
     eval_cells: int = 64
     lr: float = LR  # the notebooks' 5e-5; another one asks where an instability starts
 
+    @classmethod
+    def from_config(cls, spec: dict) -> "BandSpec":
+        """The spec a results file's ``config.spec`` holds (JSON keeps the precisions as a list)."""
+        return cls(**{**spec, "precisions": tuple(spec["precisions"])})
+
 
 @dataclass
 class CellPool:
@@ -441,7 +446,7 @@ def rejudge(result: dict, pool: CellPool) -> dict:
     run's own (the same cells, split the same way): the classifier's majority share comes from it.
     A verdict that was an error stays one (its runs left no rows to judge)."""
     config = result["config"]
-    spec = BandSpec(**{**config["spec"], "precisions": tuple(config["spec"]["precisions"])})
+    spec = BandSpec.from_config(config["spec"])
     cells = config["cells"]
     if (cells["train"], cells["held_out"]) != (len(pool.train), len(pool.held_out)):
         raise UsageError(
