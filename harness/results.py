@@ -371,7 +371,10 @@ def tested_identity(result: dict) -> str:
     weights' sha256) or the random weights' seed. A verdict for one never stands in for another."""
     weights = result.get("weights", {})
     if weights.get("source") == "random-init":
-        return f"random weights, seed {weights.get('seed')}"
+        seeds = weights.get("seeds")  # a training band: one draw per seed
+        return (
+            f"random weights, seeds {seeds[0]}-{seeds[-1]}" if seeds else f"random weights, seed {weights.get('seed')}"
+        )
     sha = weights.get("candidate", weights).get("sha256")
     return f"checkpoint {sha[:12]}" if sha else "checkpoint (sha256 not recorded)"
 

@@ -159,13 +159,49 @@ def test_a_band_file_judged_again_keeps_its_runs_and_says_by_what(tmp_path, toke
     points = [r for r in new["records"] if r["record"] == "band_point"]
     assert points == [r for r in run["records"] if r["record"] == "band_point"]
     assert new["created"] == run["created"] and new["env"] == run["env"]
-    assert new["config"]["rejudged"]["from_sha256"] and "commit" in new["config"]["rejudged"]
+    assert new["config"]["rejudged"]["from"][0]["sha256"] and "commit" in new["config"]["rejudged"]
+    assert new["weights"]["seeds"] == [0, 1] and "seed" not in new["weights"]
     capsys.readouterr()
     fewer = list(argv)
     other = make_tokenized(20, genes=1500, seed=1, max_len=64, obs_columns=["cell_state"])
     fewer[fewer.index(str(tokenized_v1))] = str(other / "tok")
     assert main([*fewer, "--rejudge", str(first), "--out", str(tmp_path / "x.json")]) == 2
     assert "give the --cells the run was given" in capsys.readouterr().err
+
+
+def test_seeds_run_apart_are_judged_as_one_band(tmp_path, tokenized_v1, capsys):
+    """--rejudge A B: seeds run in parallel (--first-seed) join into one band; overlapping seeds,
+    a gap or another band's file is bad input (exit 2), never a silently wider band."""
+    argv = [
+        "train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--objective", "classify",
+        "--label-column", "cell_state", "--backend", "te-format-torch", "--precisions", "fp32",
+        "--reference-precision", "fp32", "--steps", "2", "--eval-every", "2", "--batch-cells", "4", "--max-len", "24",
+    ]  # fmt: skip
+    files = {}
+    for first, seeds in [(0, 1), (1, 2), (4, 1)]:
+        files[first] = tmp_path / f"band-{first}.json"
+        main([*argv, "--first-seed", str(first), "--seeds", str(seeds), "--out", str(files[first])])
+    assert json.loads(files[1].read_text())["weights"]["seeds"] == [1, 2]
+    both = tmp_path / "both.json"
+    main([*argv, "--rejudge", str(files[0]), str(files[1]), "--out", str(both)])
+    joined = json.loads(both.read_text())
+    assert joined["config"]["spec"]["seeds"] == 3 and joined["config"]["spec"]["first_seed"] == 0
+    assert joined["weights"]["seeds"] == [0, 1, 2]
+    points = [r for r in joined["records"] if r["record"] == "band_point"]
+    assert sorted({r["seed"] for r in points}) == [0, 1, 2] and len(points) == 3 * 2 * 2  # seeds x backends x evals
+    (verdict,) = [r for r in joined["records"] if r["record"] == "band_verdict"]
+    assert verdict["reference"].endswith("3 seeds")
+    assert [f["file"] for f in joined["config"]["rejudged"]["from"]] == [str(files[0]), str(files[1])]
+    capsys.readouterr()
+    for bad, says in [((0, 0), "overlap or leave a gap"), ((0, 4), "overlap or leave a gap")]:
+        out = tmp_path / "bad.json"
+        assert main([*argv, "--rejudge", *(str(files[k]) for k in bad), "--out", str(out)]) == 2
+        assert says in capsys.readouterr().err and not out.exists()
+    other = json.loads(files[4].read_text())
+    other["config"]["spec"]["lr"] = 1e-3
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main([*argv, "--rejudge", str(files[0]), str(tmp_path / "other.json"), "--out", str(out)]) == 2
+    assert "another band (lr differ)" in capsys.readouterr().err
 
 
 def test_classify_without_a_label_column_is_bad_input(tmp_path, tokenized_v1, capsys):

@@ -145,8 +145,7 @@ def cmd_train_parity(args) -> int:
 def cmd_train_band(args) -> int:
     from harness.capability import probe
     from harness.data.stream import read_tokenized
-    from harness.parity.training_band import BandSpec, CellPool, band_config, run_band
-    from models.random_weights import random_weights_block
+    from harness.parity.training_band import BandSpec, CellPool, band_config, band_weights, run_band
     from models.registry import get_variant
 
     check_output(args.out, "results", args.overwrite)
@@ -190,9 +189,7 @@ def cmd_train_band(args) -> int:
         "weights: seeded random init (one per seed)"
     )
     records = run_band(spec, pool, trace=args.trace)
-    records = write_results(
-        "parity", records, random_weights_block(0), band_config(spec, pool, list(args.cells)), args.out
-    )
+    records = write_results("parity", records, band_weights(spec), band_config(spec, pool, list(args.cells)), args.out)
     return _band_outcome(records)
 
 
@@ -209,22 +206,25 @@ def _band_outcome(records: list[dict]) -> int:
 
 
 def _rejudge(args, cells: list[list[int]], labels: list[str] | None) -> int:
-    """``train-band --rejudge FILE``: the file's runs judged again by today's rule, its spec and
-    split rebuilt from the same cells; nothing is trained."""
+    """``train-band --rejudge FILE [FILE ...]``: the files' runs (several files: other seeds of one
+    band, run in parallel) judged together by today's rule, the spec and split rebuilt from the
+    same cells; nothing is trained."""
     from harness.parity.training_band import BandSpec, CellPool, rejudge
     from harness.results import read_result, write_result
 
-    result = read_result(args.rejudge)
-    spec = result["config"].get("spec")
-    if result["kind"] != "parity" or not spec or not any(r["record"] == "band_point" for r in result["records"]):
-        raise UsageError(f"--rejudge {args.rejudge}: not a gfqual train-band results file (no band_point records)")
-    if (spec["variant"], spec["objective"]) != (args.variant, args.objective):
-        raise UsageError(
-            f"--rejudge {args.rejudge} holds {spec['variant']} {spec['objective']}; "
-            f"give --variant {spec['variant']} --objective {spec['objective']}"
-        )
-    new = rejudge(result, CellPool.from_cells(cells, labels, BandSpec.from_config(spec)))
-    print(f"results: {write_result(new, args.out)} (the runs of {args.rejudge}, judged again)")
+    results = [read_result(path) for path in args.rejudge]
+    for path, result in zip(args.rejudge, results):
+        spec = result["config"].get("spec")
+        if result["kind"] != "parity" or not spec or not any(r["record"] == "band_point" for r in result["records"]):
+            raise UsageError(f"--rejudge {path}: not a gfqual train-band results file (no band_point records)")
+        if (spec["variant"], spec["objective"]) != (args.variant, args.objective):
+            raise UsageError(
+                f"--rejudge {path} holds {spec['variant']} {spec['objective']}; "
+                f"give --variant {spec['variant']} --objective {spec['objective']}"
+            )
+    pool = CellPool.from_cells(cells, labels, BandSpec.from_config(results[0]["config"]["spec"]))
+    new = rejudge(results, pool)
+    print(f"results: {write_result(new, args.out)} (the runs of {' + '.join(args.rejudge)}, judged again)")
     return _band_outcome(new["records"])
 
 
@@ -317,8 +317,11 @@ def register(sub, fmt: dict) -> None:
     )
     p.add_argument(
         "--rejudge",
-        help="a train-band results file: judge its runs again by today's rule (nothing is trained; give the "
-        "--cells, --variant, --objective and --label-column it was run with)",
+        nargs="+",
+        metavar="FILE",
+        help="train-band results files: judge their runs again by today's rule, several files (other seeds of "
+        "one band, run in parallel with --first-seed) together as one band (nothing is trained; give the "
+        "--cells, --variant, --objective and --label-column they were run with)",
     )
     p.add_argument("--out", help=RESULTS_OUT)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
