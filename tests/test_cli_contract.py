@@ -112,6 +112,14 @@ def test_synth_never_replaces_a_file(tmp_path, capsys):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_synth_with_too_few_genes_for_its_states_is_bad_input(tmp_path, capsys):
+    """3 states of 40 program genes need 120 genes: fewer is exit 2 naming the fix, not a crash."""
+    out = tmp_path / "s.h5ad"
+    assert main(["synth", "--out", str(out), "--cells", "4", "--genes", "100"]) == 2
+    assert "give at least 120 genes" in capsys.readouterr().err and not out.exists()
+    assert main(["synth", "--out", str(out), "--cells", "4", "--genes", "120"]) == 0
+
+
 @pytest.mark.parametrize("payload", [pickle.dumps({"a": print}), pickle.dumps({"a": 1})[:7]], ids=["code", "truncated"])
 def test_a_refused_dictionary_pickle_names_the_file(tmp_path, capsys, payload):
     folder = tmp_path / "dicts" / "gc30M"

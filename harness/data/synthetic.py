@@ -130,6 +130,11 @@ def synthetic_anndata(
     rng = np.random.default_rng(seed)
     vocab = sorted(g for g in dicts.token_ids if g in dicts.medians)
     genes = np.asarray(vocab)[rng.choice(len(vocab), size=min(n_genes, len(vocab)), replace=False)]
+    if n_states * program_size > len(genes):
+        raise UsageError(
+            f"{len(genes)} genes are too few for {n_states} states of {program_size} program genes each: "
+            f"give at least {n_states * program_size} genes (--genes), or fewer states (--states)"
+        )
     baseline = np.exp(rng.normal(0.0, 1.5, len(genes)))
     programs = rng.choice(len(genes), size=(n_states, program_size), replace=False)
     states = np.arange(n_cells) % n_states
