@@ -19,7 +19,8 @@ since step 0). The pairs:
   gradient replaced by an exact zero, which its exact gradient is: softmax ignores a shift shared
   by a query's scores; AdamW's weight decay still scales it, identically in both).
 
-Run from the repository root (one process; on 2 shared cores ~3-4 min a run at --max-len 128), e.g.:
+Run from the repository root (one process; on 2 cores about 5 min a run at --max-len 128 beside another
+job, 2.5-5 min at 512 alone), e.g.:
 
     PYTHONPATH=. python harness/diagnostics/cpu_drift.py \
         --cells TOK_CELLTYPIST_V1 TOK_CHR21_V1 --steps 48 --eval-every 24 --max-len 128 \
