@@ -392,14 +392,16 @@ def gate_status(record: dict) -> str | None:
 def read_result(path: str | os.PathLike, name: str | None = None) -> dict:
     """A results file, validated (schema 1 upgraded in memory). ``_source`` notes, in memory only
     (never written), the file it came from (``name``, else its path) and its bytes' sha256: the
-    verdict names and fingerprints every input."""
+    verdict names and fingerprints every input. A gzipped file (a run kept as it was, beside the
+    file judged again from it) is read through gzip; its sha256 is of the bytes as stored."""
+    import gzip
     import hashlib
 
     path = Path(path)
     try:
         raw = path.read_bytes()
-        result = json.loads(raw)
-    except (OSError, json.JSONDecodeError) as exc:
+        result = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ResultsError(f"{path}: cannot read results: {exc}") from exc
     if isinstance(result, dict) and result.get("schema_version") == 1:
         result = upgrade_v1(result)

@@ -1,8 +1,9 @@
 """Does a recipe train Geneformer like bf16? The answer a team reads, from results only: per GPU and
 recipe, what the held-out bands of ``gfqual train-band`` say (yes / no / cannot judge, over the
-bands that could judge), beside its training speed over TE bf16 from the training sweep (each
-ratio divided within one run); then every band, with its paired gap. The verdict on each band is
-the record's (``harness/parity/training_band.py``), counted by harness/verdict/training.py."""
+bands that could judge: not those whose reference learned nothing, nor those it spiked in),
+beside its training speed over TE bf16 from the training sweep (each ratio divided within one
+run); then every band, with its paired gap. The verdict on each band is the record's
+(``harness/parity/training_band.py``), counted by harness/verdict/training.py."""
 
 from __future__ import annotations
 
@@ -24,11 +25,18 @@ def newest_bands(results: list[dict]) -> dict[tuple, dict]:
     return out
 
 
+def _unstable(v: dict) -> bool:
+    """A band failed where the reference itself spiked: the learning rate's matter, not the recipe's."""
+    return v["status"] == "fail" and bool(v.get("unstable")) and not v.get("inconclusive")
+
+
 def _answer(v: dict) -> str:
     if v["status"] == "pass":
         return "yes"
     if v["status"] == "error":
         return f"error: {v.get('reason', '')}"
+    if _unstable(v):
+        return f"unstable at this lr: {v.get('violations', '')}"
     return ("cannot judge: " if v.get("inconclusive") else "no: ") + v.get("violations", "").removeprefix(
         "cannot judge: "
     )
@@ -68,15 +76,22 @@ def recipe_table(results: list[dict]) -> Table | None:
         by[(key[0], key[5])].append((key, v))
     rows = []
     for (gpu, precision), cases in sorted(by.items(), key=lambda i: (i[0][0], precision_order(i[0][1]))):
-        judged = [(k, v) for k, v in cases if not v.get("inconclusive")]
+        judged = [(k, v) for k, v in cases if not v.get("inconclusive") and not _unstable(v)]
         failed = [k for k, v in judged if v["status"] != "pass"]
+        unstable = [k for k, v in cases if _unstable(v)]
         answer = "cannot judge" if not judged else ("no" if failed else "yes")
+        answer += f" (fails: {', '.join(f'{k[1]} {k[2]} lr {k[3]:g}' for k in failed)})" if failed else ""
+        answer += (
+            f" (unstable reference, not counted: {', '.join(f'{k[1]} {k[2]} lr {k[3]:g}' for k in unstable)})"
+            if unstable
+            else ""
+        )
         where = ", ".join(f"{k[1]} {OBJECTIVES.get(k[2], k[2])} lr {k[3]:g}" for k, _ in judged)
         rows.append(
             [
                 gpu,
                 precision,
-                answer + (f" (fails: {', '.join(f'{k[1]} {k[2]} lr {k[3]:g}' for k in failed)})" if failed else ""),
+                answer,
                 f"{len(judged)} of {len(cases)}" + (f": {where}" if where else ""),
                 _largest_gap(judged),
                 speed.get((gpu, precision), "—" if precision == "bf16" else NOT_MEASURED),

@@ -368,6 +368,8 @@ def test_the_readme_states_the_committed_verdict():
         ("H200", "training", "tolerance"),
         ("H100", "downstream", "tolerance"),
         ("H200", "training", "inconclusive"),
+        ("H200", "training", "instability"),
     }
     assert classes[("H200", "training", "tolerance")] == 6 and "H200, six cases" in readme
     assert f"{classes[('H200', 'training', 'inconclusive')]} held-out\ntraining bands that cannot judge" in readme
+    assert f"and {classes[('H200', 'training', 'instability')]} whose reference spiked (`instability`" in readme

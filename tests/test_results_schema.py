@@ -3,6 +3,7 @@ every committed result readable under the schema."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -33,6 +34,20 @@ def test_results_round_trip_and_validation(tmp_path):
     assert back["records"][0]["rel_l2"] is None and back["env"] == ENV  # non-finite is null, never "nan"
     assert back["records"][0]["gating"] is True
     assert [r["kind"] for r in read_results(tmp_path)] == ["parity"]
+
+
+def test_a_gzipped_results_file_reads_as_itself_and_a_truncated_one_is_refused(tmp_path):
+    import gzip
+
+    path = write_result(make_result("parity", [_verdict()], {"source": "random-init"}, {}, env=ENV), tmp_path)
+    packed = tmp_path / "kept.json.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    back = read_result(packed)
+    assert back["records"] == read_result(path)["records"]
+    assert back["_source"]["sha256"] == hashlib.sha256(packed.read_bytes()).hexdigest()
+    packed.write_bytes(packed.read_bytes()[:20])
+    with pytest.raises(ResultsError, match="cannot read results"):
+        read_result(packed)
 
 
 def test_results_reader_rejects_what_it_cannot_read(tmp_path):

@@ -86,6 +86,29 @@ def test_a_classifier_no_better_than_the_most_common_class_cannot_judge():
     assert judge_band(REFERENCE, REFERENCE, allowance=0.0, majority_share=0.40)["status"] == "pass"
 
 
+def test_mlm_a_hair_under_the_gene_frequencies_cannot_judge():
+    """REFERENCE ends at a mean of 6.133 nats: 0.01 under the unigram loss is frequencies (inconclusive),
+    0.06 under is learning (judged)."""
+    verdict = judge_band(REFERENCE, REFERENCE, allowance=0.0, unigram=6.133 + 0.01)
+    assert verdict["status"] == "fail" and verdict["inconclusive"] is True
+    assert "learned only the gene frequencies" in verdict["violations"] and "0.05 nats below" in verdict["violations"]
+    assert judge_band(REFERENCE, REFERENCE, allowance=0.0, unigram=6.133 + 0.06)["status"] == "pass"
+
+
+def test_a_band_failed_where_the_reference_itself_spikes_says_so():
+    """A reference seed whose held-out loss climbs back >= 0.1 nats above its best marks the band
+    unstable; a candidate outside it is still a failure, and its violation names the spike."""
+    spiky = _rows({0: [10.0, 8.0, 8.3], 1: [10.1, 8.4, 8.2], 2: [9.9, 8.2, 8.1]})  # seed 0 rises 0.3 at step 20
+    worse = _rows({0: [10.0, 8.9, 8.6], 1: [10.05, 9.0, 8.6], 2: [9.95, 8.8, 8.6]})
+    verdict = judge_band(spiky, worse, allowance=0.0)
+    assert verdict["status"] == "fail" and verdict["unstable"] is True
+    assert (verdict["reference_rise_seed"], verdict["reference_rise_step"]) == (0, 20)
+    assert verdict["reference_rise"] == pytest.approx(0.3)
+    assert "its seed 0's held-out loss rose 0.30 nats above its best by step 20" in verdict["violations"]
+    steady = judge_band(REFERENCE, worse, allowance=0.0)  # REFERENCE only falls: not unstable
+    assert steady["unstable"] is False and "unstable" not in steady["violations"]
+
+
 def test_a_run_that_leaves_its_seeds_trajectory_is_named_by_the_paired_gap():
     # seed 1 ends 0.05 above its own reference, yet the mean stays inside the band the seeds span
     candidate = _rows({0: [10.0, 8.0, 6.0], 1: [10.1, 8.4, 6.35], 2: [9.9, 8.2, 6.1]})

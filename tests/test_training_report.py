@@ -181,8 +181,9 @@ def test_training_speedups_divide_within_one_run_and_mark_a_failing_precision(tm
     assert "![" in md and "training-H200-mlm-V1-10M.png" in md
 
 
-def _band(precision, status="pass", inconclusive=False, objective="classify", lr=5e-5, gap=0.01):
+def _band(precision, status="pass", inconclusive=False, objective="classify", lr=5e-5, gap=0.01, unstable=False):
     verdict = {
+        "unstable": unstable,
         "variant": "V1-10M", "objective": objective, "steps": 200, "seeds": 3, "lr": lr, "record": "band_verdict",
         "backend": "te", "precision": precision, "reference": "hf-sdpa@bf16, 3 seeds", "status": status,
         "inconclusive": inconclusive, "final_loss_reference": 0.44, "final_loss_candidate": 0.45,
@@ -203,14 +204,20 @@ def test_the_recipe_table_answers_from_the_bands_that_could_judge():
         _band("fp8-block", "fail", inconclusive=True, objective="mlm"),
         _band("fp8-current", "fail", inconclusive=True, objective="mlm"),
         _band("fp8-delayed", "fail", lr=1e-4),
+        _band("fp8-delayed", "fail", objective="mlm", lr=1e-3, unstable=True),
+        _band("bf16", "pass", objective="mlm", lr=1e-3, unstable=True),  # a pass in a spiky band still counts
     ]
     rows = {r[1]: r for r in recipe_table(results).rows}
-    assert rows["bf16"][2] == "yes" and rows["bf16"][3].startswith("1 of 1")
+    assert rows["bf16"][2] == "yes" and rows["bf16"][3].startswith("2 of 2")
     assert rows["fp8-block"][2] == "yes" and rows["fp8-block"][3].startswith("1 of 2")  # the MLM band cannot judge
     assert rows["fp8-block"][4].startswith(
         "0.7 (V1-10M cell classifier lr 5e-05, seed 1)"
     )  # a passing band's gap shows
     assert rows["fp8-current"][2] == "cannot judge" and rows["fp8-current"][3] == "0 of 1"
-    assert rows["fp8-delayed"][2] == "no (fails: V1-10M classify lr 0.0001)"
+    assert rows["fp8-delayed"][2] == (
+        "no (fails: V1-10M classify lr 0.0001) (unstable reference, not counted: V1-10M mlm lr 0.001)"
+    )
+    assert rows["fp8-delayed"][3].startswith("1 of 2")
     answers = [r[5] for r in band_table(results).rows]
+    assert any(a.startswith("unstable at this lr: ") for a in answers)
     assert "cannot judge: the reference learned only the gene frequencies" in answers

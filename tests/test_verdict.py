@@ -339,6 +339,22 @@ def test_a_training_band_the_reference_learned_nothing_in_is_inconclusive_not_a_
     assert failure["detail"].startswith("cannot judge: the reference learned only the class frequencies")
 
 
+def test_a_training_band_failed_where_the_reference_spikes_is_instability(tmp_path):
+    clean = _clean(tmp_path / "clean")
+    band = {
+        **CASE, "record": "band_verdict", "objective": "mlm", "steps": 1000, "seeds": 3, "status": "fail",
+        "inconclusive": False, "unstable": True, "lr": 1e-3, "reference": "hf-sdpa@bf16, 3 seeds",
+        "violations": "held-out loss 8.3625 at step 400 outside the reference seeds' [7.9510, 8.3563]; the reference "
+        "itself is unstable here: its seed 2's held-out loss rose 0.60 nats above its best by step 700",
+    }  # fmt: skip
+    write_result(make_result("parity", [band], WEIGHTS, {}, env=_env()), clean / "band.json")
+    rc, verdict = _report(tmp_path, clean)
+    assert rc == 1 and verdict["overall"] == "FAIL"  # an unstable band is still no pass
+    (failure,) = verdict["failures"]
+    assert (failure["gate"], failure["class"]) == ("training", "instability")
+    assert failure["case"].startswith("mlm held-out band V1-10M te bf16 lr 0.001")
+
+
 def test_a_drop_within_a_quiet_points_noise_passes():
     base = _perf(created="2026-01-01T00:00:00+00:00")
     verdict = judge([base, _perf(cells_per_s=97.0, created="2026-02-01T00:00:00+00:00")])

@@ -6,7 +6,9 @@ seen with, a tolerance choice with its bound); any other failure is classed by w
   tolerance       a measured value outside its bound (the bound; rationale in harness/TOLERANCES.md)
   scope           a limit of what was measured (random weights, a synthetic task), from the data file
   regression      slower than the baseline run of the same sweep beyond its noise
-  inconclusive    a drop the measurements' noise makes unjudgeable ("cannot judge: too noisy")
+  inconclusive    a drop the measurements' noise makes unjudgeable ("cannot judge: too noisy"), or a
+                  training band the reference learned nothing in
+  instability     a training band the reference itself spikes in (a learning-rate matter, not TE's)
   crash           a kernel fault (CUDA error, illegal memory access) not known as a TE defect
   error           a case that should have run and raised
   missing         a step of the plan that did not run, or whose outputs are absent
@@ -30,6 +32,7 @@ CLASSES = (
     "scope",
     "regression",
     "inconclusive",
+    "instability",
     "crash",
     "error",
     "missing",

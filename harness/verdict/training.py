@@ -19,5 +19,7 @@ def training_checks(results: list[dict]) -> list[Check]:
             c = check(res, r, "training", case, r.get("reason") or r.get("violations") or "", status)
             if status == "fail" and r.get("inconclusive"):
                 c.klass = "inconclusive"  # a band the reference learned nothing in: it cannot judge
+            elif status == "fail" and r.get("unstable"):
+                c.klass = "instability"  # a band the reference itself spikes in: the learning rate's matter
             out.append(c)
     return out
