@@ -8,6 +8,9 @@
 #   classify:  celltypist cells, labels = expression clusters, 64 held out
 #   fp8-block: its missed drop, on the classifier band at lr 2.5e-5 with the per-layer trace
 set -uo pipefail
+# the device copy's .git can be stale (results then name an old commit, dirty): say what ran
+: "${GFQUAL_COMMIT:?set GFQUAL_COMMIT (and GFQUAL_GIT_DIRTY=0) to the commit the checkout is at}"
+export GFQUAL_COMMIT GFQUAL_GIT_DIRTY
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 CELLS=${CELLS:-.wt-carry/band}
 OUT=${OUT:-/tmp/out}
@@ -35,6 +38,10 @@ band() {  # NAME SEED VARIANT OBJECTIVE [more train-band arguments]: one seed, i
 # pretraining peak lr 1e-3 for 1,000 steps (a CPU run at 1e-3 was still at the frequency baseline
 # after 200). Each seed is its own process and file (SEEDS picks them per call); the files of one
 # band are judged together afterwards: gfqual train-band --rejudge FILE... (joins seeds).
+# Measured at 8fe99b2 (H200, six processes at once): the V1-10M MLM seeds (4 recipes + HF, 1,000
+# steps) finished within 259 s; the V2-104M classifier seeds did not finish even their first run
+# (HF, 500 steps) in 259 s, when --trace synced once per parameter (now once a step). Give the
+# V2-104M seeds a call of their own (ONLY=V2-104M-classify-lr2.5e-5, a full 600 s call).
 SEEDS=${SEEDS:-0 1 2}
 # shellcheck disable=SC2086
 {

@@ -5,6 +5,9 @@
 #   startup   gfqual embed, default flags, V2-104M, 5,031 cells: once timed, once under -X importtime
 #   workload  gfqual bench --workload embed (calibration, plain loops, FP8 beside bf16)
 set -uo pipefail
+# the device copy's .git can be stale (results then name an old commit, dirty): say what ran
+: "${GFQUAL_COMMIT:?set GFQUAL_COMMIT (and GFQUAL_GIT_DIRTY=0) to the commit the checkout is at}"
+export GFQUAL_COMMIT GFQUAL_GIT_DIRTY
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT/logs"
