@@ -145,7 +145,8 @@ def cmd_train_parity(args) -> int:
 def cmd_train_band(args) -> int:
     from harness.capability import probe
     from harness.data.stream import read_tokenized
-    from harness.parity.training_band import BandSpec, CellPool, band_config, band_weights, run_band
+    from harness.parity.band_files import band_config, band_weights
+    from harness.parity.training_band import BandSpec, CellPool, run_band
     from models.registry import get_variant
 
     check_output(args.out, "results", args.overwrite)
@@ -209,7 +210,8 @@ def _rejudge(args, cells: list[list[int]], labels: list[str] | None) -> int:
     """``train-band --rejudge FILE [FILE ...]``: the files' runs (several files: other seeds of one
     band, run in parallel) judged together by today's rule, the spec and split rebuilt from the
     same cells; nothing is trained."""
-    from harness.parity.training_band import BandSpec, CellPool, rejudge
+    from harness.parity.band_files import rejudge
+    from harness.parity.training_band import BandSpec, CellPool
     from harness.results import read_result, write_result
 
     results = [read_result(path) for path in args.rejudge]
