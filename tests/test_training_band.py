@@ -9,7 +9,8 @@ import math
 import pytest
 
 from harness.cli import main
-from harness.parity.training_band import BandSpec, CellPool, judge_band
+from harness.parity.band_rule import judge_band
+from harness.parity.training_band import BandSpec, CellPool
 
 
 def _rows(losses_by_seed: dict[int, list[float]], every: int = 10) -> list[dict]:
@@ -225,6 +226,44 @@ def test_seeds_run_apart_are_judged_as_one_band(tmp_path, tokenized_v1, capsys):
     (tmp_path / "other.json").write_text(json.dumps(other))
     assert main([*argv, "--rejudge", str(files[0]), str(tmp_path / "other.json"), "--out", str(out)]) == 2
     assert "another band (lr differ)" in capsys.readouterr().err
+
+
+def test_an_interrupted_band_resumes_from_its_finished_runs(tmp_path, tokenized_v1, capsys, monkeypatch):
+    """Each finished run goes to OUT.partial.jsonl: killed after two runs, the same command runs only
+    the rest and gives what an unbroken run gives; a partial file of another band is refused."""
+    from harness.parity import training_band
+
+    argv = [
+        "train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--objective", "classify",
+        "--label-column", "cell_state", "--backend", "te-format-torch", "--precisions", "fp32",
+        "--reference-precision", "fp32", "--seeds", "2", "--steps", "2", "--eval-every", "2",
+        "--batch-cells", "4", "--max-len", "24",
+    ]  # fmt: skip
+    whole = tmp_path / "whole.json"
+    main([*argv, "--out", str(whole)])
+    out = tmp_path / "band.json"
+    partial = tmp_path / "band.json.partial.jsonl"
+    real, calls = training_band.run_seed, []
+
+    def dies_on_the_third(*a, **k):
+        calls.append(a[:2])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(training_band, "run_seed", dies_on_the_third)
+    assert main([*argv, "--out", str(out)]) == 130 and not out.exists()
+    assert "band.json.partial.jsonl keeps the finished runs" in capsys.readouterr().err
+    assert len(partial.read_text().splitlines()) == 1 + 2  # the band's identity, two runs
+    calls.clear()
+    assert main([*argv, "--out", str(out)]) == 1  # two steps learn nothing: inconclusive, as the whole run
+    assert len(calls) == 2 and "2 runs already finished" in capsys.readouterr().out
+    assert not partial.exists()
+    points = [[r for r in json.loads(f.read_text())["records"] if r["record"] == "band_point"] for f in (whole, out)]
+    assert points[0] == points[1]
+    partial.write_text(json.dumps({"band": {"spec": {"lr": 1.0}}}) + "\n")
+    assert main([*argv, "--out", str(out), "--overwrite"]) == 2
+    assert "holds the finished runs of another band" in capsys.readouterr().err
 
 
 def test_classify_without_a_label_column_is_bad_input(tmp_path, tokenized_v1, capsys):

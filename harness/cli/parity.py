@@ -5,6 +5,7 @@ Each subcommand's arguments sit beside its handler (``register``)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from harness.backend_names import BACKENDS, OBJECTIVES, backend_spec, backends_where
 from harness.cli.common import (
@@ -18,6 +19,7 @@ from harness.cli.common import (
     positive_int,
     write_results,
 )
+from harness.outputs import interruptible
 from harness.progress import row_head
 from models.errors import UsageError
 from models.registry import VARIANTS
@@ -189,8 +191,16 @@ def cmd_train_band(args) -> int:
         f"{args.reference_precision}; "
         "weights: seeded random init (one per seed)"
     )
-    records = run_band(spec, pool, trace=args.trace)
+    # a .json --out keeps each finished run in OUT.partial.jsonl: a killed or interrupted band resumes
+    partial = (
+        Path(args.out).with_name(Path(args.out).name + ".partial.jsonl") if str(args.out).endswith(".json") else None
+    )
+    resume = f"{partial.name} keeps the finished runs: run the same command to resume" if partial else "run it again"
+    with interruptible(resume):
+        records = run_band(spec, pool, trace=args.trace, partial=partial)
     records = write_results("parity", records, band_weights(spec), band_config(spec, pool, list(args.cells)), args.out)
+    if partial is not None:
+        partial.unlink(missing_ok=True)
     return _band_outcome(records)
 
 

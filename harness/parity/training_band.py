@@ -17,7 +17,7 @@ cells no step ever trained on, at fixed steps, over several seeds:
   candidate whose loss is not finite has diverged and fails;
 * a band can only judge what the reference learned: when the reference's held-out loss did not
   fall, when the classifier's held-out accuracy is no better than always answering the most common
-  class (``LEARNED_MARGIN``), or when the MLM's held-out loss is no lower than the training cells'
+  class (``band_rule.LEARNED_MARGIN``), or when the MLM's held-out loss is no lower than the training cells'
   gene frequencies alone give (``unigram_loss``: a model that learned only how common each gene is),
   every precision "stays in the band" and the band says nothing about training Geneformer; such a
   verdict fails as *inconclusive* ("cannot judge"), never a pass;
@@ -36,14 +36,18 @@ everywhere in training parity.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from harness.backends import build_backend
 from harness.data.batching import collate
+from harness.parity.band_rule import judge_band
 from harness.precision import get_precision
 from harness.reasons import error_reason
 from harness.tolerances import training_band_allowance
@@ -55,18 +59,6 @@ REFERENCE = "hf-sdpa"
 REFERENCE_PRECISION = "bf16"
 SPLIT_SEED = 0  # the held-out split: one for every run, so every run is evaluated on the same cells
 EVAL_MASK_SEED = 10_000  # held-out MLM masks: fixed, apart from every training step's
-# A classifier has learned more than the class frequencies when its held-out accuracy beats always
-# answering the most common class by this much (5 points: 3 of 64 held-out cells, beyond one lucky cell).
-LEARNED_MARGIN = 0.05
-# MLM has learned more than the gene frequencies when its held-out loss beats the unigram loss by
-# this much (5% in perplexity). At H200 lr 1e-3, 1,000 steps, V1-10M's HF reference ended 0.011 nats
-# under the unigram loss after spikes of 0.3-0.4 nats: a hair under the frequencies is not learning.
-LEARNED_MARGIN_NATS = 0.05
-# A reference seed is unstable when its held-out loss climbs back this far above its best so far
-# (at H200 lr 1e-3, V1-10M MLM's HF seed 2 went 7.94 -> 8.54 in 200 steps): a band as wide as the
-# reference's own jumps says the learning rate, not the precision; a failure in it is "instability".
-INSTABILITY_RISE = 0.1
-ROUNDING = 1e-9  # the mean of equal values can exceed them in its last bit: not outside the band
 
 
 @dataclass(frozen=True)
@@ -264,181 +256,74 @@ def run_seed(
     return rows, traced
 
 
-def judge_band(
-    reference: list[dict],
-    candidate: list[dict],
-    allowance: float,
-    majority_share: float | None = None,
-    unigram: float | None = None,
-    cells: int = 0,
-) -> dict:
-    """The candidate's held-out loss, averaged over seeds, within the reference seeds' band at every
-    evaluation step, widened by ``allowance`` times the reference's mean loss there; the verdict
-    with its worst step, the worst paired gap (``paired_gap``), and *inconclusive* when the
-    reference learned nothing the band could judge (``learned``: ``majority_share`` for a classifier,
-    ``unigram``, the gene-frequency baseline, for MLM)."""
-    steps = sorted({r["step"] for r in reference})
-    worst: dict = {"margin": -math.inf}
-    for step in steps:
-        ref = [r["held_out_loss"] for r in reference if r["step"] == step]
-        cand = [r["held_out_loss"] for r in candidate if r["step"] == step]
-        if not cand or not all(math.isfinite(x) for x in cand):
-            diverged = f"diverged: held-out loss {cand} at step {step}"
-            return {"status": "fail", "worst_step": step, "violations": diverged}
-        mean, widen = sum(cand) / len(cand), allowance * sum(ref) / len(ref)
-        lo, hi = min(ref) - widen, max(ref) + widen
-        margin = max(lo - mean, mean - hi)  # > 0: outside the band by that many nats
-        if margin > worst["margin"]:
-            worst = {"margin": margin, "step": step, "mean": mean, "lo": min(ref), "hi": max(ref)}
-    last = steps[-1]
-    accuracy = "" if majority_share is None else accuracy_outside(reference, candidate, steps, allowance, cells)
-    final = {
-        "final_loss_reference": _mean(reference, last, "held_out_loss"),
-        "final_loss_candidate": _mean(candidate, last, "held_out_loss"),
-        "final_accuracy_reference": _mean(reference, last, "held_out_accuracy"),
-        "final_accuracy_candidate": _mean(candidate, last, "held_out_accuracy"),
-    }
-    outside = worst["margin"] > ROUNDING or bool(accuracy)
-    cannot_judge = "" if outside else learned(reference, steps[0], last, majority_share, unigram)
-    rise = largest_rise(reference)
-    unstable = rise["rise"] >= INSTABILITY_RISE
-    spiked = (
-        f"the reference itself is unstable here: its seed {rise['seed']}'s held-out loss rose {rise['rise']:.2f} "
-        f"nats above its best by step {rise['step']}"
-        if unstable and outside
-        else ""
-    )
-    return {
-        "status": "fail" if outside or cannot_judge else "pass",
-        "inconclusive": bool(cannot_judge),
-        "unstable": unstable,
-        "reference_rise": rise["rise"],
-        "reference_rise_seed": rise["seed"],
-        "reference_rise_step": rise["step"],
-        "worst_step": worst["step"],
-        "worst_loss_candidate": worst["mean"],
-        "band_low": worst["lo"],
-        "band_high": worst["hi"],
-        "allowance": allowance,
-        "outside_by": worst["margin"] if worst["margin"] > ROUNDING else 0.0,
-        **final,
-        **({"majority_share": majority_share} if majority_share is not None else {}),
-        **({"unigram_loss": unigram} if unigram is not None else {}),
-        **paired_gap(reference, candidate),
-        "violations": "; ".join(
-            filter(
-                None,
-                [
-                    f"held-out loss {worst['mean']:.4f} at step {worst['step']} outside the reference seeds' "
-                    f"[{worst['lo']:.4f}, {worst['hi']:.4f}] widened by {allowance:.0%} of their mean"
-                    if worst["margin"] > ROUNDING
-                    else "",
-                    accuracy,
-                    cannot_judge,
-                    spiked,
-                ],
-            )
-        ),
-    }
-
-
-def accuracy_outside(
-    reference: list[dict], candidate: list[dict], steps: list[int], allowance: float, cells: int
-) -> str:
-    """The classifier's second judged quantity: its held-out accuracy, averaged over seeds, within
-    the reference seeds' [lowest, highest] at every step, widened by ``allowance`` times their mean
-    and by one held-out cell (1/``cells``: accuracy moves in steps of one cell, and a cell near the
-    decision boundary flips with any rounding); where it is furthest outside, or ""."""
-    worst = (0.0, "")
-    for step in steps:
-        ref = [r["held_out_accuracy"] for r in reference if r["step"] == step]
-        cand = [r["held_out_accuracy"] for r in candidate if r["step"] == step]
-        mean, widen = sum(cand) / len(cand), allowance * sum(ref) / len(ref) + (1 / cells if cells else 0.0)
-        margin = max(min(ref) - widen - mean, mean - max(ref) - widen)
-        if margin > max(worst[0], ROUNDING):
-            band = f"[{min(ref):.3f}, {max(ref):.3f}]"
-            worst = (margin, f"held-out accuracy {mean:.3f} at step {step} outside the reference seeds' {band}")
-    return worst[1]
-
-
-def learned(
-    reference: list[dict], first: int, last: int, majority_share: float | None, unigram: float | None = None
-) -> str:
-    """Why the reference learned nothing a band can judge ("cannot judge: ..."), or "" when it did."""
-    start, end = _mean(reference, first, "held_out_loss"), _mean(reference, last, "held_out_loss")
-    if not end < start:
-        did_not = f"({start:.4f} at step {first}, {end:.4f} at {last})"
-        return f"cannot judge: the reference's held-out loss did not fall {did_not}"
-    if unigram is not None and end > unigram - LEARNED_MARGIN_NATS:
-        return (
-            f"cannot judge: the reference learned only the gene frequencies (held-out loss {end:.4f}; the training "
-            f"cells' gene frequencies alone give {unigram:.4f}, and learning means {LEARNED_MARGIN_NATS} nats below)"
-        )
-    accuracy = _mean(reference, last, "held_out_accuracy")
-    if majority_share is not None and accuracy < majority_share + LEARNED_MARGIN:
-        return (
-            f"cannot judge: the reference learned only the class frequencies (held-out accuracy {accuracy:.3f}; "
-            f"the most common class is {majority_share:.3f} of the held-out cells)"
-        )
-    return ""
-
-
-def largest_rise(rows: list[dict]) -> dict:
-    """How far any seed's held-out loss climbed back above its best so far, and where: a spike or a
-    blow-up, which a learning curve that only falls (up to noise) never shows."""
-    worst = {"rise": 0.0, "seed": None, "step": None}
-    for seed in sorted({r["seed"] for r in rows}):
-        best = math.inf
-        for r in sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["step"]):
-            if r["held_out_loss"] - best > worst["rise"]:
-                worst = {"rise": r["held_out_loss"] - best, "seed": seed, "step": r["step"]}
-            best = min(best, r["held_out_loss"])
-    return worst
-
-
-def paired_gap(reference: list[dict], candidate: list[dict]) -> dict:
-    """The largest held-out-loss gap between a candidate run and the reference run of the same seed."""
-    ref = {(r["seed"], r["step"]): r["held_out_loss"] for r in reference}
-    gaps = [(abs(r["held_out_loss"] - ref[k]), k) for r in candidate if (k := (r["seed"], r["step"])) in ref]
-    if not gaps:
+def _finished_runs(partial: Path | None, identity: dict) -> dict[str, dict]:
+    """The runs an interrupted ``run_band`` of the same band finished (``partial``'s lines after
+    its identity line), by key; a file of another band is refused, never mixed in."""
+    if partial is None or not partial.exists():
         return {}
-    gap, (seed, step) = max(gaps)
-    return {"paired_gap": gap, "paired_gap_seed": seed, "paired_gap_step": step}
+    lines = partial.read_text().splitlines()
+    if not lines or json.loads(lines[0]) != {"band": identity}:
+        raise UsageError(
+            f"{partial} holds the finished runs of another band (other spec, cells or --trace): "
+            "give another --out, or delete it to start this band afresh"
+        )
+    done = {}
+    for line in lines[1:]:
+        try:
+            run = json.loads(line)
+        except json.JSONDecodeError:  # the line a kill cut short: that run is run again
+            continue
+        done[run["key"]] = run
+    return done
 
 
-def _mean(rows: list[dict], step: int, key: str) -> float:
-    values = [r[key] for r in rows if r["step"] == step]
-    return sum(values) / len(values)
-
-
-def run_band(spec: BandSpec, pool: CellPool, progress=print, trace: bool = False) -> list[dict]:
+def run_band(
+    spec: BandSpec, pool: CellPool, progress=print, trace: bool = False, partial: Path | None = None
+) -> list[dict]:
     """Every seed of the reference and of each candidate precision, then a verdict per precision:
     ``band_point`` rows (one per run and evaluation), ``band_trace`` rows with ``trace``, and
-    ``band_verdict`` records."""
+    ``band_verdict`` records. With ``partial``, each finished run is appended there as it ends,
+    and the runs a killed or interrupted call of the same band left there are not run again."""
     from models.hf import random_hf_model
 
     variant = get_variant(spec.variant)
     base = {"variant": spec.variant, "objective": spec.objective, "steps": spec.steps, "seeds": spec.seeds}
+    identity = json.loads(
+        json.dumps({"spec": asdict(spec), "trace": trace, "cells": [len(pool.train), len(pool.held_out)]})
+    )
+    done = _finished_runs(partial, identity)
+    if done:
+        progress(f"resuming {partial}: {len(done)} runs already finished")
     runs: dict[tuple[str, str], list[dict]] = {}
     plan = [(spec.reference, spec.reference_precision)] + [(spec.candidate, p) for p in spec.precisions]
     records = []
-    for seed in range(spec.first_seed, spec.first_seed + spec.seeds):
-        model = random_hf_model(variant, seed)
-        for backend, precision in plan:
-            try:
-                rows, traced = run_seed(backend, precision, model, pool, spec, seed, trace)
-            except Exception as exc:  # a recipe that cannot train is a finding: recorded, the run goes on
-                rows, traced = (
-                    [{"step": 0, "seed": seed, "backend": backend, "precision": precision, "error": error_reason(exc)}],
-                    [],
+    with open(partial, "a") if partial is not None else contextlib.nullcontext() as log:
+        if log is not None and not done:
+            log.write(json.dumps({"band": identity}) + "\n")
+        for seed in range(spec.first_seed, spec.first_seed + spec.seeds):
+            keys = {(b, pr): f"{seed}/{b}/{pr}" for b, pr in plan}
+            model = None if all(k in done for k in keys.values()) else random_hf_model(variant, seed)
+            for backend, precision in plan:
+                key = keys[(backend, precision)]
+                if key in done:
+                    rows, traced = done[key]["rows"], done[key]["traced"]
+                else:
+                    try:
+                        rows, traced = run_seed(backend, precision, model, pool, spec, seed, trace)
+                    except Exception as exc:  # a recipe that cannot train is a finding: recorded, the run goes on
+                        rows = [{"step": 0, "seed": seed, "backend": backend, "precision": precision,
+                                 "error": error_reason(exc)}]  # fmt: skip
+                        traced = []
+                    if log is not None:
+                        log.write(json.dumps({"key": key, "rows": rows, "traced": traced}) + "\n")
+                        log.flush()
+                records += [{**base, "record": "band_trace", **r} for r in traced]
+                runs.setdefault((backend, precision), []).extend(rows)
+                last = rows[-1]
+                progress(
+                    f"{spec.variant} {spec.objective} seed {seed} {backend}@{precision}: "
+                    + (f"ERROR {last['error']}" if "error" in last else f"held-out loss {last['held_out_loss']:.4f}")
                 )
-            records += [{**base, "record": "band_trace", **r} for r in traced]
-            runs.setdefault((backend, precision), []).extend(rows)
-            last = rows[-1]
-            progress(
-                f"{spec.variant} {spec.objective} seed {seed} {backend}@{precision}: "
-                + (f"ERROR {last['error']}" if "error" in last else f"held-out loss {last['held_out_loss']:.4f}")
-            )
     for (backend, precision), rows in runs.items():
         records += [{**base, "record": "band_point", **r} for r in rows if "error" not in r]
     return records + band_verdicts(spec, runs, pool)
