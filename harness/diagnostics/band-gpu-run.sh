@@ -17,6 +17,9 @@ OUT=${OUT:-/tmp/out}
 DEADLINE=${DEADLINE:-480}  # seconds every band may take, all together
 RECIPES=${RECIPES:-bf16 fp8-delayed fp8-current fp8-block}
 mkdir -p "$OUT/band"
+# a band the DEADLINE cut leaves OUT/band/band-NAME-sK.json.partial.jsonl (its finished runs);
+# RESUME=FOLDER (where an earlier call's band/ was unpacked) puts them back, and the runs go on
+[ -n "${RESUME:-}" ] && cp "$RESUME"/*.partial.jsonl "$OUT/band/" 2>/dev/null
 band() {  # NAME SEED VARIANT OBJECTIVE [more train-band arguments]: one seed, its own process and file
   local name=$1 seed=$2 v=$3 objective=$4
   [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]] && return 0  # ONLY="NAME ...": a subset per call
