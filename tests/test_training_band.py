@@ -100,12 +100,14 @@ def test_a_band_failed_where_the_reference_itself_spikes_says_so():
     """A reference seed whose held-out loss climbs back >= 0.1 nats above its best marks the band
     unstable; a candidate outside it is still a failure, and its violation names the spike."""
     spiky = _rows({0: [10.0, 8.0, 8.3], 1: [10.1, 8.4, 8.2], 2: [9.9, 8.2, 8.1]})  # seed 0 rises 0.3 at step 20
-    worse = _rows({0: [10.0, 8.9, 8.6], 1: [10.05, 9.0, 8.6], 2: [9.95, 8.8, 8.6]})
+    worse = _rows({0: [10.0, 8.6, 8.3], 1: [10.05, 8.6, 8.2], 2: [9.95, 8.6, 8.2]})  # 0.2 above, within the 0.3 spike
     verdict = judge_band(spiky, worse, allowance=0.0)
     assert verdict["status"] == "fail" and verdict["unstable"] is True
     assert (verdict["reference_rise_seed"], verdict["reference_rise_step"]) == (0, 20)
     assert verdict["reference_rise"] == pytest.approx(0.3)
     assert "its seed 0's held-out loss rose 0.30 nats above its best by step 20" in verdict["violations"]
+    far = _rows({0: [10.0, 9.5, 9.0], 1: [10.05, 9.5, 9.0], 2: [9.95, 9.5, 9.0]})  # 0.7 above: its own miss
+    assert judge_band(spiky, far, allowance=0.0)["unstable"] is False
     steady = judge_band(REFERENCE, worse, allowance=0.0)  # REFERENCE only falls: not unstable
     assert steady["unstable"] is False and "unstable" not in steady["violations"]
 

@@ -60,7 +60,9 @@ def judge_band(
     outside = worst["margin"] > ROUNDING or bool(accuracy)
     cannot_judge = "" if outside else learned(reference, steps[0], last, majority_share, unigram)
     rise = largest_rise(reference)
-    unstable = rise["rise"] >= INSTABILITY_RISE
+    # the reference spiked, and the candidate left the band by no more than the spike (a larger
+    # miss, or an accuracy miss, is the candidate's own and keeps its class)
+    unstable = rise["rise"] >= INSTABILITY_RISE and worst["margin"] <= rise["rise"] and not accuracy
     spiked = (
         f"the reference itself is unstable here: its seed {rise['seed']}'s held-out loss rose {rise['rise']:.2f} "
         f"nats above its best by step {rise['step']}"
