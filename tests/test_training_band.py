@@ -268,6 +268,38 @@ def test_an_interrupted_band_resumes_from_its_finished_runs(tmp_path, tokenized_
     assert "holds the finished runs of another band" in capsys.readouterr().err
 
 
+def test_the_verdict_judges_a_band_from_its_runs_never_from_its_stored_flags(tmp_path, tokenized_v1):
+    """Planted in a copy of a band file: a stored pass, or an inconclusive failure relabelled
+    unstable. The verdict re-derives each band from the file's own runs, so neither fools it."""
+    from harness.results import read_results
+    from harness.verdict import judge
+
+    out = tmp_path / "band.json"
+    argv = [
+        "train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--objective", "classify",
+        "--label-column", "cell_state", "--backend", "te-format-torch", "--precisions", "fp32",
+        "--reference-precision", "fp32", "--seeds", "2", "--steps", "2", "--eval-every", "2",
+        "--batch-cells", "4", "--max-len", "24", "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 1  # two steps learn nothing: inconclusive
+    for plant in (
+        {"status": "pass", "inconclusive": False, "violations": ""},
+        {"inconclusive": False, "unstable": True},
+    ):
+        run = json.loads(out.read_text())
+        for r in run["records"]:
+            if r["record"] == "band_verdict":
+                r.update(plant)
+        folder = tmp_path / str(len(plant))
+        folder.mkdir()
+        (folder / "band.json").write_text(json.dumps(run))
+        verdict = judge(read_results(folder))
+        (failure,) = verdict["failures"]
+        assert (failure["gate"], failure["class"]) == ("training", "inconclusive"), plant
+        assert "cannot judge" in failure["detail"]
+    assert "(its runs give fail; the file said pass)" in judge(read_results(tmp_path / "3"))["failures"][0]["detail"]
+
+
 def test_classify_without_a_label_column_is_bad_input(tmp_path, tokenized_v1, capsys):
     rc = main(["train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--objective", "classify"])
     assert rc == 2
