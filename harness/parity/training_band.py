@@ -20,7 +20,10 @@ cells no step ever trained on, at fixed steps, over several seeds:
   class (``band_rule.LEARNED_MARGIN``), or when the MLM's held-out loss is no lower than the training cells'
   gene frequencies alone give (``unigram_loss``: a model that learned only how common each gene is),
   every precision "stays in the band" and the band says nothing about training Geneformer; such a
-  verdict fails as *inconclusive* ("cannot judge"), never a pass;
+  verdict fails as *inconclusive* ("cannot judge"), never a pass; a band whose reference seeds
+  themselves spike (a held-out loss climbing back >= 0.1 nats above its best), missed by no more
+  than the spike, fails as *instability*: it measures the learning rate, not the precision (the
+  rule and its thresholds: ``band_rule.py``);
 * beside the band, each seed's candidate run is set against the reference run of the same seed
   (same weights, same batches): the worst paired gap says whether a recipe leaves the trajectory
   its seed's reference takes (a run that misses a drop the reference makes in one seed can still
