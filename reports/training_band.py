@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from harness.parity.band_rule import band_runs
+from harness.verdict.training import band_judged_today
 from models.registry import get_variant
 from reports.document import NOT_MEASURED, Table, _fmt, _records
 from reports.parity import precision_order
@@ -18,10 +20,15 @@ OBJECTIVES = {"mlm": "MLM pretraining", "classify": "cell classifier"}
 
 
 def newest_bands(results: list[dict]) -> dict[tuple, dict]:
-    """(GPU, variant, objective, lr, backend, precision) -> the newest band_verdict (results are oldest first)."""
-    out = {}
-    for gpu, _r, v in _records(results, "parity", "band_verdict"):
-        out[(gpu, v["variant"], v["objective"], v.get("lr"), v["backend"], v["precision"])] = v
+    """(GPU, variant, objective, lr, backend, precision) -> the newest band_verdict (results are
+    oldest first), as the verdict judges it from the file's own runs (``band_judged_today``)."""
+    out, runs = {}, {}
+    for gpu, r, v in _records(results, "parity", "band_verdict"):
+        if id(r) not in runs:
+            runs[id(r)] = band_runs(r["records"])
+        out[(gpu, v["variant"], v["objective"], v.get("lr"), v["backend"], v["precision"])] = band_judged_today(
+            r, v, runs[id(r)]
+        )
     return out
 
 

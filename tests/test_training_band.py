@@ -162,15 +162,21 @@ def test_train_band_end_to_end_on_the_cpu(tmp_path, tokenized_v1):
     assert all(by[("te-format-torch", s, t)] == pytest.approx(by[("hf-sdpa", s, t)], rel=1e-4) for s, t in [(1, 8)])
 
 
+def _tiny_band(tokens, *more: str) -> list[str]:
+    """A train-band command of two steps on the planted-state cells: the TE layout in fp32 against
+    HF fp32, a band that learns nothing (inconclusive, exit 1) but exercises every file path."""
+    return [
+        "train-band", "--cells", str(tokens), "--variant", "V1-10M", "--objective", "classify",
+        "--label-column", "cell_state", "--backend", "te-format-torch", "--precisions", "fp32",
+        "--reference-precision", "fp32", "--steps", "2", "--eval-every", "2", "--batch-cells", "4",
+        "--max-len", "24", *more,
+    ]  # fmt: skip
+
+
 def test_a_band_file_judged_again_keeps_its_runs_and_says_by_what(tmp_path, tokenized_v1, capsys, make_tokenized):
     """--rejudge: the runs of a file judged by today's rule, nothing trained; the same cells or exit 2."""
     first = tmp_path / "band.json"
-    argv = [
-        "train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--objective", "classify",
-        "--label-column", "cell_state", "--backend", "te-format-torch", "--precisions", "fp32",
-        "--reference-precision", "fp32", "--seeds", "2", "--steps", "2", "--eval-every", "2",
-        "--batch-cells", "4", "--max-len", "24",
-    ]  # fmt: skip
+    argv = _tiny_band(tokenized_v1, "--seeds", "2")
     assert main([*argv, "--out", str(first)]) == 1  # two steps learn nothing: inconclusive
     run = json.loads(first.read_text())
     for r in run["records"]:  # as a file judged by an older rule, before the baselines existed
@@ -198,11 +204,7 @@ def test_a_band_file_judged_again_keeps_its_runs_and_says_by_what(tmp_path, toke
 def test_seeds_run_apart_are_judged_as_one_band(tmp_path, tokenized_v1, capsys):
     """--rejudge A B: seeds run in parallel (--first-seed) join into one band; overlapping seeds,
     a gap or another band's file is bad input (exit 2), never a silently wider band."""
-    argv = [
-        "train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--objective", "classify",
-        "--label-column", "cell_state", "--backend", "te-format-torch", "--precisions", "fp32",
-        "--reference-precision", "fp32", "--steps", "2", "--eval-every", "2", "--batch-cells", "4", "--max-len", "24",
-    ]  # fmt: skip
+    argv = _tiny_band(tokenized_v1)
     files = {}
     for first, seeds in [(0, 1), (1, 2), (4, 1)]:
         files[first] = tmp_path / f"band-{first}.json"
@@ -235,12 +237,7 @@ def test_an_interrupted_band_resumes_from_its_finished_runs(tmp_path, tokenized_
     the rest and gives what an unbroken run gives; a partial file of another band is refused."""
     from harness.parity import training_band
 
-    argv = [
-        "train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--objective", "classify",
-        "--label-column", "cell_state", "--backend", "te-format-torch", "--precisions", "fp32",
-        "--reference-precision", "fp32", "--seeds", "2", "--steps", "2", "--eval-every", "2",
-        "--batch-cells", "4", "--max-len", "24",
-    ]  # fmt: skip
+    argv = _tiny_band(tokenized_v1, "--seeds", "2")
     whole = tmp_path / "whole.json"
     main([*argv, "--out", str(whole)])
     out = tmp_path / "band.json"
@@ -275,12 +272,7 @@ def test_the_verdict_judges_a_band_from_its_runs_never_from_its_stored_flags(tmp
     from harness.verdict import judge
 
     out = tmp_path / "band.json"
-    argv = [
-        "train-band", "--cells", str(tokenized_v1), "--variant", "V1-10M", "--objective", "classify",
-        "--label-column", "cell_state", "--backend", "te-format-torch", "--precisions", "fp32",
-        "--reference-precision", "fp32", "--seeds", "2", "--steps", "2", "--eval-every", "2",
-        "--batch-cells", "4", "--max-len", "24", "--out", str(out),
-    ]  # fmt: skip
+    argv = _tiny_band(tokenized_v1, "--seeds", "2", "--out", str(out))
     assert main(argv) == 1  # two steps learn nothing: inconclusive
     for plant in (
         {"status": "pass", "inconclusive": False, "violations": ""},

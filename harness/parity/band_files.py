@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from harness.environment import environment
+from harness.parity.band_rule import band_runs
 from harness.parity.training_band import SPLIT_SEED, BandSpec, CellPool, band_verdicts, baselines
 from harness.results import make_result, now_utc
 from models.errors import UsageError
@@ -63,10 +64,7 @@ def rejudge(results: list[dict], pool: CellPool) -> dict:
             f"these cells split into {len(pool.train)} to train on and {len(pool.held_out)} held out; the run "
             f"had {cells['train']} and {cells['held_out']}: give the --cells the run was given ({cells['sources']})"
         )
-    runs: dict[tuple[str, str], list[dict]] = {}
-    for r in result["records"]:
-        if r["record"] == "band_point":
-            runs.setdefault((r["backend"], r["precision"]), []).append(r)
+    runs = band_runs(result["records"])
     errors = {r["precision"]: r for r in result["records"] if r["record"] == "band_verdict" and r["status"] == "error"}
     verdicts = [errors.get(v["precision"], v) for v in band_verdicts(spec, runs, pool)]
     kept = [r for r in result["records"] if r["record"] != "band_verdict"]  # make_result restamps gating

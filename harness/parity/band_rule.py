@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 
+from harness.precision import get_precision
+from harness.tolerances import training_band_allowance
+
 # A classifier has learned more than the class frequencies when its held-out accuracy beats always
 # answering the most common class by this much (5 points: 3 of 64 held-out cells, beyond one lucky cell).
 LEARNED_MARGIN = 0.05
@@ -101,6 +104,24 @@ def judge_band(
             )
         ),
     }
+
+
+def judge_precision(reference: list[dict], candidate: list[dict], precision: str, beat: dict, cells: int) -> dict:
+    """``judge_band`` for a candidate at ``precision``: its allowance from the tolerance table, and
+    the baselines the reference had to beat (``beat``: ``majority_share``, ``unigram_loss``)."""
+    allowance = training_band_allowance(get_precision(precision))
+    return judge_band(
+        reference, candidate, allowance, beat.get("majority_share"), beat.get("unigram_loss"), cells=cells
+    )
+
+
+def band_runs(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """A band file's held-out rows (``band_point`` records), by (backend, precision)."""
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        if r.get("record") == "band_point":
+            runs.setdefault((r["backend"], r["precision"]), []).append(r)
+    return runs
 
 
 def accuracy_outside(

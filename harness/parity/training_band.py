@@ -50,10 +50,9 @@ import torch
 
 from harness.backends import build_backend
 from harness.data.batching import collate
-from harness.parity.band_rule import judge_band
+from harness.parity.band_rule import judge_precision
 from harness.precision import get_precision
 from harness.reasons import error_reason
-from harness.tolerances import training_band_allowance
 from harness.training import LR, Trainee, adamw, masked_batch, optimizer_step
 from models.errors import UsageError
 from models.registry import Variant, get_variant
@@ -355,7 +354,5 @@ def band_verdicts(spec: BandSpec, runs: dict[tuple[str, str], list[dict]], pool:
         if failed:
             records.append({**context, "status": "error", "reason": failed[0][0] + failed[0][1]["error"]})
         else:
-            allowance = training_band_allowance(get_precision(precision))
-            judged = judge_band(reference, rows, allowance, *beat.values(), cells=len(pool.held_out))
-            records.append({**context, **judged})
+            records.append({**context, **judge_precision(reference, rows, precision, beat, len(pool.held_out))})
     return records
