@@ -112,6 +112,36 @@ def test_a_band_failed_where_the_reference_itself_spikes_says_so():
     assert steady["unstable"] is False and "unstable" not in steady["violations"]
 
 
+def test_a_miss_in_a_band_whose_seeds_split_on_learning_cannot_judge():
+    """A classifier whose reference seeds disagree on whether they left the plateau (seed 2 learned,
+    0 and 1 stayed at the majority class) spans where escapes fall: a candidate whose runs escape
+    earlier misses it by chance, and fails inconclusive, never a pass; a band all seeds learned in
+    keeps the miss as the candidate's own."""
+
+    def run(accuracy_by_seed):
+        return [
+            {"step": step, "seed": seed, "held_out_loss": 1.2 - 0.6 * (acc > 0.5) * step / 20, "held_out_accuracy": acc}
+            for seed, accs in accuracy_by_seed.items()
+            for step, acc in zip((0, 10, 20), accs)
+        ]
+
+    split = run({0: [0.3, 0.4, 0.4], 1: [0.3, 0.4, 0.4], 2: [0.3, 0.4, 0.9]})
+    early = run({0: [0.3, 0.9, 0.9], 1: [0.3, 0.9, 0.9], 2: [0.3, 0.4, 0.9]})
+    verdict = judge_band(split, early, allowance=0.0, majority_share=0.4, cells=64)
+    assert verdict["status"] == "fail" and verdict["inconclusive"] is True
+    assert "seeds split on learning (1 of 3 learned by step 20: seed 2)" in verdict["violations"]
+    assert verdict["violations"].startswith("held-out loss")  # the miss itself stays named
+    all_learned = run({0: [0.3, 0.4, 0.9], 1: [0.3, 0.4, 0.9], 2: [0.3, 0.4, 0.9]})
+    own = judge_band(all_learned, early, allowance=0.0, majority_share=0.4, cells=64)
+    assert own["status"] == "fail" and own["inconclusive"] is False
+    assert judge_band(split, split, allowance=0.0, majority_share=0.4, cells=64)["status"] == "pass"
+    # MLM: seeds split on the gene-frequency margin
+    mlm = _rows({0: [10.0, 8.0, 6.0], 1: [10.1, 8.4, 6.3], 2: [9.9, 8.2, 6.1]})
+    slow = _rows({0: [10.0, 8.9, 6.2], 1: [10.05, 9.0, 6.2], 2: [9.95, 8.8, 6.2]})
+    assert judge_band(mlm, slow, allowance=0.0, unigram=6.2)["inconclusive"] is True  # 6.0, 6.1 learned; 6.3 not
+    assert judge_band(mlm, slow, allowance=0.0, unigram=7.0)["inconclusive"] is False  # all learned: its own miss
+
+
 def test_a_run_that_leaves_its_seeds_trajectory_is_named_by_the_paired_gap():
     # seed 1 ends 0.05 above its own reference, yet the mean stays inside the band the seeds span
     candidate = _rows({0: [10.0, 8.0, 6.0], 1: [10.1, 8.4, 6.35], 2: [9.9, 8.2, 6.1]})

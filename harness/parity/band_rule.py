@@ -2,7 +2,8 @@
 averaged over seeds, stay within the band the reference's seeds span at every evaluation step
 (and a classifier's accuracy within theirs)? With what it reports beside the verdict: whether the
 reference learned anything a band can judge (else *inconclusive*), whether the reference itself
-spiked (a failure then is *instability*), and the worst paired gap of a seed's runs. Thresholds
+spiked (a failure then is *instability*), whether its seeds split on learning (a failure then is
+*inconclusive*), and the worst paired gap of a seed's runs. Thresholds
 and their measurements: harness/TOLERANCES.md."""
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def judge_band(
     # the reference spiked, and the candidate left the band by no more than the spike (a larger
     # miss, or an accuracy miss, is the candidate's own and keeps its class)
     unstable = rise["rise"] >= INSTABILITY_RISE and worst["margin"] <= rise["rise"] and not accuracy
+    if outside and not unstable:
+        cannot_judge = split_seeds(reference, last, majority_share, unigram)
     spiked = (
         f"the reference itself is unstable here: its seed {rise['seed']}'s held-out loss rose {rise['rise']:.2f} "
         f"nats above its best by step {rise['step']}"
@@ -163,6 +166,30 @@ def learned(
             f"the most common class is {majority_share:.3f} of the held-out cells)"
         )
     return ""
+
+
+def split_seeds(reference: list[dict], last: int, majority_share: float | None, unigram: float | None) -> str:
+    """Why a band the reference's seeds disagree in cannot judge a miss ("cannot judge: ..."), or "":
+    some seeds learned by the last step (``learned``'s margins, seed by seed) and others did not.
+    Learning from random weights can leave a plateau at a random step (H200, V2-104M classifier at
+    lr 2.5e-5, 500 steps: HF bf16 escaped in 1 of 3 seeds, TE bf16 in 2 of 3, each recipe in 1 or
+    2): the band then spans where escapes fall, and a candidate whose runs escape earlier or later
+    misses it by chance; a few seeds cannot tell a rate of escape."""
+    final = {r["seed"]: r for r in reference if r["step"] == last}
+    if majority_share is not None:
+        did = {s: r["held_out_accuracy"] >= majority_share + LEARNED_MARGIN for s, r in final.items()}
+    elif unigram is not None:
+        did = {s: r["held_out_loss"] <= unigram - LEARNED_MARGIN_NATS for s, r in final.items()}
+    else:
+        return ""
+    learned_seeds = sorted(s for s, ok in did.items() if ok)
+    if not learned_seeds or len(learned_seeds) == len(did):
+        return ""
+    return (
+        f"cannot judge: the reference's seeds split on learning ({len(learned_seeds)} of {len(did)} learned by "
+        f"step {last}: seed {', '.join(map(str, learned_seeds))}): where a run leaves the plateau is chance here, "
+        f"and {len(did)} seeds cannot judge how often"
+    )
 
 
 def largest_rise(rows: list[dict]) -> dict:
