@@ -244,7 +244,7 @@ def summary(row: dict) -> str:
 
 def main_run(args) -> None:
     variant = get_variant(args.variant)
-    arms = [parse_arm(a) for a in args.arms]
+    arms = [a for a in map(parse_arm, args.arms) if not args.only or a.name in args.only]
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise SystemExit(f"{out} exists; pass --overwrite or another --out")
@@ -319,6 +319,7 @@ def main() -> None:
     ap.add_argument("--variant", default="V2-104M")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, help="NAME=BACKEND:PRECISION:LR[:OPTION,...]")
+    ap.add_argument("--only", nargs="*", help="run only the arms of these names")
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--cells", type=int, default=CELLS)
     ap.add_argument("--length", type=int, default=LENGTH)
