@@ -34,7 +34,7 @@ from torch import nn
 
 from harness.backend_names import PACKED_BACKENDS, TE_BACKENDS, BackendSpec, backend_spec
 from harness.capability import probe
-from harness.data.batching import Batch, PackedBatch
+from harness.data.batching import SHAPE_MULTIPLE, Batch, PackedBatch
 from harness.precision import Precision, calibrate, make_recipe, quantization, set_tf32
 from models import convert
 from models.checkpoint import Checkpoint, load_parameters
@@ -74,6 +74,13 @@ class Backend:
     # TE's fastest budgets were 262,144 tokens (V1-10M), 131,072 (V2-104M) and 229,376 (V2-316M);
     # 2^27 values (524,288 / 172,032 / 114,688 tokens) is within 3.4% of each on the H200 (interpolated).
     batch_values = 1 << 27
+    # Token multiple its padded batches are rounded up to (``harness.data.batching.budget_plan``;
+    # the batch's length is also kept a multiple of its precision's token multiple, FP8's 16). The
+    # workload benchmark calibrates it per backend (gfqual bench --workload embed: its calibration
+    # records carrying ``pad_multiple``, in results/h200/workload-embed-*-best-h200.json once run);
+    # until a backend's own is measured, the default SHAPE_MULTIPLE (128) of before. A packed (THD)
+    # backend ignores it: its batches carry no padding.
+    pad_multiple = SHAPE_MULTIPLE
 
     def __init__(self, spec: BackendSpec, model: nn.Module, precision: Precision, device: str, training: bool = False):
         """``training``: keep the weights in fp32 for a mixed-precision precision (its products run

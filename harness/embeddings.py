@@ -9,8 +9,9 @@ first version showed (the README's "Where the time went before": TE's GPU idle m
   of its kernel time in the head's unaligned vocabulary GEMM, which an embedding never needs;
 * cells are batched to the backend's own token budget within the GPU's free memory (``token_budget``),
   in the layout the backend runs fastest (``Backend.input_layout``: packed THD for ``te-packed``,
-  padded to a few rounded shapes otherwise): TE's host cost per forward is paid a few times per
-  thousand cells instead of once per dozen;
+  padded otherwise, to a few shapes rounded to the backend's own ``Backend.pad_multiple``:
+  ``batch_rounding``): TE's host cost per forward is paid a few times per thousand cells instead
+  of once per dozen;
 * batches are built on a worker thread in page-locked memory and copied asynchronously; pooling
   happens on the GPU (a segment sum over gene tokens) into one preallocated tensor that is copied
   to the host once at the end: no host–device sync inside the loop.
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from harness.backends import Backend, hooks
-from harness.data.batching import budget_batches, budget_groups, budget_plan
+from harness.data.batching import batch_multiple, budget_batches, budget_groups, budget_plan
 from harness.distributed import context, reassemble, run_on_every_rank, shard, sum_across_ranks
 from models.errors import UsageError
 from models.registry import Variant
@@ -110,6 +111,16 @@ def token_budget(backend: Backend, variant: Variant, max_tokens: int | None = No
     return max_tokens or default_token_budget(backend, variant)
 
 
+def batch_rounding(backend: Backend, layout: str | None = None, pad_multiple: int | None = None) -> int:
+    """The one place a workload's batch rounding is resolved: the token multiple its batches are
+    rounded up to (``batch_multiple``), in ``layout`` (else the backend's fastest): padded, its pad
+    multiple (``pad_multiple`` if the caller tries one, else the backend's own ``Backend.pad_multiple``)
+    kept a multiple of its precision's token multiple; packed, the token multiple alone."""
+    return batch_multiple(
+        layout or backend.input_layout, backend.precision.token_multiple, pad_multiple or backend.pad_multiple
+    )
+
+
 def whole_contexts(tokens: int, variant: Variant) -> int:
     """``tokens`` rounded down to whole contexts, at least one: the longest cell always fits."""
     return max(variant.context, tokens // variant.context * variant.context)
@@ -148,12 +159,14 @@ def encode_cells(
     pick: list[tuple[int, int]] | None = None,
     layout: str | None = None,
     progress=None,
+    pad_multiple: int | None = None,
 ) -> Pooled:
     """One pass over ``cells`` through the first ``n_layers`` layers, batched to ``budget`` tokens.
 
     ``leave_out[i]``: a position of cell i kept out of its gene sum (a moved gene); ``pick``:
     (cell, position) pairs whose states are returned as they are (``<cls>``, a deleted gene).
-    Everything stays on the device; ``progress(n_cells)`` is called as batches are queued."""
+    Everything stays on the device; ``progress(n_cells)`` is called as batches are queued;
+    ``pad_multiple``: see ``batch_rounding``."""
     n, H = len(cells), variant.hidden_size
     device = backend.device
     acc = torch.float64 if backend.precision.dtype == torch.float64 else torch.float32
@@ -163,7 +176,7 @@ def encode_cells(
     wanted: dict[int, list[tuple[int, int]]] = {}
     for slot, (i, position) in enumerate(pick or []):
         wanted.setdefault(i, []).append((slot, position))
-    plan = batch_plan(backend, cells, variant, layout, budget, built=False)
+    plan = batch_plan(backend, cells, variant, layout, budget, built=False, pad_multiple=pad_multiple)
     run_tokens = 0
 
     def prepare(item):
@@ -220,11 +233,18 @@ def to_device(values, device) -> torch.Tensor:
 
 
 def batch_plan(
-    backend: Backend, cells: list, variant: Variant, layout: str | None, budget: int, built: bool = True
+    backend: Backend,
+    cells: list,
+    variant: Variant,
+    layout: str | None,
+    budget: int,
+    built: bool = True,
+    pad_multiple: int | None = None,
 ) -> list:
     """The workload's batches for this backend: its fastest layout unless ``layout`` says, its
-    precision's token multiple, fixed shapes unless its attention materializes scores; ``built``
-    False: each batch as a function that builds it (``budget_plan``), for a pipeline's worker."""
+    precision's token multiple, its pad multiple (``batch_rounding``), fixed shapes unless its
+    attention materializes scores; ``built`` False: each batch as a function that builds it
+    (``budget_plan``), for a pipeline's worker."""
     return (budget_batches if built else budget_plan)(
         cells,
         variant,
@@ -232,6 +252,7 @@ def batch_plan(
         budget,
         backend.precision.token_multiple,
         fixed_shape=not backend.materializes_attention,
+        pad_multiple=batch_rounding(backend, layout, pad_multiple),
     )
 
 
@@ -249,11 +270,12 @@ def gene_sums(
     budget: int,
     layout: str | None = None,
     progress=None,
+    pad_multiple: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per token id, the sum of its contextual states over every position it holds, and how many."""
     sums = torch.zeros(variant.vocab_size + 1, variant.hidden_size, dtype=torch.float64, device=backend.device)
     counts = torch.zeros(variant.vocab_size, dtype=torch.long)
-    for batch, rows in batch_plan(backend, cells, variant, layout, budget):
+    for batch, rows in batch_plan(backend, cells, variant, layout, budget, pad_multiple=pad_multiple):
         ids = batch.input_ids.reshape(-1)
         gene = batch.gene_mask.reshape(-1)
         counts += torch.bincount(ids[gene], minlength=variant.vocab_size)
@@ -275,8 +297,10 @@ def extract(
     max_tokens: int | None = None,
     layout: str | None = None,
     progress=None,
+    pad_multiple: int | None = None,
 ) -> Embeddings:
-    """Embeddings of ``cells``; ``max_tokens`` per batch defaults to ``default_token_budget``."""
+    """Embeddings of ``cells``; ``max_tokens`` per batch defaults to ``default_token_budget``, the
+    ``pad_multiple`` of padded batches to the backend's own (``batch_rounding``)."""
     if mode not in MODES:
         raise UsageError(f"embedding mode must be one of {MODES}, not {mode!r}")
     if mode == "cls" and not variant.has_cls_eos:
@@ -287,7 +311,7 @@ def extract(
     ctx = context()
     mine = shard([len(c) for c in cells], ctx.rank, ctx.world_size)  # a world of one: every cell
     local = [cells[i] for i in mine]
-    options = dict(layout=layout, progress=progress)
+    options = dict(layout=layout, progress=progress, pad_multiple=pad_multiple)
 
     if mode == "gene":
         sums, counts = run_on_every_rank(

@@ -167,7 +167,7 @@ RECORD_KINDS = {
         ("workload", "cells", "max_tokens", "seconds", "cells_per_s"),
         (),
         "never",
-        "one token budget tried by a workload's calibration, on a sample of its cells",
+        "one token budget or pad multiple tried by a workload's calibration, on a sample of its cells",
     ),
     "run": RecordKind(
         "perf",

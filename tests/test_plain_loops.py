@@ -123,7 +123,40 @@ def test_a_row_is_held_only_to_a_loop_of_its_precision():
     cells = rank_value_cells(V1, 4, 40, seed=2)
     loop = {"backend": "hf-loop", "precision": "bf16", "cells_per_s": 10.0, "max_tokens": 16384}
     *calibration, row = embed_workload(V1, "hf-sdpa", "fp32", cells, model, "test", plain={"hf": loop})
-    assert [r["record"] for r in calibration] == ["calibration"] and row["status"] == "reported"
+    assert {r["record"] for r in calibration} == {"calibration"} and row["status"] == "reported"
     assert row["plain_loop"] is None and row["pipeline_efficiency"] is None  # fp32 is not bf16's loop
     *_, row = embed_workload(V1, "hf-sdpa", "fp32", cells, model, "test", plain={"hf": {**loop, "precision": "fp32"}})
     assert row["plain_loop"] == "hf-loop" and row["pipeline_efficiency"] == pytest.approx(row["cells_per_s"] / 10.0)
+
+
+def test_a_padded_backend_calibrates_its_pad_multiple_at_its_fastest_budget_and_a_packed_one_does_not(monkeypatch):
+    """The budgets are tried at the backend's own pad multiple; a padded backend then tries each of
+    ``PAD_MULTIPLES`` at the fastest budget and runs the workload at the fastest of those; a packed
+    backend's batches carry no padding, so it tries none. Every record passes the schema."""
+    from harness.backends import TEFormatTorchBackend
+    from harness.perf import workload
+    from harness.perf.workload import PAD_MULTIPLES, embed_workload
+    from harness.results import _record_problem, stamp
+
+    def seconds(r):
+        return r["seconds"]
+
+    model = random_hf_model(V1, seed=0)
+    cells = rank_value_cells(V1, 6, 60, seed=2)
+    monkeypatch.setattr(TEFormatTorchBackend, "pad_multiple", 32)  # its own, unlike any tried
+    monkeypatch.setattr(workload, "candidate_budgets", lambda largest: [128, 256, largest])  # a CPU has one
+    *calibration, row = embed_workload(V1, "te-format-torch", "fp32", cells, model, "test")
+    assert all(_record_problem("perf", stamp(r)) is None for r in [*calibration, row])
+    budgets = [r for r in calibration if r["calibrating"] == "max_tokens"]
+    padding = [r for r in calibration if r["calibrating"] == "pad_multiple"]
+    assert budgets and {r["pad_multiple"] for r in budgets} == {32}
+    assert sorted(r["pad_multiple"] for r in padding) == sorted(PAD_MULTIPLES)
+    assert {r["max_tokens"] for r in padding} == {min(budgets, key=seconds)["max_tokens"]}
+    fastest = min(padding, key=seconds)
+    assert (row["max_tokens"], row["pad_multiple"]) == (fastest["max_tokens"], fastest["pad_multiple"])
+
+    monkeypatch.setattr(TEFormatTorchBackend, "input_layout", property(lambda self: "packed"))
+    *calibration, row = embed_workload(V1, "te-format-torch", "fp32", cells, model, "test")
+    assert calibration and {r["calibrating"] for r in calibration} == {"max_tokens"}
+    multiples = {row["pad_multiple"]} | {r["pad_multiple"] for r in calibration}  # a pack: the token multiple alone
+    assert row["input_layout"] == "packed" and multiples == {get_precision("fp32").token_multiple}

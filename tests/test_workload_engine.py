@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.backends import build_backend
+from harness.backends import HFBackend, TEFormatTorchBackend, build_backend
 from harness.cli import main
 from harness.data.batching import FILLER_SEGMENT, budget_batches, collate
 from harness.data.synthetic import rank_value_cells
@@ -139,6 +139,41 @@ def test_budget_batches_cover_every_cell_within_few_shapes():
             assert set(totals[:-1]) == {4096} and totals[-1] & (totals[-1] - 1) == 0
 
 
+def test_padded_batches_round_to_the_pad_multiple_kept_a_multiple_of_the_precisions():
+    """A padded batch is as long as its longest cell rounded up to the pad multiple, and to the
+    precision's token multiple too (FP8's 16): the least length both divide; packs carry no padding."""
+    cells = rank_value_cells(V2, 40, 700, seed=5)
+    for pad, multiple, step in ((64, 1, 64), (64, 16, 64), (24, 16, 48), (128, 16, 128)):
+        for batch, rows in budget_batches(cells, V2, "padded", 4096, multiple, pad_multiple=pad):
+            longest = max(len(cells[i]) for i in rows)
+            assert batch.input_ids.shape[1] == -(-longest // step) * step, (pad, multiple)
+    for pack, rows in budget_batches(cells, V2, "packed", 4096, 16, fixed_shape=False, pad_multiple=64):
+        assert pack.input_ids.numel() == -(-sum(len(cells[i]) for i in rows) // 16) * 16
+
+
+@pytest.mark.parametrize("backend_class,name", [(HFBackend, "hf-sdpa"), (TEFormatTorchBackend, "te-format-torch")])
+def test_the_engine_pads_to_the_backends_own_pad_multiple(v1_model, monkeypatch, backend_class, name):
+    """``extract`` (``gfqual embed``'s path) rounds padded batches to ``Backend.pad_multiple``
+    unless a caller tries another; the embeddings do not depend on it."""
+    cells = rank_value_cells(V1, 9, 60, seed=3)  # every cell within 64 tokens
+    backend = build_backend(name, v1_model, FP32, "cpu")
+    lengths: list[int] = []
+    encode = backend.encode
+    monkeypatch.setattr(
+        backend, "encode", lambda batch, n: lengths.append(batch.input_ids.shape[1]) or encode(batch, n)
+    )
+    default = extract(backend, cells, V1, max_tokens=300).vectors
+    assert lengths and set(lengths) == {backend_class.pad_multiple}
+    monkeypatch.setattr(backend_class, "pad_multiple", 64)
+    lengths.clear()
+    own = extract(backend, cells, V1, max_tokens=300).vectors
+    assert lengths and set(lengths) == {64}
+    lengths.clear()
+    tried = extract(backend, cells, V1, max_tokens=300, pad_multiple=128).vectors
+    assert lengths and set(lengths) == {128}
+    assert np.abs(own - default).max() <= TIGHT and np.abs(tried - default).max() <= TIGHT
+
+
 def test_cpu_budget_and_a_cell_longer_than_the_budget(v1_model):
     assert default_token_budget(build_backend("hf-sdpa", v1_model, FP32, "cpu"), V1) == CPU_TOKEN_BUDGET
     cells = [list(range(4, 304)), list(range(4, 54))]
@@ -170,6 +205,7 @@ def test_embed_cli_defaults_h5ad_and_no_silent_overwrite(tmp_path, capsys, make_
     assert adata.uns["geneformer"]["backend"] == "hf-sdpa" and adata.uns["geneformer"]["precision"] == "fp32"
     record = json.loads((tmp_path / "r.json").read_text())["records"][0]
     assert record["startup_s"] >= record["startup_imports_s"] > 0 and record["cells"] == 10
+    assert record["input_layout"] == "padded" and record["pad_multiple"] == HFBackend.pad_multiple  # its own
     before = out.read_bytes()
     capsys.readouterr()
     assert main(argv[:-2]) == 2
@@ -205,7 +241,8 @@ def test_workload_bench_records_the_pipeline_and_its_ceiling(tmp_path, make_toke
     )
     records = json.loads(out.read_text())["records"]
     kinds = [r["record"] for r in records]
-    assert kinds == ["calibration", "plain_loop", "plain_loop", "calibration", "workload", "workload"], kinds
+    # the HF loop's budget, the loops, then hf-sdpa's budget and its two pad multiples
+    assert kinds == ["calibration", "plain_loop", "plain_loop", *["calibration"] * 3, "workload", "workload"], kinds
     hf_loop, te_loop = (r for r in records if r["record"] == "plain_loop")
     hf, te = (r for r in records if r["record"] == "workload")
     assert hf_loop["backend"] == "hf-loop" and hf_loop["status"] == "reported" and hf_loop["finite"]

@@ -78,7 +78,7 @@ def cmd_embed(args) -> int:
     from harness.capability import probe
     from harness.distributed import context
     from harness.embed_job import run_embed
-    from harness.embeddings import EMBED_OUTPUTS
+    from harness.embeddings import EMBED_OUTPUTS, batch_rounding
     from models.registry import get_variant
 
     out = Path(args.out)
@@ -129,6 +129,7 @@ def cmd_embed(args) -> int:
         "max_tokens": budget,
         "budget_from": "--max-tokens" if args.max_tokens else "the backend's default within free GPU memory",
         "input_layout": run.backend.input_layout,
+        "pad_multiple": batch_rounding(run.backend),
         "mode": args.mode,
         "cells": cells,
         "tokens": tokens,

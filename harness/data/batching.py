@@ -246,7 +246,16 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-SHAPE_MULTIPLE = 128  # padded batches are rounded up to this length: a few shapes, kernels planned once
+# The default pad multiple (``budget_plan``'s, and ``Backend.pad_multiple``'s until a backend's own is
+# measured): padded batches are rounded up to this length, so that few shapes occur and kernels are
+# planned once.
+SHAPE_MULTIPLE = 128
+
+
+def batch_multiple(layout: str, multiple: int = 1, pad_multiple: int = SHAPE_MULTIPLE) -> int:
+    """The token multiple a batch of ``layout`` is rounded up to: padded, both ``pad_multiple`` and
+    the precision's ``multiple`` (FP8 needs 16); packed, ``multiple`` alone (a pack carries no padding)."""
+    return math.lcm(pad_multiple, multiple) if layout == "padded" else multiple
 
 
 def budget_groups(lengths: list[int], budget: int, padded: bool = True, step: int = 1) -> list[list[int]]:
@@ -269,27 +278,41 @@ def budget_groups(lengths: list[int], budget: int, padded: bool = True, step: in
 
 
 def budget_batches(
-    cells: list[list[int]], variant: Variant, layout: str, budget: int, multiple: int = 1, fixed_shape: bool = True
+    cells: list[list[int]],
+    variant: Variant,
+    layout: str,
+    budget: int,
+    multiple: int = 1,
+    fixed_shape: bool = True,
+    pad_multiple: int = SHAPE_MULTIPLE,
 ) -> list[tuple[Batch | PackedBatch, list[int]]]:
     """``budget_plan``'s batches, built now: ``(batch, indices of its cells)``."""
-    return [(make(), g) for make, g in budget_plan(cells, variant, layout, budget, multiple, fixed_shape)]
+    plan = budget_plan(cells, variant, layout, budget, multiple, fixed_shape, pad_multiple=pad_multiple)
+    return [(make(), g) for make, g in plan]
 
 
 def budget_plan(
-    cells: list[list[int]], variant: Variant, layout: str, budget: int, multiple: int = 1, fixed_shape: bool = True
+    cells: list[list[int]],
+    variant: Variant,
+    layout: str,
+    budget: int,
+    multiple: int = 1,
+    fixed_shape: bool = True,
+    pad_multiple: int = SHAPE_MULTIPLE,
 ) -> list[tuple[Callable[[], Batch | PackedBatch], list[int]]]:
     """Cells batched for throughput, longest first, each batch within ``budget`` tokens (the same
     budget for every layout, so a padded and a packed backend get the same memory): ``(make,
     indices of its cells)``, where ``make()`` builds the batch, so that a pipeline builds each on
     its worker while the device runs the one before (building them all first kept V1-10M's GPU
-    idle). Padded batches are rounded up to a multiple of ``SHAPE_MULTIPLE``
-    tokens (and of ``multiple``) so that few distinct shapes occur; packed batches (THD) carry no
-    padding at all; with ``fixed_shape`` every pack holds exactly ``budget`` tokens and declares the
-    context as its longest cell (one attention plan), which only an attention that skips padding
-    may be given. A cell longer than the budget gets a batch of its own."""
+    idle). Padded batches are rounded up to a multiple of ``pad_multiple`` tokens (the backend's
+    own, ``Backend.pad_multiple``; default ``SHAPE_MULTIPLE``) and of ``multiple`` (``batch_multiple``)
+    so that few distinct shapes occur; packed batches (THD) carry no padding at all; with
+    ``fixed_shape`` every pack holds exactly ``budget`` tokens and declares the context as its
+    longest cell (one attention plan), which only an attention that skips padding may be given. A
+    cell longer than the budget gets a batch of its own."""
     if layout not in ("padded", "packed"):
         raise ValueError(f"batch layout must be 'padded' or 'packed', not {layout!r}")
-    step = math.lcm(SHAPE_MULTIPLE, multiple) if layout == "padded" else multiple
+    step = batch_multiple(layout, multiple, pad_multiple)
     groups = budget_groups([len(c) for c in cells], budget, padded=layout == "padded", step=step)
     if layout == "padded":
         return [(partial(collate, [cells[i] for i in g], variant, step), g) for g in groups]

@@ -3,12 +3,14 @@ at its own best settings and held to an independent plain loop (issue 28: best a
 
 ``embed`` — per (variant, backend, precision): build the backend (timed); a short calibration of
 the token budget (``candidate_budgets``: powers of two from 65,536 up to ``equal_budget``, the one
-budget every backend also runs at) on a sample of the cells, each budget timed on its second pass;
-then, at the fastest, the tiny warm-up that ``gfqual embed`` does and one pass of
-``harness.embeddings.extract`` (``gfqual embed``'s own path: batching, pooling, copies) under GPU
-telemetry: cells/s, tokens/s, TFLOP/s of the real cells' encoder work, NVML GPU busy; and one pass
-at the equal budget if that was not the fastest. The row records the chosen budget, layout and pad
-multiple; every calibration point is a record of its own.
+budget every backend also runs at) on a sample of the cells, each budget timed on its second pass,
+at the backend's own pad multiple; for a padded backend, then the pad multiple (``PAD_MULTIPLES``)
+at the fastest budget, timed the same way; then, at the fastest (budget, pad multiple), the tiny
+warm-up that ``gfqual embed`` does and one pass of ``harness.embeddings.extract`` (``gfqual
+embed``'s own path: batching, pooling, copies) under GPU telemetry: cells/s, tokens/s, TFLOP/s of
+the real cells' encoder work, NVML GPU busy; and one pass at the equal budget (at the chosen pad
+multiple) if that was not the fastest. The row records the chosen budget, layout and pad multiple;
+every calibration point is a record of its own, naming the setting it tried (``calibrating``).
 
 The anchor is ``plain_loops``: a minimal HF sdpa loop and a minimal ``te.TransformerLayer`` loop
 (``harness.perf.plain_loops``, sharing no batching or pooling code with the engine), each at its
@@ -32,9 +34,9 @@ import torch
 from harness.backend_names import backend_spec
 from harness.backends import build_backend
 from harness.capability import probe
-from harness.data.batching import SHAPE_MULTIPLE
 from harness.embeddings import (
     CPU_TOKEN_BUDGET,
+    batch_rounding,
     default_token_budget,
     extract,
     layers_to_run,
@@ -82,6 +84,10 @@ def _base(
 CALIBRATION_BUDGETS = tuple(1 << k for k in range(16, 21))  # 65,536 to 1,048,576 tokens per batch
 CALIBRATION_BATCHES = 3  # the calibration sample holds this many batches of the largest budget tried
 EQUAL_BUDGET_VALUES = 1 << 28  # tokens × hidden: the budget every backend got before issue 28 (TE's)
+# Pad multiples a padded backend's calibration tries at its fastest budget: 128, what every padded
+# batch was rounded to before (``SHAPE_MULTIPLE``), and 64, what HF's plain loop pads to (on real V2
+# cells that loop pads 2.6% of the tokens, HF's engine 4.4% at 128: harness/diagnostics/padding_count.py).
+PAD_MULTIPLES = (64, 128)
 
 
 def equal_budget_tokens(variant: Variant) -> int:
@@ -107,19 +113,23 @@ def calibration_sample(cells: list, budgets: list[int]) -> list:
     return cells[::step]
 
 
-def calibrate(run, budgets: list[int], base: dict, sample: list) -> list[dict]:
-    """``run(budget)`` → seconds for each budget, timed on its second call (shapes met, plans
-    built): a ``calibration`` record per budget, ``base`` saying whose."""
+def calibrate(run, setting: str, values: list[int], base: dict, sample: list, **fixed) -> list[dict]:
+    """``run(**settings)`` → seconds for each of ``values`` of one ``setting`` (``max_tokens`` or
+    ``pad_multiple``), the other settings ``fixed``, timed on its second call (shapes met, plans
+    built): a ``calibration`` record per value, carrying its settings and ``calibrating`` (which of
+    them it varies), ``base`` saying whose."""
     rows = []
-    for budget in budgets:
-        run(budget)
-        seconds = run(budget)
+    for value in values:
+        settings = dict(sorted({**fixed, setting: value}.items()))  # max_tokens, then pad_multiple
+        run(**settings)
+        seconds = run(**settings)
         rows.append(
             {
                 **base,
                 "record": "calibration",
+                "calibrating": setting,
                 "cells": len(sample),
-                "max_tokens": budget,
+                **settings,
                 "seconds": seconds,
                 "cells_per_s": len(sample) / seconds,
             }
@@ -127,8 +137,8 @@ def calibrate(run, budgets: list[int], base: dict, sample: list) -> list[dict]:
     return rows
 
 
-def _best(calibration: list[dict]) -> int:
-    return min(calibration, key=lambda r: r["seconds"])["max_tokens"]
+def _fastest(calibration: list[dict]) -> dict:
+    return min(calibration, key=lambda r: r["seconds"])
 
 
 def _timed(fn) -> float:
@@ -150,8 +160,9 @@ def embed_workload(
 ) -> list[dict]:
     """One embed workload row and its calibration records (see the module docstring): the
     backend at its best budget (a calibration over ``candidate_budgets`` on a sample, unless
-    ``max_tokens`` fixes it), held to the plain loop of its family (``plain``: ``plain_anchors``
-    of ``plain_loops``' records); ``ceiling_tflops``: the bf16 matmul ceiling measured in the run."""
+    ``max_tokens`` fixes it) and, padded, its best pad multiple there (over ``PAD_MULTIPLES``), held
+    to the plain loop of its family (``plain``: ``plain_anchors`` of ``plain_loops``' records);
+    ``ceiling_tflops``: the bf16 matmul ceiling measured in the run."""
     base = _base("embed", variant, backend_name, precision, cells, cells_from)
     skipped = _skipped(base, backend_name, precision)
     if skipped:
@@ -163,23 +174,29 @@ def embed_workload(
     equal = equal_budget(backend, variant)
     budgets = [max_tokens] if max_tokens else candidate_budgets(equal)
     sample = calibration_sample(cells, budgets)
+    layout = backend.input_layout
 
-    def one_pass(b: int, on: list = sample, model=backend) -> float:
-        return _timed(lambda: extract(model, on, variant, max_tokens=b))
+    def one_pass(max_tokens: int, pad_multiple: int, on: list = sample, model=backend) -> float:
+        return _timed(lambda: extract(model, on, variant, max_tokens=max_tokens, pad_multiple=pad_multiple))
 
     whose = _base("embed", variant, backend_name, precision, sample, cells_from)
-    calibration = calibrate(one_pass, budgets, whose, sample)
-    budget = _best(calibration)
-    extract(backend, cells[:2], variant, max_tokens=budget)
+    calibration = calibrate(one_pass, "max_tokens", budgets, whose, sample, pad_multiple=batch_rounding(backend))
+    fastest = _fastest(calibration)
+    if layout == "padded":  # a pack carries no padding: nothing to round
+        multiples = sorted({batch_rounding(backend, pad_multiple=m) for m in PAD_MULTIPLES})
+        padding = calibrate(one_pass, "pad_multiple", multiples, whose, sample, max_tokens=fastest["max_tokens"])
+        calibration += padding
+        fastest = _fastest(padding)
+    budget, pad = fastest["max_tokens"], fastest["pad_multiple"]
+    extract(backend, cells[:2], variant, max_tokens=budget, pad_multiple=pad)
     tokens = sum(map(len, cells))
     with Telemetry() as telemetry:
         start = time.perf_counter()
-        extract(backend, cells, variant, max_tokens=budget)
+        extract(backend, cells, variant, max_tokens=budget, pad_multiple=pad)
         seconds = time.perf_counter() - start
     util = telemetry.summary().get("gpu_util")
-    equal_s = seconds if budget == equal else one_pass(equal, cells)
+    equal_s = seconds if budget == equal else one_pass(equal, pad, cells)
     attention = backend.attention_backend
-    layout = backend.input_layout
     default = default_token_budget(backend, variant)
     del backend
     _free_cached_memory()
@@ -196,7 +213,7 @@ def embed_workload(
             "max_tokens": budget,
             "budget_from": "--max-tokens" if max_tokens else "calibration (fastest on the sample)",
             "input_layout": layout,
-            "pad_multiple": get_precision(precision).token_multiple if layout == "packed" else SHAPE_MULTIPLE,
+            "pad_multiple": pad,
             "default_max_tokens": default,
             "equal_max_tokens": equal,
             "equal_budget_cells_per_s": len(cells) / equal_s,
@@ -262,8 +279,10 @@ def plain_loops(variant: Variant, source, cells: list, cells_from: str, budgets:
             continue
         run = runs[family]
         whose = _base("embed", variant, name, precision, sample, cells_from)
-        calibration = calibrate(lambda b, run=run: run(sample, b)[1], budgets, whose, sample)
-        budget = _best(calibration)
+        calibration = calibrate(
+            lambda max_tokens, run=run: run(sample, max_tokens)[1], "max_tokens", budgets, whose, sample
+        )
+        budget = _fastest(calibration)["max_tokens"]
         vectors, seconds = run(cells, budget)
         records += calibration
         records.append(
@@ -339,9 +358,10 @@ def _equal_budget_ratio(calibration: list[dict], te: dict, hf: dict) -> float | 
         if te["equal_max_tokens"] == hf["equal_max_tokens"]:
             return te["equal_budget_cells_per_s"] / hf["equal_budget_cells_per_s"]
 
-    def rates(row):
+    def rates(row):  # the budget calibration's (rows from before the pad-multiple calibration name none)
         same = ("variant", "backend", "precision")
-        return {r["max_tokens"]: r["cells_per_s"] for r in calibration if all(r[k] == row[k] for k in same)}
+        budgets = [r for r in calibration if r.get("calibrating", "max_tokens") == "max_tokens"]
+        return {r["max_tokens"]: r["cells_per_s"] for r in budgets if all(r[k] == row[k] for k in same)}
 
     te_at, hf_at = rates(te), rates(hf)
     shared = set(te_at) & set(hf_at)
