@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 from harness.backend_names import backend_spec
 from harness.results import tested_identity
 from harness.tolerances import step_loss_difference
+from harness.verdict.classify import known_for
 from reports.document import (
     NOT_MEASURED,
     Figure,
@@ -84,7 +85,8 @@ def _rows_of(run: dict, record: str, key: tuple) -> list[dict]:
     ]
 
 
-def _trajectory_cell(t: dict | None) -> str:
+def _trajectory_cell(t: dict | None, gpu: str) -> str:
+    """The verdict's numbers, and a failure's class where it is a known one (known_failures.json)."""
     if t is None:
         return NOT_MEASURED
     if t["status"] in ("skipped", "error"):
@@ -94,7 +96,12 @@ def _trajectory_cell(t: dict | None) -> str:
         f"(limit {_fmt(t['loss_limit'])}) · final weights {_fmt(t['final_weights_rel_l2'])} "
         f"(limit {_fmt(t['weights_limit'])})"
     )
-    return text + (f" · {t['violations']}" if t["violations"] else "")
+    known = known_for("training", gpu, t) if t["status"] == "fail" else None
+    return (
+        text
+        + (f" · {t['violations']}" if t["violations"] else "")
+        + (f" · class {known['class']}: {known['summary']}" if known else "")
+    )
 
 
 def _losses_cell(t: dict | None) -> str:
@@ -247,7 +254,7 @@ def training_section(results: list[dict]) -> Section:
                 backend,
                 precision,
                 _gradients_cell(b, _rows_of(b_run, "backward_stage", key) if b_run else []),
-                _trajectory_cell(t),
+                _trajectory_cell(t, gpu),
                 _losses_cell(t),
             ]
         )

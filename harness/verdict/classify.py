@@ -49,24 +49,30 @@ def known_failures() -> tuple[dict, ...]:
     return tuple(json.loads(KNOWN_FAILURES.read_text())["known"])
 
 
-def _matches(entry: dict, c: Check) -> bool:
-    if entry.get("gpu") not in (None, c.gpu):
+def _matches(entry: dict, gate: str, gpu: str | None, record: dict) -> bool:
+    if entry.get("gpu") not in (None, gpu):
         return False
     for key, want in entry["match"].items():
         if key == "gate":
-            ok = c.gate == want
+            ok = gate == want
         elif key == "reason_contains":
-            ok = want in str(c.record.get("reason"))
+            ok = want in str(record.get("reason"))
         else:
-            ok = c.record.get(key, MATCH_DEFAULTS.get(key)) == want
+            ok = record.get(key, MATCH_DEFAULTS.get(key)) == want
         if not ok:
             return False
     return True
 
 
+def known_for(gate: str, gpu: str | None, record: dict) -> dict | None:
+    """The known failure a failing record of ``gate`` on ``gpu`` is, if any (the reports name it
+    beside the record; the verdict classes it by it)."""
+    return next((e for e in known_failures() if _matches(e, gate, gpu, record)), None)
+
+
 def known(c: Check) -> dict | None:
     """The known failure a check's failure is, if any."""
-    return next((e for e in known_failures() if _matches(e, c)), None)
+    return known_for(c.gate, c.gpu, c.record)
 
 
 def classify(c: Check) -> dict:
