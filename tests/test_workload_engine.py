@@ -293,3 +293,15 @@ def test_attention_that_materializes_scores_gets_no_fixed_shape(v1_model):
     loose = budget_batches(cells, V1, "packed", 1024, 16, fixed_shape=False)
     assert [b.input_ids.numel() for b, _ in loose] == [-(-sum(len(cells[i]) for i in g) // 16) * 16 for _, g in loose]
     assert all(b.max_seqlen <= 300 for b, _ in loose)
+
+
+def test_a_short_pass_is_timed_again_and_its_median_kept():
+    """V1-10M's whole pass takes a third of a second: one pass is at the mercy of a hiccup, so passes
+    are timed until they add up to MIN_TIMED_S (at most MAX_PASSES); a long pass is timed once."""
+    from harness.perf.workload import MAX_PASSES, MIN_TIMED_S, spread, timed_passes
+
+    assert len(timed_passes(lambda: MIN_TIMED_S / 4)) == 4
+    assert len(timed_passes(lambda: MIN_TIMED_S / 100)) == MAX_PASSES
+    assert timed_passes(lambda: MIN_TIMED_S * 2) == [MIN_TIMED_S * 2]
+    assert timed_passes(lambda: 1.0, [MIN_TIMED_S]) == [MIN_TIMED_S]  # a first pass already long enough
+    assert spread([1.0, 1.2, 0.9]) == {"passes": 3, "passes_range": pytest.approx(0.3)}
