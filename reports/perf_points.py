@@ -58,6 +58,29 @@ def same_run_ratios(results: list[dict], over, forward: str = "mlm") -> dict:
     }
 
 
+def best_over_bf16(results: list[dict], forward: str, backends: tuple[str, ...]) -> dict:
+    """(GPU, variant, precision) -> (the fastest point of an FP8 precision over ``backends``'
+    builds and layouts, the fastest bf16 point of the same variant over them), both from one run:
+    each side at its own best (a recipe's speed-up within one build can flatter it: on the H200
+    te-fused's FP8 trained 1.05x its own bf16 and still slower than te-packed's bf16). The newest
+    run holding both wins."""
+    out: dict[tuple, tuple[dict, dict]] = {}
+    for r in results:  # oldest first
+        if r["kind"] != "perf":
+            continue
+        fastest: dict[tuple, dict] = {}
+        for p in r["records"]:
+            if p.get("record") == "point" and p["backend"] in backends and _measured(p, 1, forward):
+                key = (p["variant"], p["precision"])
+                if key not in fastest or p["cells_per_s"] > fastest[key]["cells_per_s"]:
+                    fastest[key] = p
+        for (variant, precision), p in fastest.items():
+            bf16 = fastest.get((variant, "bf16"))
+            if bf16 and PRECISIONS[precision].is_fp8:
+                out[(result_gpu(r), variant, precision)] = (p, bf16)
+    return out
+
+
 def ratio_with_noise(p: dict, other: dict, unit: str = "") -> str:
     """A speed-up with the larger range of its two points' repeats; ⚠ where that exceeds the noise limit."""
     spread = max(p.get("spread") or 0.0, other.get("spread") or 0.0)
