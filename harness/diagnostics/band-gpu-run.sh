@@ -43,8 +43,9 @@ band() {  # NAME SEED VARIANT OBJECTIVE [more train-band arguments]: one seed, i
 # band are judged together afterwards: gfqual train-band --rejudge FILE... (joins seeds).
 # Measured at 8fe99b2 (H200, six processes at once): the V1-10M MLM seeds (4 recipes + HF, 1,000
 # steps) finished within 259 s; the V2-104M classifier seeds did not finish even their first run
-# (HF, 500 steps) in 259 s, when --trace synced once per parameter (now once a step). Give the
-# V2-104M seeds a call of their own (ONLY=V2-104M-classify-lr2.5e-5, a full 600 s call).
+# (HF, 500 steps) in 259 s, when --trace synced once per parameter. At 1519c9a (--trace syncing
+# once a step) the three V2-104M seeds, alone beside the divergence diagnostic, took 305 s
+# (ONLY=V2-104M-classify-lr2.5e-5), and wrote 13 MB of band_trace rows a seed.
 SEEDS=${SEEDS:-0 1 2}
 # shellcheck disable=SC2086
 {
