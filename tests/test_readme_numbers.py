@@ -406,6 +406,22 @@ def test_the_readme_training_table_is_the_reports():
         row = f"| {recipe} | {yes}, {count}: {v1} |"
         assert row in readme, row
         assert f"| {ratio} |" in readme.split(row)[1].split("\n")[0], (recipe, ratio)
+    # the memorized-batch column names the verdict's class of each V2-104M trajectory failure
+    verdict = json.loads((REPO / "reports" / "rendered" / "qualification" / "verdict.json").read_text())
+    for recipe in ("fp8-delayed", "fp8-current", "fp8-block"):
+        classes = {
+            objective: f["class"]
+            for f in verdict["failures"]
+            for objective in ("mlm", "classify")
+            if f["gpu"] == "H200" and f["case"].startswith(f"{objective} trajectory V2-104M te {recipe} ")
+        }
+        cell = readme.split(f"| {recipe} | yes,")[1].split("|")[1]
+        expected = (
+            " MLM and classifier off (`tolerance`) "
+            if classes == {"mlm": "tolerance", "classify": "tolerance"}
+            else f" MLM off (`{classes['mlm']}`); classifier diverges (`{classes['classify']}`) "
+        )
+        assert cell == expected, (recipe, classes, cell)
     runs = []
     for name in ("seeds01", "seeds23"):
         with gzip.open(
