@@ -53,7 +53,7 @@ import torch
 from harness.backends import build_backend
 from harness.data.synthetic import synthetic_batch
 from harness.environment import environment
-from harness.parity.training_band import _group, layer_norms
+from harness.parity.training_band import grouped_square_sums, layer_group, layer_norms
 from harness.precision import get_precision, make_recipe
 from harness.reasons import error_reason
 from harness.training import LR, Trainee, adamw
@@ -128,7 +128,7 @@ class Amax:
 
     def __init__(self, model: torch.nn.Module):
         self.handles, self.step_values, self.error = [], {k: {} for k in self.KINDS}, None
-        self.modules = [(_group(n + ".x"), m) for n, m in model.named_modules() if type(m).__name__ == "Linear"]
+        self.modules = [(layer_group(n), m) for n, m in model.named_modules() if type(m).__name__ == "Linear"]
         for group, module in self.modules:
             self.handles.append(module.register_forward_hook(self._hook(group)))
 
@@ -174,17 +174,14 @@ def gradient_error(trainee: Trainee, shadow: Trainee, batch, step: int) -> dict[
             p.copy_(mine[name])
             p.grad = None
     shadow.loss(batch, step).backward()
-    sums: dict[str, list[torch.Tensor]] = {}
-    for name, p in shadow.named_parameters().items():
-        q = mine[name]
-        if p.grad is None or q.grad is None:
-            continue
-        acc = sums.setdefault(_group(name), [p.new_zeros((), dtype=torch.float32)] * 2)
-        acc[0] = acc[0] + (q.grad.float() - p.grad.float()).pow(2).sum()
-        acc[1] = acc[1] + p.grad.float().pow(2).sum()
-    values = torch.stack([torch.stack(a) for a in sums.values()]).tolist()
+    groups, sums = grouped_square_sums(
+        (name, (mine[name].grad.float() - p.grad.float(), p.grad))
+        for name, p in shadow.named_parameters().items()
+        if p.grad is not None and mine[name].grad is not None
+    )
+    values = sums.tolist()
     total = math.sqrt(sum(d for d, _ in values) / max(sum(r for _, r in values), 1e-300))
-    return {"all": total, **{g: math.sqrt(d / r) if r > 0 else float("nan") for g, (d, r) in zip(sums, values)}}
+    return {"all": total, **{g: math.sqrt(d / r) if r > 0 else float("nan") for g, (d, r) in zip(groups, values)}}
 
 
 def run_arm(arm: Arm, model, variant, seed: int, steps: int, cells: int, length: int, probe: bool) -> dict:

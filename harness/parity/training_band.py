@@ -191,24 +191,32 @@ def _loss_and_accuracy(trainee: Trainee, cells, labels, variant: Variant, multip
     return total / count, correct / count
 
 
-def _group(name: str) -> str:
+def layer_group(name: str) -> str:
     """A parameter's layer, in either layout: the first index in its name (``layer.3.``,
     ``layers.3.``), else its module (``bert.embeddings``, ``cls.predictions``, the classifier)."""
     match = re.search(r"\.(\d+)\.", name)
     return f"layer {int(match.group(1)):02d}" if match else ".".join(name.split(".")[:2])
 
 
+def grouped_square_sums(named) -> tuple[list[str], torch.Tensor]:
+    """Per layer (``layer_group``), the sum of squares of each of a parameter's tensors (``named``:
+    (name, (tensor or None, ...)) with as many tensors for every name; None adds nothing): (the
+    layers, a [layers, tensors] float32 tensor on the device), for one host copy a step."""
+    sums: dict[str, list[torch.Tensor]] = {}
+    for name, tensors in named:
+        ref = next(t for t in tensors if t is not None)
+        acc = sums.setdefault(layer_group(name), [ref.new_zeros((), dtype=torch.float32)] * len(tensors))
+        for i, t in enumerate(tensors):
+            if t is not None:
+                acc[i] = acc[i] + t.float().pow(2).sum()
+    return list(sums), torch.stack([torch.stack(acc) for acc in sums.values()])
+
+
 def layer_norms(trainee: Trainee) -> dict[str, tuple[float, float]]:
     """Each layer's (gradient norm, weight norm) after a backward: where an instability starts.
     Summed on the device and copied once (one host sync a step, not one per parameter)."""
-    sums: dict[str, list[torch.Tensor]] = {}
-    for name, p in trainee.named_parameters().items():
-        acc = sums.setdefault(_group(name), [p.new_zeros((), dtype=torch.float32)] * 2)
-        if p.grad is not None:
-            acc[0] = acc[0] + p.grad.float().pow(2).sum()
-        acc[1] = acc[1] + p.detach().float().pow(2).sum()
-    values = torch.stack([torch.stack(acc) for acc in sums.values()]).sqrt().tolist()
-    return {g: (grad, weight) for g, (grad, weight) in zip(sums, values)}
+    groups, sums = grouped_square_sums((n, (p.grad, p.detach())) for n, p in trainee.named_parameters().items())
+    return {g: (grad, weight) for g, (grad, weight) in zip(groups, sums.sqrt().tolist())}
 
 
 def run_seed(
